@@ -1,0 +1,70 @@
+"""The model cards this project writes, built in one place.
+
+``training`` fills in the training data and metrics; tests use the same builders
+for the small model files they create. Names of bundled models:
+``sar2eo_<band set key>`` (e.g. ``sar2eo_rgb``) and ``cloudmask``.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from . import normalisation as norm
+from .bands import S1_BANDS, band_set
+from .modelfile import ModelCard
+
+
+def sar2eo_model_name(band_set_key: str) -> str:
+    return f"sar2eo_{band_set(band_set_key).key}"
+
+
+CLOUDMASK_MODEL_NAME = "cloudmask"
+
+
+def sar2eo_card(band_set_key: str, ngf: int = 64, n_blocks: int = 9, name: Optional[str] = None,
+                tile_size: int = 256, overlap: int = 32) -> ModelCard:
+    bs = band_set(band_set_key)
+    return ModelCard(
+        task="sar2eo",
+        name=name or sar2eo_model_name(bs.key),
+        architecture="resnet_generator",
+        architecture_args={"input_nc": len(S1_BANDS), "output_nc": bs.count, "ngf": ngf, "n_blocks": n_blocks},
+        input={"bands": list(S1_BANDS), "units": "dB", "sensor": "Sentinel-1 IW GRD sigma0"},
+        normalisation={
+            "sar_db_ranges": {k: list(v) for k, v in norm.SAR_DB_RANGES.items()},
+            "optical_range": list(norm.OPTICAL_RANGE),
+            "scaled_to": [-1, 1],
+        },
+        output={"bands": list(bs.bands), "band_set": bs.key, "activation": "tanh",
+                "written_as": "uint16 reflectance x 10000, nodata 0", "sensor": "Sentinel-2 L2A-like"},
+        tiling={"tile_size": tile_size, "overlap": overlap, "batch_size": 4},
+    )
+
+
+def cloudmask_card(encoder_name: str = "efficientnet-b2", name: str = CLOUDMASK_MODEL_NAME, threshold: float = 0.5,
+                   tile_size: int = 512, overlap: int = 32) -> ModelCard:
+    return ModelCard(
+        task="cloudmask",
+        name=name,
+        architecture="unet",
+        architecture_args={"encoder_name": encoder_name, "in_channels": 3, "classes": 1},
+        input={"bands": ["B4", "B3", "B2"], "units": "Sentinel-2 digital numbers (reflectance x 10000)"},
+        normalisation={"clip_dn": norm.CLOUD_CLIP_DN, "scale_to": 255, "mean": list(norm.IMAGENET_MEAN),
+                       "std": list(norm.IMAGENET_STD)},
+        output={"classes": {"0": "clear", "1": "cloud (thin + thick)"}, "activation": "sigmoid",
+                "threshold": threshold, "written_as": "uint8 mask 0 clear / 1 cloud / 255 nodata"},
+        tiling={"tile_size": tile_size, "overlap": overlap, "batch_size": 2},
+    )
+
+
+def card_for(task: str, band_set_key: Optional[str] = None, **kwargs: Any) -> ModelCard:
+    if task == "sar2eo":
+        return sar2eo_card(band_set_key or "rgb", **kwargs)
+    if task == "cloudmask":
+        return cloudmask_card(**kwargs)
+    raise ValueError(f"unknown task {task}")
+
+
+def summary(card: ModelCard) -> Dict[str, Any]:
+    """The few facts a dialog or log shows about a model."""
+    return {"name": card.name, "task": card.task, "bands": card.output.get("bands"),
+            "metrics": card.metrics, "training_data": card.training.get("data")}

@@ -1,0 +1,275 @@
+"""Tiled, blended, memory-bounded raster inference (no QGIS, no torch needed).
+
+How a scene goes through a network:
+
+1. The raster is cut into square tiles of ``tile_size`` pixels that overlap by
+   ``overlap`` pixels; the last row/column of tiles is moved back inside the
+   raster, and a raster smaller than a tile is padded by reflection.
+2. Tiles are read window by window with rasterio (never the whole scene),
+   prepared by a task-specific ``prepare`` function and sent to ``predict`` in
+   batches.
+3. Predictions are accumulated with smooth weights that ramp from the tile edge
+   (weight > 0 everywhere, 1 in the middle and on the raster's own border), then
+   divided by the summed weights: overlapping tiles blend without seams, and an
+   identity network gives back its input exactly.
+4. Only one row of tiles is held at a time: once a tile row is done, the output
+   rows no later tile can touch are converted and written, so memory grows with
+   the raster's width, not its area.
+5. Outputs are written to hidden temporary files beside the destination and
+   renamed only when the whole run succeeded; on error or cancel they are
+   removed, so no half-written output is ever left behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import CancelledError, InputError
+
+# prepare(raw (C_in, h, w) float32 with NaN where the input is nodata) -> (x (C, h, w) float32, valid (h, w) bool)
+PrepareFn = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
+# predict(batch (N, C, T, T) float32) -> (N, C_out, T, T) float32
+PredictFn = Callable[[np.ndarray], np.ndarray]
+# convert(blended prediction (C_out, h, w) float32, valid (h, w) bool) -> array written to an output
+ConvertFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass
+class OutputSpec:
+    """One raster the run writes, converted from the blended prediction."""
+
+    path: str
+    count: int
+    dtype: str
+    nodata: Optional[float]
+    convert: ConvertFn
+    descriptions: Sequence[str] = ()
+    colorinterp: Optional[Sequence[str]] = None  # e.g. ("red", "green", "blue"); None = leave GDAL's default
+    tags: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TilingOptions:
+    tile_size: int = 256
+    overlap: int = 32
+    batch_size: int = 4
+    multiple: int = 4           # tile size the network needs to be a multiple of
+
+    def check(self) -> None:
+        if self.tile_size < 16:
+            raise InputError(f"Tile size {self.tile_size} is too small (at least 16 pixels).")
+        if self.tile_size % self.multiple:
+            raise InputError(f"Tile size {self.tile_size} must be a multiple of {self.multiple} for this network.")
+        if not 0 <= self.overlap < self.tile_size // 2 + 1:
+            raise InputError(f"Overlap {self.overlap} must be between 0 and half the tile size ({self.tile_size // 2}).")
+        if self.batch_size < 1:
+            raise InputError("Batch size must be at least 1.")
+
+
+@dataclass
+class RunResult:
+    valid_pixels: int
+    total_pixels: int
+    tiles: int
+    stats: Dict[str, float] = field(default_factory=dict)
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> List[int]:
+    """Start offsets covering [0, length) with tiles of ``tile`` overlapping by at
+    least ``overlap``; the last start is clamped so the tile ends at ``length``."""
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+def edge_ramp(n: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
+    """1-D blending weight: (i+0.5)/overlap near a ramped edge, 1 elsewhere; always > 0."""
+    w = np.ones(n, dtype=np.float64)
+    if overlap > 0:
+        ramp = (np.arange(min(overlap, n)) + 0.5) / overlap
+        if ramp_start:
+            w[: ramp.size] = np.minimum(w[: ramp.size], ramp)
+        if ramp_end:
+            w[n - ramp.size:] = np.minimum(w[n - ramp.size:], ramp[::-1])
+    return w
+
+
+def _pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Pad (C, h0, w0) to (C, h, w) at the bottom/right, by reflection where possible."""
+    ph, pw = h - x.shape[1], w - x.shape[2]
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if x.shape[1] > 1 and x.shape[2] > 1 else "edge"
+    return np.pad(x, ((0, 0), (0, ph), (0, pw)), mode=mode)
+
+
+def _temp_path(final: str) -> str:
+    p = Path(final)
+    return str(p.with_name(f".{p.stem}.{uuid.uuid4().hex[:8]}.partial{p.suffix or '.tif'}"))
+
+
+def _remove_quietly(path: str) -> None:
+    for candidate in (path, path + ".aux.xml"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(candidate)
+
+
+def run_tiled(
+    src_path: str,
+    bands: Sequence[int],
+    prepare: PrepareFn,
+    predict: PredictFn,
+    out_channels: int,
+    outputs: Sequence[OutputSpec],
+    options: TilingOptions = TilingOptions(),
+    progress: Optional[Callable[[float], None]] = None,
+    is_cancelled: Optional[Callable[[], bool]] = None,
+    log: Optional[Callable[[str], None]] = None,
+) -> RunResult:
+    """Run ``predict`` over the raster at ``src_path`` and write ``outputs``.
+
+    ``bands`` are 1-based band numbers read from the source, in the order
+    ``prepare`` expects. Raises :class:`CancelledError` if ``is_cancelled``
+    turns true, :class:`InputError` for unusable input; in both cases no output
+    file is left behind.
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    options.check()
+    progress = progress or (lambda _f: None)
+    is_cancelled = is_cancelled or (lambda: False)
+    log = log or (lambda _m: None)
+    T, ov = options.tile_size, options.overlap
+
+    try:
+        src = rasterio.open(src_path)
+    except Exception as exc:  # rasterio raises several types; all mean "cannot read"
+        raise InputError(f"Cannot open raster '{src_path}': {exc}") from exc
+    temps: List[str] = []
+    writers = []
+    try:
+        H, W = src.height, src.width
+        for b in bands:
+            if not 1 <= b <= src.count:
+                raise InputError(f"Raster '{src_path}' has {src.count} band(s); band {b} does not exist.")
+        if src.crs is None:
+            raise InputError(f"Raster '{src_path}' has no coordinate reference system; assign one first "
+                             "(Raster > Projections > Assign Projection) so the result can be georeferenced.")
+        nodatas = [src.nodatavals[b - 1] for b in bands]
+
+        ys, xs = tile_starts(H, T, ov), tile_starts(W, T, ov)
+        th, tw = min(T, H), min(T, W)  # real extent of a tile (smaller rasters: the whole raster)
+        wx_full = [edge_ramp(tw, ov, x0 > 0, x0 + tw < W) for x0 in xs]
+        n_tiles = len(ys) * len(xs)
+        log(f"{W} x {H} pixels, {n_tiles} tile(s) of {T} px with {ov} px overlap, batch {options.batch_size}")
+
+        profile = {
+            "driver": "GTiff", "width": W, "height": H, "crs": src.crs, "transform": src.transform,
+            "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
+            "BIGTIFF": "IF_SAFER",
+        }
+        for spec in outputs:
+            Path(spec.path).parent.mkdir(parents=True, exist_ok=True)
+            tmp = _temp_path(spec.path)
+            temps.append(tmp)
+            extra = {"predictor": 2} if np.dtype(spec.dtype).kind in "iu" else {"predictor": 3}
+            dst = rasterio.open(tmp, "w", count=spec.count, dtype=spec.dtype, nodata=spec.nodata,
+                                **profile, **extra)
+            writers.append(dst)
+            for i, d in enumerate(spec.descriptions, start=1):
+                dst.set_band_description(i, d)
+            if spec.tags:
+                dst.update_tags(**spec.tags)
+            if spec.colorinterp:
+                from rasterio.enums import ColorInterp
+                dst.colorinterp = [getattr(ColorInterp, c) for c in spec.colorinterp]
+
+        # Rolling accumulators covering rows [buf_top, buf_top + 2T) of the output.
+        buf_h = 2 * T if H > T else H
+        acc = np.zeros((out_channels, buf_h, W), dtype=np.float32)
+        wsum = np.zeros((buf_h, W), dtype=np.float32)
+        valid_buf = np.zeros((buf_h, W), dtype=bool)
+        buf_top = 0
+        done_tiles = 0
+        valid_total = 0
+
+        def flush(until: int) -> None:
+            """Convert and write output rows [buf_top, until), then shift the buffer."""
+            nonlocal buf_top, valid_total
+            n = until - buf_top
+            if n <= 0:
+                return
+            blended = acc[:, :n] / np.maximum(wsum[:n], 1e-12)
+            valid = valid_buf[:n]
+            valid_total += int(valid.sum())
+            window = Window(0, buf_top, W, n)
+            for spec, dst in zip(outputs, writers):
+                data = spec.convert(blended, valid)
+                dst.write(data.astype(spec.dtype, copy=False), window=window)
+            # shift what is left up
+            acc[:, : buf_h - n] = acc[:, n:].copy()
+            acc[:, buf_h - n:] = 0
+            wsum[: buf_h - n] = wsum[n:].copy()
+            wsum[buf_h - n:] = 0
+            valid_buf[: buf_h - n] = valid_buf[n:].copy()
+            valid_buf[buf_h - n:] = False
+            buf_top = until
+
+        for row, y0 in enumerate(ys):
+            wy = edge_ramp(th, ov, y0 > 0, y0 + th < H)
+            # Read the whole tile row once (one window, width W), prepare it once.
+            raw = src.read(list(bands), window=Window(0, y0, W, th), out_dtype="float32")
+            for i, nd in enumerate(nodatas):
+                if nd is not None and not (isinstance(nd, float) and math.isnan(nd)):
+                    raw[i][raw[i] == np.float32(nd)] = np.nan
+            x_row, valid_row = prepare(raw)
+            valid_row = valid_row & np.all(np.isfinite(raw), axis=0)
+            r0 = y0 - buf_top
+            valid_buf[r0:r0 + th] |= valid_row
+
+            for start in range(0, len(xs), options.batch_size):
+                if is_cancelled():
+                    raise CancelledError("Cancelled by the user; no output was written.")
+                group = xs[start:start + options.batch_size]
+                batch = np.stack([_pad_to(x_row[:, :, x0:x0 + tw], T, T) for x0 in group])
+                pred = np.asarray(predict(batch), dtype=np.float32)
+                if pred.shape[:2] != (len(group), out_channels):
+                    raise RuntimeError(f"network returned shape {pred.shape}, expected ({len(group)}, {out_channels}, ...)")
+                for k, x0 in enumerate(group):
+                    w2 = (wy[:, None] * wx_full[start + k][None, :]).astype(np.float32)
+                    acc[:, r0:r0 + th, x0:x0 + tw] += pred[k, :, :th, :tw] * w2
+                    wsum[r0:r0 + th, x0:x0 + tw] += w2
+                done_tiles += len(group)
+                progress(100.0 * done_tiles / n_tiles)
+            next_y = ys[row + 1] if row + 1 < len(ys) else H
+            flush(next_y)
+
+        if valid_total == 0:
+            raise InputError(f"Raster '{src_path}' holds only nodata in band(s) {list(bands)}; nothing to process.")
+        for dst in writers:
+            dst.close()
+        writers.clear()
+        for spec, tmp in zip(outputs, temps):
+            _remove_quietly(spec.path)
+            os.replace(tmp, spec.path)
+        temps.clear()
+        return RunResult(valid_pixels=valid_total, total_pixels=H * W, tiles=n_tiles)
+    finally:
+        for dst in writers:
+            with contextlib.suppress(Exception):
+                dst.close()
+        for tmp in temps:
+            _remove_quietly(tmp)
+        src.close()
+

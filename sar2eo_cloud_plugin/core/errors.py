@@ -1,0 +1,30 @@
+"""Exceptions raised by the QGIS-free core.
+
+The QGIS side turns every one of these into a ``QgsProcessingException`` with the
+same message, so the messages are written for a GIS user: they name the layer,
+band or file at fault and say what to do about it.
+"""
+
+
+class Sar2EoError(Exception):
+    """Base class for every error the core raises on purpose."""
+
+
+class ModelFileError(Sar2EoError):
+    """A model file is missing, truncated, tampered with or for another task."""
+
+
+class NoBundledWeightsError(ModelFileError):
+    """The plugin ships no trained weights for the requested model."""
+
+
+class InputError(Sar2EoError):
+    """The input raster cannot be used as asked (band count, units, CRS, nodata)."""
+
+
+class DeviceError(Sar2EoError):
+    """The requested compute device is not available."""
+
+
+class CancelledError(Sar2EoError):
+    """The user cancelled the run; no output was left behind."""

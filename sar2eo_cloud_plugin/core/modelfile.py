@@ -1,0 +1,193 @@
+"""Model files: safetensors weights beside a small JSON card.
+
+A model is two files with one stem, ``<stem>.json`` (the card) and
+``<stem>.safetensors`` (the weights). The card says what the model is for and how
+to feed it; it also holds the weights' size and sha256 so that a truncated or
+tampered weights file is refused before a single byte of it is used. Weights are
+read with safetensors only: nothing is ever unpickled.
+
+Weights may be stored as float16 to keep the repository lean; they are converted
+back to float32 when loaded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+from .errors import ModelFileError, NoBundledWeightsError
+
+CARD_FORMAT = 1
+TASKS = ("sar2eo", "cloudmask")
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass
+class ModelCard:
+    """What a model is, how to feed it and how good it measured."""
+
+    task: str                                   # "sar2eo" | "cloudmask"
+    name: str                                   # stem of the files, e.g. "sar2eo_rgb"
+    architecture: str                           # key of networks.ARCHITECTURES
+    architecture_args: Dict[str, Any]
+    input: Dict[str, Any]                       # bands, units
+    normalisation: Dict[str, Any]               # ranges / mean-std used on both sides
+    output: Dict[str, Any]                      # bands, scaling, dtype, threshold
+    tiling: Dict[str, Any] = field(default_factory=lambda: {"tile_size": 256, "overlap": 32})
+    training: Dict[str, Any] = field(default_factory=dict)   # data, epochs, command
+    metrics: Dict[str, Any] = field(default_factory=dict)    # measured on held-out data
+    weights: Dict[str, Any] = field(default_factory=dict)    # file, sha256, bytes, dtype
+    format: int = CARD_FORMAT
+    notes: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any], source: str = "card") -> "ModelCard":
+        required = ("task", "name", "architecture", "architecture_args", "input", "normalisation", "output", "weights")
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise ModelFileError(f"Model card {source} lacks {', '.join(missing)}.")
+        if data.get("format", CARD_FORMAT) != CARD_FORMAT:
+            raise ModelFileError(f"Model card {source} has format {data.get('format')}; this plugin reads format "
+                                 f"{CARD_FORMAT}. Update the plugin.")
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def sha256_of(path: PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def card_path_for(path: PathLike) -> Path:
+    """Accept the card, the weights or the bare stem and return the card's path."""
+    p = Path(path)
+    if p.suffix in (".json", ".safetensors"):
+        p = p.with_suffix("")
+    return p.with_suffix(".json")
+
+
+def read_card(path: PathLike, expected_task: Optional[str] = None) -> ModelCard:
+    """Read and check a model card (not the weights)."""
+    card_file = card_path_for(path)
+    if not card_file.is_file():
+        raise ModelFileError(f"Model card not found: {card_file}")
+    try:
+        data = json.loads(card_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"Model card {card_file} is not readable JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelFileError(f"Model card {card_file} is not a JSON object.")
+    card = ModelCard.from_dict(data, str(card_file))
+    if card.task not in TASKS:
+        raise ModelFileError(f"Model card {card_file} is for unknown task '{card.task}'.")
+    if expected_task is not None and card.task != expected_task:
+        raise ModelFileError(f"Model file {card_file} is a '{card.task}' model, not a '{expected_task}' model.")
+    return card
+
+
+def weights_path(card_file: PathLike, card: ModelCard) -> Path:
+    name = card.weights.get("file") or (card.name + ".safetensors")
+    if Path(name).name != name:
+        raise ModelFileError(f"Model card {card_file}: weights file name '{name}' must not contain a folder.")
+    return Path(card_file).parent / name
+
+
+def verify_weights(card_file: PathLike, card: ModelCard) -> Path:
+    """Check the weights file exists and matches the card's size and sha256."""
+    wpath = weights_path(card_file, card)
+    if not wpath.is_file():
+        raise ModelFileError(f"Weights file missing: {wpath} (named by {card_file}).")
+    expected_size = card.weights.get("bytes")
+    size = wpath.stat().st_size
+    if expected_size is not None and size != int(expected_size):
+        raise ModelFileError(f"Weights file {wpath} is {size} bytes but its card says {expected_size}: the file is "
+                             "truncated or was replaced. Reinstall the plugin or re-export the model.")
+    expected = card.weights.get("sha256")
+    if not expected:
+        raise ModelFileError(f"Model card {card_file} has no sha256 for its weights; refusing to load them.")
+    actual = sha256_of(wpath)
+    if actual != expected:
+        raise ModelFileError(f"Weights file {wpath} does not match its card (sha256 {actual[:12]}… instead of "
+                             f"{expected[:12]}…): it was modified or corrupted. Refusing to load it.")
+    return wpath
+
+
+def load_model(path: PathLike, expected_task: Optional[str] = None, device: str = "cpu"):
+    """Load a model file and return ``(network in eval mode, card)``.
+
+    The network is float32 on ``device`` whatever the stored dtype.
+    """
+    import torch
+    from safetensors import SafetensorError  # type: ignore[attr-defined]
+    from safetensors.torch import load_file
+
+    from .networks import build_network
+
+    card_file = card_path_for(path)
+    card = read_card(card_file, expected_task)
+    wpath = verify_weights(card_file, card)
+    try:
+        state = load_file(str(wpath), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"Weights file {wpath} is not a readable safetensors file: {exc}") from exc
+    try:
+        net = build_network(card.architecture, dict(card.architecture_args))
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"Model card {card_file}: cannot build '{card.architecture}' with "
+                             f"{card.architecture_args}: {exc}") from exc
+    state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(f"Weights in {wpath} do not fit the architecture in its card: "
+                             f"{str(exc).splitlines()[0]}") from exc
+    net.eval().to(device)
+    return net, card
+
+
+def save_model(net, card: ModelCard, out_dir: PathLike, dtype: str = "float16") -> Path:
+    """Write ``<out_dir>/<card.name>.safetensors`` and ``.json``; returns the card path.
+
+    Files are written under temporary names and renamed when complete, so a
+    crash never leaves a card that names half-written weights.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch_dtype = {"float16": torch.float16, "float32": torch.float32}[dtype]
+    state = {k: (v.detach().to("cpu", torch_dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+             for k, v in net.state_dict().items()}
+    wname = card.name + ".safetensors"
+    wtmp = out / (wname + ".tmp")
+    save_file(state, str(wtmp), metadata={"task": card.task, "name": card.name})
+    card.weights = {"file": wname, "sha256": sha256_of(wtmp), "bytes": wtmp.stat().st_size, "dtype": dtype}
+    ctmp = out / (card.name + ".json.tmp")
+    ctmp.write_text(card.to_json(), encoding="utf-8")
+    os.replace(wtmp, out / wname)
+    os.replace(ctmp, out / (card.name + ".json"))
+    return out / (card.name + ".json")
+
+
+def bundled_model_path(name: str, label: Optional[str] = None, models_dir: PathLike = BUNDLED_DIR) -> Path:
+    """Path of a bundled model's card; raises :class:`NoBundledWeightsError` if the
+    plugin ships none (never fall back to untrained weights)."""
+    card = Path(models_dir) / f"{name}.json"
+    if not card.is_file():
+        what = label or name
+        raise NoBundledWeightsError(f"No weights bundled for {what}: {card} is not part of this plugin build. "
+                                    "Train and export them with the training package "
+                                    "(see README, 'Retraining'), or choose another band set.")
+    return card

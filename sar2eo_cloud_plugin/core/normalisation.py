@@ -1,0 +1,137 @@
+"""Value conventions between rasters and networks, shared by inference and training.
+
+SAR side (network input): Sentinel-1 backscatter in dB, clipped per polarisation
+to a fixed range and scaled linearly to [-1, 1]. Linear power is converted with
+10*log10 first; zero or negative power has no dB value and becomes nodata.
+
+Optical side (network output): Sentinel-2 surface reflectance (0..1, i.e. L2A
+digital numbers / 10,000) clipped to ``OPTICAL_RANGE`` and scaled to [-1, 1] to
+match the generator's tanh. Written back as uint16 reflectance x 10,000 with 0 as
+nodata, the way Sentinel-2 L2A products store it.
+
+Cloud mask input: RGB digital numbers clipped at 4,000, scaled to 0..255, then
+the encoder's (ImageNet) mean/std normalisation, exactly as in training.
+
+Every function is numpy in, numpy out, so the same code runs in the plugin and
+in the training package's data pipeline.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import InputError
+
+# dB clip ranges per polarisation (the seed's convention, as in SEN12MS-CR work).
+SAR_DB_RANGES: Dict[str, Tuple[float, float]] = {"VV": (-25.0, 0.0), "VH": (-32.5, 0.0)}
+# Reflectance range mapped to [-1, 1] on the optical side.
+OPTICAL_RANGE: Tuple[float, float] = (0.0, 1.0)
+OPTICAL_SCALE = 10000.0  # L2A digital number = reflectance * 10,000
+
+CLOUD_CLIP_DN = 4000.0
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def scale_to_unit(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Clip x to [lo, hi] and map it linearly to [-1, 1]."""
+    x = np.clip(x, lo, hi)
+    return (2.0 * (x - lo) / (hi - lo) - 1.0).astype(np.float32)
+
+
+def unscale_from_unit(y: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Inverse of :func:`scale_to_unit` (for values inside [-1, 1])."""
+    return ((np.clip(y, -1.0, 1.0) + 1.0) * 0.5 * (hi - lo) + lo).astype(np.float32)
+
+
+def linear_to_db(power: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """10*log10 of linear backscatter; returns (dB, valid) with zero/negative power invalid."""
+    valid = np.isfinite(power) & (power > 0)
+    db = np.full(power.shape, np.nan, dtype=np.float32)
+    db[valid] = 10.0 * np.log10(power[valid])
+    return db, valid
+
+
+def normalise_sar_db(db: np.ndarray, polarisations: Sequence[str] = ("VV", "VH"),
+                     ranges: Optional[Dict[str, Tuple[float, float]]] = None) -> np.ndarray:
+    """(C, H, W) dB -> (C, H, W) float32 in [-1, 1]; NaNs become -1 (the caller masks them)."""
+    ranges = ranges or SAR_DB_RANGES
+    out = np.empty(db.shape, dtype=np.float32)
+    for i, pol in enumerate(polarisations):
+        lo, hi = ranges[pol]
+        out[i] = scale_to_unit(np.nan_to_num(db[i], nan=lo), lo, hi)
+    return out
+
+
+def normalise_optical(reflectance: np.ndarray, rng: Tuple[float, float] = OPTICAL_RANGE) -> np.ndarray:
+    """Reflectance (0..1) -> [-1, 1]."""
+    return scale_to_unit(reflectance, *rng)
+
+
+def denormalise_optical(y: np.ndarray, rng: Tuple[float, float] = OPTICAL_RANGE) -> np.ndarray:
+    """Network output in [-1, 1] -> reflectance (0..1)."""
+    return unscale_from_unit(y, *rng)
+
+
+def reflectance_to_dn(reflectance: np.ndarray) -> np.ndarray:
+    """Reflectance -> uint16 L2A digital numbers; 0 is reserved for nodata so valid pixels are >= 1."""
+    dn = np.rint(reflectance * OPTICAL_SCALE)
+    return np.clip(dn, 1, 65535).astype(np.uint16)
+
+
+def cloud_preprocess(rgb_dn: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,
+                     std: Sequence[float] = IMAGENET_STD, clip_dn: float = CLOUD_CLIP_DN) -> np.ndarray:
+    """(3, H, W) B4,B3,B2 digital numbers -> encoder input, as in training:
+    clip at 4,000, scale to 0..255, then (x/255 - mean) / std per channel."""
+    x = np.clip(np.nan_to_num(rgb_dn.astype(np.float32), nan=0.0), 0.0, clip_dn) * (255.0 / clip_dn)
+    m = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
+    return ((x / 255.0 - m) / s).astype(np.float32)
+
+
+@dataclass
+class UnitsDecision:
+    units: str       # "dB" or "linear"
+    reason: str      # sentence for the log
+
+
+def decide_sar_units(sample: np.ndarray, descriptions: Sequence[Optional[str]], dtype: str,
+                     requested: str = "auto", layer_name: str = "input") -> UnitsDecision:
+    """Decide whether a 2-band sample is Sentinel-1 backscatter in dB or linear power.
+
+    ``sample`` is (2, h, w) float with invalid pixels already set to NaN. Raises
+    :class:`InputError` naming what was seen when the values cannot be
+    backscatter (reflectance-like integers, amplitudes in the thousands, ...).
+    """
+    finite = sample[np.isfinite(sample)]
+    if finite.size == 0:
+        raise InputError(f"Layer '{layer_name}': the VV/VH bands hold only nodata.")
+    q01, q50, q99 = (float(v) for v in np.percentile(finite, [1, 50, 99]))
+    seen = f"dtype {dtype}, 1st/50th/99th percentiles {q01:.4g}/{q50:.4g}/{q99:.4g}"
+    if requested in ("dB", "linear"):
+        if requested == "dB" and (q01 < -80 or q99 > 60):
+            raise InputError(f"Layer '{layer_name}' was declared to be in dB, but its values ({seen}) are not "
+                             "backscatter in dB (expected roughly -40..+10).")
+        if requested == "linear" and (q01 < 0 or q99 > 1000):
+            raise InputError(f"Layer '{layer_name}' was declared linear power, but its values ({seen}) are not "
+                             "linear backscatter (expected 0..~10).")
+        return UnitsDecision(requested, f"units set by the user: {requested} ({seen})")
+    if requested != "auto":
+        raise InputError(f"Unknown input units '{requested}' (use auto, dB or linear).")
+    text = " ".join(d or "" for d in descriptions).lower()
+    if dtype.startswith("uint") and q99 > 100:
+        raise InputError(f"Layer '{layer_name}' does not look like Sentinel-1 backscatter ({seen}): integer values "
+                         "in the hundreds or more look like optical reflectance or uncalibrated amplitude. "
+                         "Calibrate to sigma0 (dB or linear) first.")
+    if "db" in text.split() or "decibel" in text or "_db" in text or "(db)" in text:
+        if q99 <= 60 and q01 >= -80:
+            return UnitsDecision("dB", f"band descriptions say dB ({seen})")
+    if q50 < 0 and q01 > -80 and q99 < 60:
+        return UnitsDecision("dB", f"values are mostly negative, as backscatter in dB is ({seen})")
+    if q01 >= 0 and q99 <= 10:
+        return UnitsDecision("linear", f"values are small and non-negative, as linear power is ({seen})")
+    raise InputError(f"Layer '{layer_name}' does not look like Sentinel-1 VV/VH backscatter ({seen}). "
+                     "Expected dB (about -40..+10) or linear power (about 0..1); set the units by hand if "
+                     "you are sure.")

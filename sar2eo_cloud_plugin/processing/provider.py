@@ -1,0 +1,35 @@
+"""The "SAR2EO & Cloud" Processing provider (stable id ``sar2eo_cloud``)."""
+from __future__ import annotations
+
+import os
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+PROVIDER_ID = "sar2eo_cloud"
+ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icons", "icon.svg")
+
+
+class Sar2EoCloudProvider(QgsProcessingProvider):
+    def id(self) -> str:
+        return PROVIDER_ID
+
+    def name(self) -> str:
+        return "SAR2EO & Cloud"
+
+    def longName(self) -> str:  # noqa: N802
+        return "SAR2EO & Cloud: Sentinel-1 to Sentinel-2 translation and cloud masking"
+
+    def icon(self) -> QIcon:
+        return QIcon(ICON_PATH)
+
+    def loadAlgorithms(self) -> None:  # noqa: N802
+        from .batch_algorithm import BatchFolderAlgorithm
+        from .cloudmask_algorithm import CloudMaskAlgorithm
+        from .shipped_models import shipped_model_algorithms
+        from .translate_algorithm import TranslateSarToEoAlgorithm
+
+        for alg in (TranslateSarToEoAlgorithm(), CloudMaskAlgorithm(), BatchFolderAlgorithm()):
+            self.addAlgorithm(alg)
+        for alg in shipped_model_algorithms():
+            self.addAlgorithm(alg)

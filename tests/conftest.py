@@ -1,0 +1,75 @@
+"""Shared fixtures.
+
+Real data: ``sample_data/`` holds the real BigEarthNet patches stacked per scene (see sample_data/README.md).
+Generated data: ``tiny_models`` writes small, randomly initialised model files for tests only — they are
+never presented as results and never written into the plugin's bundled-models folder.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+SAMPLES = REPO / "sample_data"
+SHARED_DATA = REPO.parent / "shared" / "data" / "bigearthnet-example"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def s1_samples() -> list:
+    """The five real Sentinel-1 VV/VH stacks (float32 dB)."""
+    files = sorted((SAMPLES / "s1").glob("*_VVVH.tif"))
+    assert len(files) == 5, "sample_data/s1 is incomplete; run scripts/make_sample_data.py"
+    return files
+
+
+@pytest.fixture(scope="session")
+def s2_samples() -> list:
+    """The five real Sentinel-2 L2A 12-band stacks (uint16, 10 m grid)."""
+    files = sorted((SAMPLES / "s2").glob("*_L2A12.tif"))
+    assert len(files) == 5, "sample_data/s2 is incomplete; run scripts/make_sample_data.py"
+    return files
+
+
+@pytest.fixture(scope="session")
+def s1_sample(s1_samples) -> Path:
+    return s1_samples[0]
+
+
+@pytest.fixture(scope="session")
+def s2_sample(s2_samples) -> Path:
+    return s2_samples[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """GENERATED test-only model files: small random-weight generators for every band set
+    (ngf 8, 2 residual blocks) and a randomly initialised U-Net/EfficientNet-B2 cloud model."""
+    import torch
+
+    from sar2eo_cloud_plugin.core import cards, modelfile, networks
+    from sar2eo_cloud_plugin.core.bands import BAND_SET_KEYS
+
+    out = tmp_path_factory.mktemp("tiny_models")
+    torch.manual_seed(0)
+    for key in BAND_SET_KEYS:
+        card = cards.sar2eo_card(key, ngf=8, n_blocks=2)
+        card.notes = "GENERATED for tests: random weights"
+        net = networks.init_weights(networks.build_network(card.architecture, card.architecture_args))
+        modelfile.save_model(net, card, out, dtype="float32")
+    card = cards.cloudmask_card()
+    card.notes = "GENERATED for tests: random weights"
+    modelfile.save_model(networks.build_network(card.architecture, card.architecture_args), card, out)
+    return out

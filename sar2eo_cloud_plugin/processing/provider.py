@@ -23,6 +23,13 @@ class Sar2EoCloudProvider(QgsProcessingProvider):
     def icon(self) -> QIcon:
         return QIcon(ICON_PATH)
 
+    def supportedOutputRasterLayerExtensions(self):  # noqa: N802
+        # The core writes tiled, compressed GeoTIFFs only.
+        return ["tif"]
+
+    def defaultRasterFileExtension(self) -> str:  # noqa: N802
+        return "tif"
+
     def loadAlgorithms(self) -> None:  # noqa: N802
         from .batch_algorithm import BatchFolderAlgorithm
         from .cloudmask_algorithm import CloudMaskAlgorithm

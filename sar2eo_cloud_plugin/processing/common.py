@@ -1,0 +1,297 @@
+"""Helpers shared by the plugin's Processing algorithms.
+
+Kept free of torch: the heavy imports (torch, safetensors, rasterio, the core's
+inference module) happen inside :func:`import_inference`, called from
+``processAlgorithm``, so the provider loads fast and even without PyTorch.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProviderRegistry,
+    QgsRasterLayer,
+)
+
+from ..core.errors import CancelledError, Sar2EoError
+
+# Order = core.inference.DEVICES ("auto", "cpu", "cuda"); the enum index is the stable value.
+DEVICE_KEYS: Tuple[str, ...] = ("auto", "cpu", "cuda")
+DEVICE_LABELS: Tuple[str, ...] = ("Auto (CUDA GPU if available, else CPU)", "CPU", "CUDA (NVIDIA GPU)")
+
+# Python packages the inference needs at run time (import name -> pip name).
+RUNTIME_PACKAGES: Dict[str, str] = {"torch": "torch", "safetensors": "safetensors", "rasterio": "rasterio"}
+CLOUD_PACKAGES: Dict[str, str] = {"segmentation_models_pytorch": "segmentation-models-pytorch"}
+
+GEOTIFF_EXTENSIONS = (".tif", ".tiff")
+
+
+# --------------------------------------------------------------------------- dependencies
+def missing_packages(extra: Optional[Dict[str, str]] = None) -> List[str]:
+    """pip names of the run-time packages that cannot be found (no import is done)."""
+    wanted = dict(RUNTIME_PACKAGES)
+    wanted.update(extra or {})
+    missing = []
+    for module, pip_name in wanted.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(pip_name)
+    return missing
+
+
+def missing_packages_message(missing: Sequence[str]) -> str:
+    return ("This algorithm needs Python packages that the Python used by QGIS cannot import: "
+            f"{', '.join(missing)}. Install them into QGIS's Python (see the plugin's README, 'Install'), "
+            f"e.g. `python3 -m pip install {' '.join(missing)}`, then restart QGIS.")
+
+
+def import_inference(extra_packages: Optional[Dict[str, str]] = None):
+    """Import and return ``core.inference`` (and so torch), or raise a clear QgsProcessingException."""
+    missing = missing_packages(extra_packages)
+    if missing:
+        raise QgsProcessingException(missing_packages_message(missing))
+    try:
+        import torch  # noqa: F401  (import here, not at plugin load)
+
+        from ..core import inference
+    except ImportError as exc:  # installed but broken (ABI mismatch, missing shared library, ...)
+        raise QgsProcessingException(f"PyTorch or another run-time package failed to import: {exc}. "
+                                     "Reinstall the packages listed in the plugin's README.") from exc
+    return inference
+
+
+def can_execute(extra_packages: Optional[Dict[str, str]] = None) -> Tuple[bool, str]:
+    missing = missing_packages(extra_packages)
+    if missing:
+        return False, missing_packages_message(missing)
+    return True, ""
+
+
+# --------------------------------------------------------------------------- feedback
+class FeedbackAdapter:
+    """Carries the core's callbacks (progress 0..100, is_cancelled, log) into a QgsProcessingFeedback.
+
+    ``start``/``end`` map the core's 0..100 into a slice of the algorithm's progress bar
+    when the algorithm has further steps after inference (e.g. polygonising).
+    """
+
+    def __init__(self, feedback: Optional[QgsProcessingFeedback], start: float = 0.0, end: float = 100.0) -> None:
+        self.feedback = feedback or QgsProcessingFeedback()
+        self.start, self.end = float(start), float(end)
+        self.lines: List[str] = []
+
+    def progress(self, percent: float) -> None:
+        self.feedback.setProgress(self.start + (self.end - self.start) * max(0.0, min(100.0, percent)) / 100.0)
+
+    def is_cancelled(self) -> bool:
+        return bool(self.feedback.isCanceled())
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+        self.feedback.pushInfo(message)
+
+
+def check_cancelled(feedback: Optional[QgsProcessingFeedback]) -> None:
+    if feedback is not None and feedback.isCanceled():
+        raise CancelledError("Cancelled by the user; no output was written.")
+
+
+@contextlib.contextmanager
+def core_errors(cleanup: Sequence[str] = ()) -> Iterator[None]:
+    """Turn the core's errors into QgsProcessingException with the same message.
+
+    Paths in ``cleanup`` are removed when anything goes wrong (e.g. outputs written by an
+    earlier step of the algorithm), so a failed or cancelled run leaves no output behind.
+    """
+    try:
+        yield
+    except QgsProcessingException:
+        remove_outputs(cleanup)
+        raise
+    except CancelledError as exc:
+        remove_outputs(cleanup)
+        raise QgsProcessingException(str(exc) or "Cancelled by the user; no output was written.") from exc
+    except Sar2EoError as exc:
+        remove_outputs(cleanup)
+        raise QgsProcessingException(str(exc)) from exc
+    except MemoryError as exc:
+        remove_outputs(cleanup)
+        raise QgsProcessingException("Out of memory: lower TILE_SIZE and BATCH_SIZE (advanced parameters) "
+                                     "and try again.") from exc
+    except BaseException:
+        remove_outputs(cleanup)
+        raise
+
+
+def remove_outputs(paths: Sequence[str]) -> None:
+    for path in paths:
+        if not path:
+            continue
+        for candidate in (path, path + ".aux.xml"):
+            with contextlib.suppress(OSError):
+                os.remove(candidate)
+
+
+# --------------------------------------------------------------------------- parameters
+def device_parameter(name: str = "DEVICE") -> QgsProcessingParameterEnum:
+    return QgsProcessingParameterEnum(name, "Compute device", options=list(DEVICE_LABELS), defaultValue=0)
+
+
+def advanced(param: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
+    param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    return param
+
+
+def int_parameter(name: str, description: str, default: int, minimum: int, maximum: int) -> QgsProcessingParameterNumber:
+    return QgsProcessingParameterNumber(name, description, QgsProcessingParameterNumber.Integer,
+                                        defaultValue=default, minValue=minimum, maxValue=maximum)
+
+
+def model_file_parameter(name: str = "MODEL_FILE") -> QgsProcessingParameterFile:
+    return QgsProcessingParameterFile(
+        name, "Model file (.json card beside its .safetensors; empty = the bundled model)",
+        behavior=QgsProcessingParameterFile.File, extension="json", optional=True)
+
+
+def optional_int(alg: QgsProcessingAlgorithm, parameters: Dict, name: str, context: QgsProcessingContext) -> Optional[int]:
+    """An optional integer/band parameter; None (or 0 for a band) when it is not set."""
+    if parameters.get(name) in (None, ""):
+        return None
+    value = alg.parameterAsInt(parameters, name, context)
+    return value if value else None
+
+
+def optional_double(alg: QgsProcessingAlgorithm, parameters: Dict, name: str, context: QgsProcessingContext) -> Optional[float]:
+    if parameters.get(name) in (None, ""):
+        return None
+    return alg.parameterAsDouble(parameters, name, context)
+
+
+def device_key(alg: QgsProcessingAlgorithm, parameters: Dict, context: QgsProcessingContext, name: str = "DEVICE") -> str:
+    index = alg.parameterAsEnum(parameters, name, context)
+    if not 0 <= index < len(DEVICE_KEYS):
+        raise QgsProcessingException(f"Unknown device option {index}; use 0 (auto), 1 (cpu) or 2 (cuda).")
+    return DEVICE_KEYS[index]
+
+
+def model_path(alg: QgsProcessingAlgorithm, parameters: Dict, context: QgsProcessingContext,
+               name: str = "MODEL_FILE") -> Optional[str]:
+    path = alg.parameterAsFile(parameters, name, context)
+    if not path:
+        return None
+    if not os.path.isfile(path):
+        raise QgsProcessingException(f"Model file not found: {path}")
+    return path
+
+
+# --------------------------------------------------------------------------- layers and outputs
+def raster_source(alg: QgsProcessingAlgorithm, parameters: Dict, name: str,
+                  context: QgsProcessingContext) -> Tuple[str, str, QgsRasterLayer]:
+    """(GDAL-readable path, layer name, layer) of a raster parameter.
+
+    The core reads rasters with rasterio, so the layer must be a file-based GDAL raster;
+    WMS/XYZ, PostGIS rasters, virtual (calculated) layers etc. get a clear error.
+    """
+    layer = alg.parameterAsRasterLayer(parameters, name, context)
+    if layer is None or not layer.isValid():
+        raise QgsProcessingException(f"Could not load the input raster layer ({parameters.get(name)!r}).")
+    layer_name = layer.name() or Path(layer.source()).name
+    provider = layer.providerType()
+    source = layer.source()
+    if provider != "gdal":
+        raise QgsProcessingException(
+            f"Layer '{layer_name}' comes from the '{provider}' data provider, not from a raster file. "
+            "This algorithm reads raster files (GeoTIFF and other GDAL formats): save the layer as a GeoTIFF "
+            "first (right-click > Export > Save As…) and run it on that file.")
+    decoded = QgsProviderRegistry.instance().decodeUri("gdal", source) or {}
+    path = decoded.get("path") or source
+    if not (os.path.isfile(path) or source.startswith("/vsi")):
+        raise QgsProcessingException(
+            f"Layer '{layer_name}' is not a file on disk (source '{source}'). Save it as a GeoTIFF first "
+            "(right-click > Export > Save As…) and run the algorithm on that file.")
+    return source, layer_name, layer
+
+
+def geotiff_destination(alg: QgsProcessingAlgorithm, parameters: Dict, name: str, context: QgsProcessingContext,
+                        inputs: Sequence[str] = ()) -> str:
+    """Path of a raster destination parameter, which must be a GeoTIFF and not overwrite an input."""
+    path = alg.parameterAsOutputLayer(parameters, name, context)
+    if not path:
+        return ""
+    if path.startswith(("memory:", "postgres", "ogr:")) or Path(path).suffix.lower() not in GEOTIFF_EXTENSIONS:
+        raise QgsProcessingException(
+            f"Output '{path}' ({name}): this algorithm writes GeoTIFF files only; choose a .tif file name.")
+    for src in inputs:
+        with contextlib.suppress(OSError):
+            if os.path.exists(path) and os.path.samefile(path, src):
+                raise QgsProcessingException(f"Output {name} would overwrite the input raster {src}; "
+                                             "choose another file name.")
+    return path
+
+
+def set_post_processor(context: QgsProcessingContext, layer_id: str, post_processor) -> None:
+    """Attach a styling post-processor to an output that will be loaded on completion."""
+    if layer_id and context.willLoadLayerOnCompletion(layer_id):
+        context.layerToLoadOnCompletionDetails(layer_id).setPostProcessor(post_processor)
+
+
+def pixel_area(layer_or_path) -> float:
+    """Area of one pixel in the raster's CRS units squared."""
+    layer = layer_or_path if isinstance(layer_or_path, QgsRasterLayer) else QgsRasterLayer(str(layer_or_path), "r", "gdal")
+    return abs(layer.rasterUnitsPerPixelX() * layer.rasterUnitsPerPixelY())
+
+
+ProgressFn = Callable[[float], None]
+
+
+# --------------------------------------------------------------------------- help texts and icons
+def icon_path(name: str) -> str:
+    return str(Path(__file__).resolve().parent.parent / "icons" / name)
+
+
+def bundled_models_help(task: str) -> str:
+    """An HTML paragraph listing the bundled models of ``task`` from their cards: training data,
+    measured metrics, or that no weights are bundled yet. Reads JSON only (no torch)."""
+    from ..core import modelfile
+
+    if task == "sar2eo":
+        from ..core.bands import BAND_SET_KEYS
+
+        names = [f"sar2eo_{k}" for k in BAND_SET_KEYS]
+    else:
+        names = ["cloudmask"]
+    items = []
+    for name in names:
+        card_file = Path(modelfile.BUNDLED_DIR) / f"{name}.json"
+        if not card_file.is_file():
+            items.append(f"<li><b>{name}</b>: no weights bundled in this build (use a model file, "
+                         "or train and export one — see the README).</li>")
+            continue
+        try:
+            card = modelfile.read_card(card_file)
+        except Exception as exc:  # noqa: BLE001 - help must never fail
+            items.append(f"<li><b>{name}</b>: card unreadable ({exc})</li>")
+            continue
+        data = card.training.get("data") or card.training.get("dataset") or "see the model card"
+        metrics = ", ".join(f"{k} {v:.3g}" if isinstance(v, (int, float)) else f"{k} {v}"
+                            for k, v in (card.metrics or {}).items() if not isinstance(v, (dict, list)))
+        items.append(f"<li><b>{name}</b>: trained on {data}"
+                     + (f"; measured on held-out data: {metrics}" if metrics else "") + "</li>")
+    return ("<h3>Bundled models</h3><ul>" + "".join(items) + "</ul>"
+            "<p>Each model's card (.json in the plugin's <i>models</i> folder) records its training data, "
+            "normalisation and metrics.</p>")

@@ -1,0 +1,189 @@
+"""Processing algorithm ``sar2eo_cloud:translate_sar_to_eo`` — Sentinel-1 VV/VH -> Sentinel-2-like bands.
+
+A thin shell over :func:`sar2eo_cloud_plugin.core.inference.translate_sar_to_eo`: reads the
+parameters, calls the core with Processing's progress/cancel/log, turns core errors into
+QgsProcessingException and styles the output when it is loaded. torch is imported only
+inside ``processAlgorithm``.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Dict
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputString,
+    QgsProcessingParameterBand,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+from qgis.PyQt.QtGui import QIcon
+
+from ..core.bands import BAND_SET_KEYS, BAND_SETS
+from . import common
+
+
+UNITS_KEYS = ("auto", "dB", "linear")
+UNITS_LABELS = ("Auto-detect (from the values and band descriptions)", "Decibels (dB)", "Linear power (sigma0)")
+
+
+class TranslateSarToEoAlgorithm(QgsProcessingAlgorithm):
+    INPUT = "INPUT"
+    VV_BAND = "VV_BAND"
+    VH_BAND = "VH_BAND"
+    UNITS = "UNITS"
+    BAND_SET = "BAND_SET"
+    DEVICE = "DEVICE"
+    TILE_SIZE = "TILE_SIZE"
+    OVERLAP = "OVERLAP"
+    BATCH_SIZE = "BATCH_SIZE"
+    MODEL_FILE = "MODEL_FILE"
+    OUTPUT = "OUTPUT"
+    DEVICE_USED = "DEVICE_USED"
+    INPUT_UNITS = "INPUT_UNITS"
+
+    # ------------------------------------------------------------------ metadata
+    def name(self) -> str:
+        return "translate_sar_to_eo"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Translate SAR to EO (Sentinel-1 to Sentinel-2)"
+
+    def group(self) -> str:
+        return "SAR to optical"
+
+    def groupId(self) -> str:  # noqa: N802
+        return "sar_to_optical"
+
+    def tags(self):
+        return ["sentinel-1", "sentinel-2", "sar", "optical", "translation", "cyclegan", "deep learning",
+                "vv", "vh", "synthetic"]
+
+    def icon(self) -> QIcon:
+        return QIcon(common.icon_path("translate.svg"))
+
+    def createInstance(self):  # noqa: N802
+        return TranslateSarToEoAlgorithm()
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        sets = "".join(f"<li><b>{i}</b> {bs.label}</li>" for i, bs in enumerate(BAND_SETS.values()))
+        return (
+            "<p>Translates a Sentinel-1 radar image (VV and VH backscatter) into a <b>synthetic</b> "
+            "Sentinel-2-like optical image with a CycleGAN ResNet generator (a deep-learning model).</p>"
+            "<h3>Input</h3>"
+            "<p>A file-based raster with Sentinel-1 GRD backscatter (sigma0), at least the VV and VH bands "
+            "(choose them with <i>VV band</i> / <i>VH band</i>, defaults 1 and 2), ideally at 10 m. "
+            "<i>Input units</i>: dB, linear power, or auto-detect — auto decides from the values and the band "
+            "descriptions and writes its decision to the log and to the INPUT_UNITS result. Linear values "
+            "&le; 0 and the input's nodata pixels become nodata. Rasters that are clearly not backscatter "
+            "(one band, integer reflectance-like values) are refused with a message naming what was seen.</p>"
+            "<p>Normalisation as in training: dB clipped to VV &minus;25..0 dB and VH &minus;32.5..0 dB, "
+            "scaled to &minus;1..1.</p>"
+            f"<h3>Band set</h3><ul>{sets}</ul>"
+            "<h3>Output</h3>"
+            "<p>A GeoTIFF in the input's CRS, extent and pixel grid, <b>uint16 reflectance &times; 10,000</b> "
+            "(as Sentinel-2 L2A digital numbers), <b>nodata 0</b> wherever the input is nodata, band "
+            "descriptions B4, B3, … It opens with a 2–98 % stretched colour composite (true colour, or false "
+            "colour B8/B11/B5 for the NIR set). Results: OUTPUT, DEVICE_USED, INPUT_UNITS.</p>"
+            "<h3>Advanced</h3>"
+            "<p>The scene is processed in overlapping tiles (<i>tile size</i>, <i>overlap</i> in pixels; "
+            "overlaps are blended smoothly, so there are no seams) and <i>batch size</i> tiles at a time: "
+            "lower them if memory runs out. <i>Device</i>: auto uses a CUDA GPU when PyTorch sees one. "
+            "<i>Model file</i>: a model card (.json beside its .safetensors weights) to use instead of the "
+            "bundled model; its sha256 is checked before use.</p>"
+            "<h3>Limits</h3>"
+            "<p>The result is a plausible <b>synthesis</b>, not a measurement: use it for visual "
+            "interpretation and gap filling under clouds, not for quantitative reflectance or indices you "
+            "would report. Quality depends on how close your scene is to the training data (sensor mode, "
+            "season, region, resolution).</p>"
+            + common.bundled_models_help("sar2eo")
+        )
+
+    # ------------------------------------------------------------------ parameters
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Sentinel-1 layer (VV and VH backscatter)"))
+        self.addParameter(QgsProcessingParameterBand(self.VV_BAND, "VV band", defaultValue=1,
+                                                     parentLayerParameterName=self.INPUT))
+        self.addParameter(QgsProcessingParameterBand(self.VH_BAND, "VH band", defaultValue=2,
+                                                     parentLayerParameterName=self.INPUT))
+        self.addParameter(QgsProcessingParameterEnum(self.UNITS, "Input units", options=list(UNITS_LABELS),
+                                                     defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(self.BAND_SET, "Output band set",
+                                                     options=[BAND_SETS[k].label for k in BAND_SET_KEYS],
+                                                     defaultValue=0))
+        self.addParameter(common.device_parameter(self.DEVICE))
+        self.addParameter(common.advanced(common.int_parameter(self.TILE_SIZE, "Tile size (pixels, multiple of 4)",
+                                                               256, 16, 4096)))
+        self.addParameter(common.advanced(common.int_parameter(self.OVERLAP, "Tile overlap (pixels)", 32, 0, 2048)))
+        self.addParameter(common.advanced(common.int_parameter(self.BATCH_SIZE, "Batch size (tiles per step)",
+                                                               4, 1, 256)))
+        self.addParameter(common.advanced(common.model_file_parameter(self.MODEL_FILE)))
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Translated (Sentinel-2-like)"))
+        self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, "Device used"))
+        self.addOutput(QgsProcessingOutputString(self.INPUT_UNITS, "Input units used"))
+
+    def canExecute(self):  # noqa: N802
+        return common.can_execute()
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        # QGIS 3.22's band parameter rejects a missing value even when it has a default, so
+        # `qgis_process run ... -- INPUT=... OUTPUT=...` and scripts that leave VV/VH out would fail:
+        # check with the defaults filled in (parameterAsInt falls back to them the same way).
+        filled = dict(parameters)
+        for name in (self.VV_BAND, self.VH_BAND):
+            if filled.get(name) in (None, ""):
+                filled[name] = self.parameterDefinition(name).defaultValue()
+        return super().checkParameterValues(filled, context)
+
+    # ------------------------------------------------------------------ run
+    def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,
+                         feedback: QgsProcessingFeedback) -> Dict[str, Any]:  # noqa: N802
+        inference = common.import_inference()
+        src, layer_name, _layer = common.raster_source(self, parameters, self.INPUT, context)
+        out_path = common.geotiff_destination(self, parameters, self.OUTPUT, context, inputs=[src])
+        set_index = self.parameterAsEnum(parameters, self.BAND_SET, context)
+        units_index = self.parameterAsEnum(parameters, self.UNITS, context)
+        if not 0 <= set_index < len(BAND_SET_KEYS):
+            raise QgsProcessingException(f"Unknown band set option {set_index} "
+                                                f"(0..{len(BAND_SET_KEYS) - 1}: {', '.join(BAND_SET_KEYS)}).")
+        if not 0 <= units_index < len(UNITS_KEYS):
+            raise QgsProcessingException(f"Unknown units option {units_index} (0 auto, 1 dB, 2 linear).")
+        band_set_key = BAND_SET_KEYS[set_index]
+        req = inference.TranslationRequest(
+            src_path=src, dst_path=out_path, band_set=band_set_key,
+            vv_band=self.parameterAsInt(parameters, self.VV_BAND, context),
+            vh_band=self.parameterAsInt(parameters, self.VH_BAND, context),
+            units=UNITS_KEYS[units_index],
+            device=common.device_key(self, parameters, context, self.DEVICE),
+            tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            model_path=common.model_path(self, parameters, context, self.MODEL_FILE),
+            layer_name=layer_name,
+        )
+        feedback.pushInfo(f"Translating '{layer_name}' (VV band {req.vv_band}, VH band {req.vh_band}) to "
+                          f"{BAND_SETS[band_set_key].label}")
+        bridge = common.FeedbackAdapter(feedback)
+        with common.core_errors():
+            common.check_cancelled(feedback)
+            result = inference.translate_sar_to_eo(req, bridge.progress, bridge.is_cancelled, bridge.log)
+        units = ""
+        for line in list(result.messages) + bridge.lines:
+            match = re.match(r"Input units: (\w+)", line)
+            if match:
+                units = match.group(1)
+                break
+        feedback.pushInfo(f"Wrote {out_path} ({result.run.valid_pixels} valid of {result.run.total_pixels} "
+                          f"pixels, {result.run.tiles} tile(s), device {result.device})")
+        common.set_post_processor(context, out_path, _translation_styler(band_set_key))
+        return {self.OUTPUT: out_path, self.DEVICE_USED: result.device, self.INPUT_UNITS: units}
+
+
+def _translation_styler(band_set_key: str):
+    from ..styling import styler
+
+    return styler("translation", band_set_key)

@@ -1,0 +1,150 @@
+"""QGIS-side styling of the plugin's output layers (renderers only; nothing is computed here).
+
+- Translation outputs (uint16 reflectance x 10,000): multiband colour renderer on bands 1, 2, 3
+  (true colour B4/B3/B2 for "rgb" and "rgbn", false colour B8/B11/B5 for "nir_swir_re"), each band
+  stretched between its 2 % and 98 % cumulative cut (fallback 0..3000 DN = reflectance 0..0.3).
+- Cloud mask (uint8 0 clear / 1 cloud / 255 nodata): paletted renderer with named classes.
+- Cloud probability (float32 0..1, nodata -1): grey stretch 0..1.
+- Cloud polygons: magenta outline, light translucent fill.
+
+The Processing algorithms attach :class:`LayerStyler` post-processors so that styling happens
+whenever QGIS loads an output on completion (Toolbox, batch and modeler alike).
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional, Tuple
+
+from qgis.core import (
+    QgsContrastEnhancement,
+    QgsFillSymbol,
+    QgsMapLayer,
+    QgsMultiBandColorRenderer,
+    QgsPalettedRasterRenderer,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsRasterBandStats,
+    QgsRasterLayer,
+    QgsSingleBandGrayRenderer,
+    QgsSingleSymbolRenderer,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtGui import QColor
+
+REFLECTANCE_FALLBACK_DN: Tuple[float, float] = (0.0, 3000.0)   # reflectance 0..0.3
+CUMULATIVE_CUT: Tuple[float, float] = (0.02, 0.98)
+
+MASK_CLASSES = (
+    (0, QColor(0, 0, 0, 0), "Clear"),            # transparent: the imagery below shows through
+    (1, QColor(255, 0, 255, 200), "Cloud"),      # magenta, readable over white clouds and imagery
+    (255, QColor(0, 0, 0, 0), "No data"),
+)
+
+
+def _band_cut(layer: QgsRasterLayer, band: int) -> Tuple[float, float]:
+    """2-98 % cumulative cut of a band (estimated on a sample), or the reflectance fallback."""
+    provider = layer.dataProvider()
+    try:
+        lo, hi = provider.cumulativeCut(band, CUMULATIVE_CUT[0], CUMULATIVE_CUT[1], layer.extent(), 250000)
+    except Exception:  # noqa: BLE001 - any failure means "use the fallback"
+        return REFLECTANCE_FALLBACK_DN
+    if lo is None or hi is None or not hi > lo:
+        stats = provider.bandStatistics(band, QgsRasterBandStats.Min | QgsRasterBandStats.Max)
+        if stats.maximumValue > stats.minimumValue:
+            return float(stats.minimumValue), float(stats.maximumValue)
+        return REFLECTANCE_FALLBACK_DN
+    return float(lo), float(hi)
+
+
+def style_translation(layer: QgsRasterLayer, band_set_key: str = "rgb") -> None:
+    """Multiband colour renderer on bands 1-3 with a per-band 2-98 % stretch.
+
+    The band sets put their display bands first: rgb/rgbn = B4, B3, B2 (true colour),
+    nir_swir_re = B8, B11, B5 (false colour: vegetation red/orange, water dark).
+    """
+    if not isinstance(layer, QgsRasterLayer) or not layer.isValid() or layer.bandCount() < 3:
+        return
+    provider = layer.dataProvider()
+    renderer = QgsMultiBandColorRenderer(provider, 1, 2, 3)
+    setters = (renderer.setRedContrastEnhancement, renderer.setGreenContrastEnhancement,
+               renderer.setBlueContrastEnhancement)
+    for band, setter in zip((1, 2, 3), setters):
+        lo, hi = _band_cut(layer, band)
+        ce = QgsContrastEnhancement(provider.dataType(band))
+        ce.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum, False)
+        ce.setMinimumValue(lo)
+        ce.setMaximumValue(hi)
+        setter(ce)
+    layer.setRenderer(renderer)
+    layer.triggerRepaint()
+
+
+def style_cloud_mask(layer: QgsRasterLayer) -> None:
+    """Paletted renderer: Clear (transparent), Cloud (magenta), No data (transparent)."""
+    if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
+        return
+    classes = [QgsPalettedRasterRenderer.Class(value, color, label) for value, color, label in MASK_CLASSES]
+    layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes))
+    layer.triggerRepaint()
+
+
+def style_cloud_probability(layer: QgsRasterLayer) -> None:
+    """Grey stretch from 0 (black, clear) to 1 (white, cloud)."""
+    if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
+        return
+    provider = layer.dataProvider()
+    renderer = QgsSingleBandGrayRenderer(provider, 1)
+    ce = QgsContrastEnhancement(provider.dataType(1))
+    ce.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum, False)
+    ce.setMinimumValue(0.0)
+    ce.setMaximumValue(1.0)
+    renderer.setContrastEnhancement(ce)
+    layer.setRenderer(renderer)
+    layer.triggerRepaint()
+
+
+def style_cloud_polygons(layer: QgsVectorLayer) -> None:
+    if not isinstance(layer, QgsVectorLayer) or not layer.isValid():
+        return
+    symbol = QgsFillSymbol.createSimple({"color": "255,0,255,60", "outline_color": "255,0,255,255",
+                                         "outline_width": "0.4", "outline_width_unit": "MM"})
+    layer.setRenderer(QgsSingleSymbolRenderer(symbol))
+    layer.triggerRepaint()
+
+
+class LayerStyler(QgsProcessingLayerPostProcessorInterface):
+    """Post-processor that styles an output layer when Processing loads it on completion.
+
+    QGIS holds only a raw pointer to a post-processor, so instances must outlive the run:
+    use :func:`styler`, which keeps one instance per style for the whole session.
+    """
+
+    def __init__(self, style: Callable[[QgsMapLayer], None]) -> None:
+        super().__init__()
+        self._style = style
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS's name)
+        try:
+            self._style(layer)
+        except Exception as exc:  # noqa: BLE001 - a styling problem must not fail the run
+            if feedback is not None:
+                feedback.reportError(f"Could not style layer '{layer.name()}': {exc}", False)
+
+
+_STYLERS: Dict[str, LayerStyler] = {}
+
+
+def styler(kind: str, band_set_key: Optional[str] = None) -> LayerStyler:
+    """The session-wide post-processor for ``kind``: 'translation', 'mask', 'probability' or 'polygons'."""
+    key = f"{kind}:{band_set_key or ''}"
+    if key not in _STYLERS:
+        if kind == "translation":
+            style = lambda layer, k=band_set_key or "rgb": style_translation(layer, k)  # noqa: E731
+        elif kind == "mask":
+            style = style_cloud_mask
+        elif kind == "probability":
+            style = style_cloud_probability
+        elif kind == "polygons":
+            style = style_cloud_polygons
+        else:
+            raise ValueError(f"unknown styler kind {kind}")
+        _STYLERS[key] = LayerStyler(style)
+    return _STYLERS[key]

@@ -1,0 +1,179 @@
+"""Build the graphical models shipped in ``sar2eo_cloud_plugin/processing/models/`` (``.model3``).
+
+The models are written with the Processing API (QgsProcessingModelAlgorithm + child algorithms)
+rather than by hand, so they stay valid for the algorithms' current parameters; re-run this after
+changing a parameter of an algorithm a model uses, then check the result opens in the modeler.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/build_models.py
+
+Each model is reloaded from the written file and checked (children resolve to registered
+algorithms, the parameters and outputs are there) before the script reports success.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from qgis.core import (  # noqa: E402
+    QgsApplication,
+    QgsProcessingModelAlgorithm,
+    QgsProcessingModelChildAlgorithm,
+    QgsProcessingModelChildParameterSource as Source,
+    QgsProcessingModelOutput,
+    QgsProcessingModelParameter,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+)
+from qgis.PyQt.QtCore import QPointF  # noqa: E402
+
+MODELS_DIR = REPO / "sar2eo_cloud_plugin" / "processing" / "models"
+GROUP, GROUP_ID = "Models", "models"
+
+
+def _param(model, definition, x, y, advanced=False):
+    if advanced:
+        definition.setFlags(definition.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    component = QgsProcessingModelParameter(definition.name())
+    component.setPosition(QPointF(x, y))
+    model.addModelParameter(definition, component)
+
+
+def _child(alg_id, child_id, description, x, y, params, outputs):
+    """``params``: name -> Source; ``outputs``: model output name -> (child output, description, mandatory)."""
+    child = QgsProcessingModelChildAlgorithm(alg_id)
+    if child.algorithm() is None:
+        raise SystemExit(f"algorithm {alg_id} is not registered; is the plugin's provider importable?")
+    child.setChildId(child_id)
+    child.setDescription(description)
+    child.setPosition(QPointF(x, y))
+    for name, source in params.items():
+        child.addParameterSources(name, [source])
+    # Like the modeler does: every other input parameter gets its default as a static value, so the
+    # model is valid and a later change of the algorithm's default does not silently change the model.
+    for definition in child.algorithm().parameterDefinitions():
+        if definition.isDestination() or definition.name() in params or definition.defaultValue() is None:
+            continue
+        child.addParameterSources(definition.name(), [Source.fromStaticValue(definition.defaultValue())])
+    model_outputs = {}
+    for i, (name, (child_output, label, mandatory)) in enumerate(outputs.items()):
+        out = QgsProcessingModelOutput(name, label)
+        out.setChildId(child_id)
+        out.setChildOutputName(child_output)
+        out.setMandatory(mandatory)
+        out.setPosition(QPointF(x + 200, y + 60 + 40 * i))
+        model_outputs[name] = out
+    child.setModelOutputs(model_outputs)
+    return child
+
+
+def translate_and_cloud_mask() -> QgsProcessingModelAlgorithm:
+    from sar2eo_cloud_plugin.core.bands import BAND_SET_KEYS, BAND_SETS
+
+    model = QgsProcessingModelAlgorithm("Translate SAR and mask clouds of the same area", GROUP, GROUP_ID)
+    _param(model, QgsProcessingParameterRasterLayer("SENTINEL1", "Sentinel-1 layer (VV and VH backscatter)"), 120, 80)
+    _param(model, QgsProcessingParameterRasterLayer("SENTINEL2", "Sentinel-2 layer of the same area"), 120, 320)
+    _param(model, QgsProcessingParameterEnum("BAND_SET", "Translated band set",
+                                             options=[BAND_SETS[k].label for k in BAND_SET_KEYS], defaultValue=0),
+           120, 160)
+    _param(model, QgsProcessingParameterEnum("DEVICE", "Compute device",
+                                             options=["Auto (CUDA GPU if available, else CPU)", "CPU",
+                                                      "CUDA (NVIDIA GPU)"], defaultValue=0), 120, 240)
+    _param(model, QgsProcessingParameterNumber("MIN_AREA", "Minimum cloud polygon area (m²)",
+                                               QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0),
+           120, 400, advanced=True)
+    _param(model, QgsProcessingParameterFile(
+        "SAR2EO_MODEL_FILE", "Translation model file (.json card; empty = the bundled model)",
+        behavior=QgsProcessingParameterFile.File, extension="json", optional=True), 120, 480, advanced=True)
+    _param(model, QgsProcessingParameterFile(
+        "CLOUD_MODEL_FILE", "Cloud model file (.json card; empty = the bundled model)",
+        behavior=QgsProcessingParameterFile.File, extension="json", optional=True), 120, 560, advanced=True)
+
+    model.addChildAlgorithm(_child(
+        "sar2eo_cloud:translate_sar_to_eo", "translate", "Translate SAR to EO", 480, 140,
+        {"INPUT": Source.fromModelParameter("SENTINEL1"),
+         "VV_BAND": Source.fromStaticValue(1), "VH_BAND": Source.fromStaticValue(2),
+         "UNITS": Source.fromStaticValue(0),
+         "BAND_SET": Source.fromModelParameter("BAND_SET"),
+         "DEVICE": Source.fromModelParameter("DEVICE"),
+         "MODEL_FILE": Source.fromModelParameter("SAR2EO_MODEL_FILE")},
+        {"EO": ("OUTPUT", "Translated Sentinel-2-like layer", True)}))
+    model.addChildAlgorithm(_child(
+        "sar2eo_cloud:cloud_mask", "cloudmask", "Cloud mask (Sentinel-2)", 480, 380,
+        {"INPUT": Source.fromModelParameter("SENTINEL2"),
+         "DEVICE": Source.fromModelParameter("DEVICE"),
+         "MIN_AREA": Source.fromModelParameter("MIN_AREA"),
+         "MODEL_FILE": Source.fromModelParameter("CLOUD_MODEL_FILE")},
+        {"CLOUD_MASK": ("OUTPUT", "Cloud mask (0 clear, 1 cloud, 255 nodata)", True),
+         "CLOUD_POLYGONS": ("OUTPUT_POLYGONS", "Cloud polygons", False)}))
+    model.updateDestinationParameters()
+    model.setHelpContent({
+        "ALG_DESC": (
+            "Translates a Sentinel-1 scene (VV and VH backscatter, dB or linear) into a Sentinel-2-like "
+            "layer with the chosen band set, and masks the clouds of a Sentinel-2 scene of the same area: "
+            "the two products you compare when clouds hide the optical view. Runs the plugin's "
+            "'Translate SAR to EO' and 'Cloud mask (Sentinel-2)' algorithms; open it in the Graphical "
+            "Modeler (Edit Model…) to change their options or add steps. The translated layer is a model "
+            "prediction, not an observation."),
+        "ALG_CREATOR": "SAR2EO & Cloud plugin",
+        "ALG_HELP_CREATOR": "SAR2EO & Cloud plugin",
+        "ALG_VERSION": "1",
+        "SHORT_DESCRIPTION": "Translate a Sentinel-1 scene to EO and mask the clouds of a Sentinel-2 scene.",
+        "SENTINEL1": "Sentinel-1 GRD layer with VV as band 1 and VH as band 2 (dB or linear power; detected).",
+        "SENTINEL2": "Sentinel-2 layer (L1C 13-band, L2A 12-band, 10 m B2/B3/B4/B8 or RGB stack; bands detected).",
+        "BAND_SET": "Bands of the translated layer: RGB (B4, B3, B2), NIR + SWIR + Red-Edge (B8, B11, B5) or RGB + NIR.",
+        "DEVICE": "Auto uses a CUDA GPU when PyTorch sees one, else the CPU.",
+        "MIN_AREA": "Cloud polygons smaller than this area (m²) are dropped.",
+        "SAR2EO_MODEL_FILE": "Advanced: a translation model card (.json beside its .safetensors) to use instead of the bundled one.",
+        "CLOUD_MODEL_FILE": "Advanced: a cloud model card (.json) to use instead of the bundled one.",
+        "translate:EO": "GeoTIFF, uint16 reflectance x 10,000 (nodata 0), on the Sentinel-1 grid.",
+        "cloudmask:CLOUD_MASK": "GeoTIFF, uint8: 0 clear, 1 cloud, 255 nodata, on the Sentinel-2 grid.",
+        "cloudmask:CLOUD_POLYGONS": "Optional: dissolved cloud polygons.",
+    })
+    return model
+
+
+MODELS = {"translate_and_cloud_mask": translate_and_cloud_mask}
+
+
+def check(path: Path) -> None:
+    model = QgsProcessingModelAlgorithm()
+    if not model.fromFile(str(path)):
+        raise SystemExit(f"{path} does not load back")
+    for child_id, child in model.childAlgorithms().items():
+        if child.algorithm() is None:
+            raise SystemExit(f"{path}: child {child_id} ({child.algorithmId()}) does not resolve")
+    ok, errors = model.validate() if hasattr(model, "validate") else (True, [])
+    if not ok:
+        raise SystemExit(f"{path}: invalid model: {errors}")
+    params = [p.name() for p in model.parameterDefinitions()]
+    print(f"{path.name}: '{model.displayName()}', {len(model.childAlgorithms())} steps, parameters {params}")
+
+
+def main() -> int:
+    app = QgsApplication([], False)
+    app.initQgis()
+    from sar2eo_cloud_plugin.processing.provider import Sar2EoCloudProvider
+
+    provider = Sar2EoCloudProvider()
+    QgsApplication.processingRegistry().addProvider(provider)
+    MODELS_DIR.mkdir(parents=True, exist_ok=True)
+    for name, build in MODELS.items():
+        path = MODELS_DIR / f"{name}.model3"
+        model = build()
+        if not model.toFile(str(path)):
+            raise SystemExit(f"could not write {path}")
+        check(path)
+    QgsApplication.processingRegistry().removeProvider(provider)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

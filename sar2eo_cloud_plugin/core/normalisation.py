@@ -114,6 +114,11 @@ def decide_sar_units(sample: np.ndarray, descriptions: Sequence[Optional[str]], 
         if requested == "dB" and (q01 < -80 or q99 > 60):
             raise InputError(f"Layer '{layer_name}' was declared to be in dB, but its values ({seen}) are not "
                              "backscatter in dB (expected roughly -40..+10).")
+        if requested == "dB" and q01 >= 0 and q50 < 1:
+            # Real backscatter in dB is mostly negative; all values >= 0 with a median below 1 is what
+            # linear power looks like, and treating it as dB would silently give a meaningless result.
+            raise InputError(f"Layer '{layer_name}' was declared to be in dB, but its values ({seen}) look like "
+                             "linear power (non-negative, median below 1). Choose 'linear' or 'auto'.")
         if requested == "linear" and (q01 < 0 or q99 > 1000):
             raise InputError(f"Layer '{layer_name}' was declared linear power, but its values ({seen}) are not "
                              "linear backscatter (expected 0..~10).")

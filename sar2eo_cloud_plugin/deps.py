@@ -1,0 +1,160 @@
+"""Dependency check run when the plugin loads (QGIS-free, imports nothing heavy).
+
+The check looks packages up with :func:`importlib.util.find_spec` and reads their
+versions from the installed distribution metadata, so it costs milliseconds: torch
+is *not* imported at QGIS start-up. The result says, per feature, whether it can
+run, and builds one message naming exactly what is missing or too old/new together
+with the pip command (pinned versions) that fixes it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+try:  # Python 3.8+
+    from importlib import metadata as _metadata
+except ImportError:  # pragma: no cover
+    _metadata = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One Python package the plugin needs."""
+
+    module: str                 # import name, looked up with find_spec
+    dist: str                   # distribution name, for the version and the pip command
+    pip: str                    # what to pass to pip (pinned where we verified the pin)
+    minimum: Optional[str] = None   # inclusive lower bound
+    below: Optional[str] = None     # exclusive upper bound
+    why: str = ""
+
+
+# Pins verified on Debian 12 + QGIS 3.22 (see requirements.txt).
+REQUIREMENTS: Dict[str, Requirement] = {
+    "numpy": Requirement("numpy", "numpy", '"numpy<2"', minimum="1.21", below="2",
+                         why="QGIS/GDAL Python bindings are built against numpy 1.x"),
+    "torch": Requirement("torch", "torch", "torch==2.14.1 torchvision==0.29.1", minimum="1.13",
+                         why="runs the neural networks"),
+    "rasterio": Requirement("rasterio", "rasterio", "rasterio==1.4.4", minimum="1.3",
+                            why="reads and writes the rasters tile by tile"),
+    "safetensors": Requirement("safetensors", "safetensors", "safetensors", minimum="0.3",
+                               why="reads the model weight files"),
+    "segmentation_models_pytorch": Requirement(
+        "segmentation_models_pytorch", "segmentation-models-pytorch", "segmentation-models-pytorch==0.6.0",
+        minimum="0.3", why="builds the cloud-mask U-Net"),
+}
+
+# What each feature needs.
+FEATURES: Dict[str, Tuple[str, ...]] = {
+    "translate": ("numpy", "torch", "rasterio", "safetensors"),
+    "cloud_mask": ("numpy", "torch", "rasterio", "safetensors", "segmentation_models_pytorch"),
+}
+FEATURE_LABELS = {"translate": "Translate SAR to EO", "cloud_mask": "Cloud mask"}
+
+
+def parse_version(text: str) -> Tuple[int, ...]:
+    """'2.14.1+cu121' -> (2, 14, 1); '0.6.0rc1' -> (0, 6, 0); unparsable parts stop the tuple."""
+    parts: List[int] = []
+    for piece in re.split(r"[.+-]", text.strip()):
+        match = re.match(r"\d+", piece)
+        if not match:
+            break
+        parts.append(int(match.group(0)))
+        if match.end() != len(piece):  # '0rc1' -> 0, then stop
+            break
+    return tuple(parts)
+
+
+def _cmp(a: Tuple[int, ...], b: Tuple[int, ...]) -> int:
+    n = max(len(a), len(b))
+    a, b = a + (0,) * (n - len(a)), b + (0,) * (n - len(b))
+    return (a > b) - (a < b)
+
+
+def installed_version(req: Requirement) -> Optional[str]:
+    if _metadata is None:
+        return None
+    for name in (req.dist, req.module):
+        try:
+            return _metadata.version(name)
+        except Exception:  # PackageNotFoundError and broken metadata alike
+            continue
+    return None
+
+
+@dataclass
+class PackageStatus:
+    key: str
+    found: bool
+    version: Optional[str]
+    problem: Optional[str]      # None when usable
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def check_package(key: str) -> PackageStatus:
+    req = REQUIREMENTS[key]
+    try:
+        spec = importlib.util.find_spec(req.module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return PackageStatus(key, False, None, f"{req.dist} is not installed ({req.why})")
+    version = installed_version(req)
+    if version is None:  # importable but no metadata (e.g. vendored): accept
+        return PackageStatus(key, True, None, None)
+    v = parse_version(version)
+    if req.minimum and _cmp(v, parse_version(req.minimum)) < 0:
+        return PackageStatus(key, True, version, f"{req.dist} {version} is too old (need >= {req.minimum})")
+    if req.below and _cmp(v, parse_version(req.below)) >= 0:
+        return PackageStatus(key, True, version, f"{req.dist} {version} is not supported (need < {req.below}: {req.why})")
+    return PackageStatus(key, True, version, None)
+
+
+@dataclass
+class DependencyReport:
+    packages: Dict[str, PackageStatus] = field(default_factory=dict)
+
+    @property
+    def problems(self) -> List[PackageStatus]:
+        return [p for p in self.packages.values() if not p.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def missing(self) -> List[str]:
+        """Distribution names that are missing or of an unusable version."""
+        return [REQUIREMENTS[p.key].dist for p in self.problems]
+
+    def can_run(self, feature: str) -> bool:
+        return all(self.packages[k].ok for k in FEATURES[feature])
+
+    def blocked_features(self) -> List[str]:
+        return [f for f in FEATURES if not self.can_run(f)]
+
+    def pip_command(self) -> str:
+        """The pip command that installs exactly what is missing, with pinned versions."""
+        args: List[str] = []
+        for p in self.problems:
+            args.extend(REQUIREMENTS[p.key].pip.split())
+        if not args:
+            return ""
+        return "python3 -m pip install " + " ".join(args)
+
+    def message(self) -> str:
+        """One paragraph for the message bar and the log ('' when all is well)."""
+        if self.ok:
+            return ""
+        what = "; ".join(p.problem for p in self.problems if p.problem)
+        blocked = ", ".join(FEATURE_LABELS[f] for f in self.blocked_features()) or "nothing"
+        return (f"SAR2EO & Cloud: {what}. Disabled until fixed: {blocked}. "
+                f"Install into the Python that QGIS uses (OSGeo4W Shell on Windows): {self.pip_command()}")
+
+
+def check_dependencies(keys: Sequence[str] = tuple(REQUIREMENTS)) -> DependencyReport:
+    return DependencyReport({k: check_package(k) for k in keys})

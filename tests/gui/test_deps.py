@@ -1,0 +1,83 @@
+"""Dependency check (QGIS-free): what is reported when a package is hidden or of a wrong version."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from sar2eo_cloud_plugin import deps
+
+
+def hide(monkeypatch, *modules):
+    real = importlib.util.find_spec
+
+    def fake(name, *args, **kwargs):
+        if name in modules:
+            return None
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(deps.importlib.util, "find_spec", fake)
+
+
+def test_everything_present_here():
+    report = deps.check_dependencies()
+    assert report.ok, report.message()
+    assert report.message() == "" and report.pip_command() == ""
+    assert report.can_run("translate") and report.can_run("cloud_mask")
+
+
+def test_missing_smp_blocks_only_cloud_mask(monkeypatch):
+    hide(monkeypatch, "segmentation_models_pytorch")
+    report = deps.check_dependencies()
+    assert report.missing() == ["segmentation-models-pytorch"]
+    assert report.can_run("translate") and not report.can_run("cloud_mask")
+    assert report.blocked_features() == ["cloud_mask"]
+    msg = report.message()
+    assert "segmentation-models-pytorch is not installed" in msg
+    assert "Cloud mask" in msg and "Translate SAR to EO" not in msg.split("Disabled until fixed:")[1].split(".")[0]
+    assert report.pip_command() == "python3 -m pip install segmentation-models-pytorch==0.6.0"
+
+
+def test_missing_torch_blocks_both_and_pins_versions(monkeypatch):
+    hide(monkeypatch, "torch", "rasterio")
+    report = deps.check_dependencies()
+    assert set(report.missing()) == {"torch", "rasterio"}
+    assert report.blocked_features() == ["translate", "cloud_mask"]
+    cmd = report.pip_command()
+    assert "torch==2.14.1 torchvision==0.29.1" in cmd and "rasterio==1.4.4" in cmd
+
+
+def test_numpy_2_is_refused(monkeypatch):
+    real = deps.installed_version
+    monkeypatch.setattr(deps, "installed_version",
+                        lambda req: "2.1.0" if req.dist == "numpy" else real(req))
+    report = deps.check_dependencies()
+    assert report.missing() == ["numpy"]
+    assert "numpy 2.1.0 is not supported (need < 2" in report.message()
+    assert '"numpy<2"' in report.pip_command()
+
+
+def test_too_old_torch(monkeypatch):
+    real = deps.installed_version
+    monkeypatch.setattr(deps, "installed_version",
+                        lambda req: "1.7.1+cpu" if req.dist == "torch" else real(req))
+    report = deps.check_dependencies()
+    assert "torch 1.7.1+cpu is too old" in report.message()
+
+
+@pytest.mark.parametrize("text,expected", [("2.14.1+cu121", (2, 14, 1)), ("0.6.0rc1", (0, 6, 0)),
+                                           ("1.26.4", (1, 26, 4)), ("2", (2,)), ("dev", ())])
+def test_parse_version(text, expected):
+    assert deps.parse_version(text) == expected
+
+
+def test_check_is_fast_and_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, time; t=time.time(); from sar2eo_cloud_plugin import deps; r=deps.check_dependencies(); "
+            "print('torch' in sys.modules, round(time.time()-t, 3))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(__import__('pathlib').Path(__file__).resolve().parents[2])).stdout.split()
+    assert out[0] == "False"
+    assert float(out[1]) < 2.0

@@ -1,0 +1,493 @@
+"""Batch a folder: run "Translate SAR to EO" or "Cloud mask" on every raster in a folder.
+
+Stable id ``sar2eo_cloud:batch_folder``. One output per input, named after it
+(``<stem>_eo_<band set>.tif``, ``<stem>_cloudmask.tif`` [+ ``<stem>_cloudprob.tif``,
+``<stem>_clouds.gpkg``]); a bad file fails that file, not the batch; outputs that are
+already complete are skipped unless OVERWRITE; a JSON summary is written beside them.
+
+Why child algorithms and not ``core.inference`` directly: each scene goes through
+``processing.run(<single-scene algorithm>, ..., is_child_algorithm=True)`` so that the
+batch does exactly what the Toolbox algorithm does for one layer (the same parameter
+checks, the same error messages from the core, the cloud polygons, which are built by
+the cloud-mask algorithm with QGIS, and any later fix in those algorithms) instead of a
+second copy of that logic here. Each scene gets its own QgsProcessingContext (settings
+copied from ours) so that the layers a scene opens are released after it: a folder of
+thousands of scenes does not keep thousands of files open. Progress spans the folder
+through QgsProcessingMultiStepFeedback (one step per scene); it forwards cancellation
+to the child, whose engine stops within the scene and removes its temporary file.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import fnmatch
+import json
+import os
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingMultiStepFeedback,
+    QgsProcessingOutputFile,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+)
+
+from ..core.bands import BAND_SET_KEYS, BAND_SETS
+
+TRANSLATE_ID = "sar2eo_cloud:translate_sar_to_eo"
+CLOUD_ID = "sar2eo_cloud:cloud_mask"
+TASK_KEYS = ("translate", "cloudmask")
+TASK_LABELS = ("Translate SAR to EO (folder of Sentinel-1 VV/VH scenes)",
+               "Cloud mask (folder of Sentinel-2 scenes)")
+DEVICE_LABELS = ("Auto (CUDA GPU if available, else CPU)", "CPU", "CUDA (NVIDIA GPU)")
+UNITS_LABELS = ("Auto (decide from values and band descriptions)", "dB", "Linear power")
+
+CLOUD_MASK_SUFFIX = "_cloudmask.tif"
+CLOUD_PROB_SUFFIX = "_cloudprob.tif"
+CLOUD_POLY_SUFFIX = "_clouds.gpkg"
+SUMMARY_NAME = "sar2eo_batch_{task}_summary.json"
+
+
+def eo_suffix(band_set_key: str) -> str:
+    return f"_eo_{band_set_key}.tif"
+
+
+# Every name this algorithm writes ends with one of these, so a batch whose output folder
+# is (inside) its input folder never takes its own outputs as inputs.
+OUTPUT_SUFFIXES = tuple(eo_suffix(k) for k in BAND_SET_KEYS) + (CLOUD_MASK_SUFFIX, CLOUD_PROB_SUFFIX)
+
+
+# --------------------------------------------------------------------------- plain helpers (no QGIS state)
+def find_inputs(folder: str, patterns: str, recursive: bool, exclude_dir: Optional[str] = None) -> Tuple[List[Path], int]:
+    """Files under ``folder`` matching any of the ``;``-separated glob patterns (case-insensitive).
+
+    Hidden files (the engine's ``.x.partial.tif`` temporaries among them), this algorithm's own
+    outputs and, when recursive, anything inside ``exclude_dir`` are left out. Returns
+    (sorted files, number left out as outputs).
+    """
+    pats = [p.strip().lower() for p in (patterns or "*.tif").split(";") if p.strip()] or ["*.tif"]
+    root = Path(folder)
+    candidates = root.rglob("*") if recursive else root.glob("*")
+    excl = Path(exclude_dir).resolve() if exclude_dir else None
+    found, left_out = [], 0
+    for p in candidates:
+        rel_parts = p.relative_to(root).parts
+        if any(part.startswith(".") for part in rel_parts) or not p.is_file():
+            continue
+        name = p.name.lower()
+        if not any(fnmatch.fnmatchcase(name, pat) for pat in pats):
+            continue
+        if name.endswith(OUTPUT_SUFFIXES) or name.endswith(".aux.xml"):
+            left_out += 1
+            continue
+        if recursive and excl is not None and excl != root.resolve() and excl in p.resolve().parents:
+            left_out += 1
+            continue
+        found.append(p)
+    return sorted(found), left_out
+
+
+def output_paths(src: Path, in_root: Path, out_root: Path, task: str, band_set_key: str,
+                 probability: bool, polygons: bool) -> Dict[str, str]:
+    """The files one input produces; subfolders of the input folder are mirrored."""
+    rel_dir = src.parent.relative_to(in_root)
+    base = out_root / rel_dir / src.stem
+    if task == "translate":
+        return {"OUTPUT": str(base) + eo_suffix(band_set_key)}
+    outs = {"OUTPUT": str(base) + CLOUD_MASK_SUFFIX}
+    if probability:
+        outs["OUTPUT_PROBABILITY"] = str(base) + CLOUD_PROB_SUFFIX
+    if polygons:
+        outs["OUTPUT_POLYGONS"] = str(base) + CLOUD_POLY_SUFFIX
+    return outs
+
+
+def _raster_matches(path: str, src_path: str, count: int, descriptions: Optional[Sequence[str]] = None) -> Optional[str]:
+    """None when ``path`` is a readable raster on the grid of ``src_path`` with ``count`` bands; else why not."""
+    import rasterio
+    from rasterio.windows import Window
+
+    try:
+        with rasterio.open(src_path) as src:
+            crs, size, transform = src.crs, (src.width, src.height), src.transform
+    except Exception as exc:  # noqa: BLE001 - the input itself is unreadable: nothing to compare with
+        return f"input unreadable ({exc})"
+    try:
+        with rasterio.open(path) as out:
+            if out.count != count:
+                return f"{Path(path).name} has {out.count} band(s), expected {count}"
+            if (out.width, out.height) != size:
+                return f"{Path(path).name} is {out.width} x {out.height} px, input is {size[0]} x {size[1]}"
+            if out.crs != crs:
+                return f"{Path(path).name} CRS {out.crs} differs from the input's {crs}"
+            if not out.transform.almost_equals(transform):
+                return f"{Path(path).name} georeferencing differs from the input's"
+            if descriptions and tuple(out.descriptions) != tuple(descriptions):
+                return f"{Path(path).name} bands are {list(out.descriptions)}, expected {list(descriptions)}"
+            # Read the last block: a damaged file fails here (the engine writes atomically, so this
+            # only happens to files damaged later, e.g. by a copy that was cut short).
+            h = min(out.height, 256)
+            out.read(1, window=Window(0, out.height - h, out.width, h))
+    except Exception as exc:  # noqa: BLE001
+        return f"{Path(path).name} is not readable ({exc})"
+    return None
+
+
+def _vector_ok(path: str) -> Optional[str]:
+    from osgeo import ogr
+
+    ds = ogr.Open(path)
+    if ds is None or ds.GetLayerCount() < 1:
+        return f"{Path(path).name} does not open as a vector layer"
+    return None
+
+
+def completeness(src: Path, outputs: Dict[str, str], task: str, band_set_key: str) -> Tuple[bool, str]:
+    """(True, why) when every output of ``src`` exists and is complete, else (False, what is missing)."""
+    for key, path in outputs.items():
+        if not os.path.exists(path):
+            return False, f"{Path(path).name} missing"
+        if key == "OUTPUT_POLYGONS":
+            problem = _vector_ok(path)
+        elif key == "OUTPUT" and task == "translate":
+            bs = BAND_SETS[band_set_key]
+            problem = _raster_matches(path, str(src), bs.count, bs.bands)
+        else:
+            problem = _raster_matches(path, str(src), 1)
+        if problem:
+            return False, problem
+    names = ", ".join(Path(p).name for p in outputs.values())
+    return True, f"already complete ({names}: readable, same size and CRS as the input)"
+
+
+def _remove(paths: Sequence[str], newer_than: float) -> List[str]:
+    """Remove outputs written at or after ``newer_than`` (a scene that failed part-way); return them."""
+    removed = []
+    for path in paths:
+        for candidate in (path, path + ".aux.xml"):
+            try:
+                if os.path.getmtime(candidate) >= newer_than:
+                    os.remove(candidate)
+                    removed.append(candidate)
+            except OSError:
+                pass
+    return removed
+
+
+def unreadable_reason(path: Path) -> Optional[str]:
+    """Why GDAL cannot open ``path`` as a raster (a corrupt or truncated file), or None when it can.
+
+    Checked before the scene's child run so the summary names the real cause instead of QGIS's
+    generic "Could not load source layer ... not found".
+    """
+    import rasterio
+
+    try:
+        with rasterio.open(path) as src:
+            if src.count < 1:
+                return "the file opens but holds no raster band"
+    except Exception as exc:  # noqa: BLE001 - rasterio raises several types; all mean "cannot read"
+        return f"cannot open as a raster (corrupt, truncated or not a raster file): {exc}"
+    return None
+
+
+def _first_line(message: str) -> str:
+    lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
+    # processing.run prefixes parameter-check failures with "Unable to execute algorithm".
+    if len(lines) > 1 and lines[0].lower().startswith("unable to execute algorithm"):
+        lines = lines[1:]
+    return " ".join(lines) if lines else "unknown error"
+
+
+def _import_processing():
+    """QGIS's ``processing`` Python package (QGIS and qgis_process load it; bare PyQGIS scripts may not)."""
+    try:
+        import processing
+    except ImportError:
+        import sys
+
+        sys.path.append(os.path.join(QgsApplication.pkgDataPath(), "python", "plugins"))
+        import processing
+    return processing
+
+
+# --------------------------------------------------------------------------- the algorithm
+class BatchFolderAlgorithm(QgsProcessingAlgorithm):
+    INPUT_FOLDER = "INPUT_FOLDER"
+    PATTERN = "PATTERN"
+    RECURSIVE = "RECURSIVE"
+    TASK = "TASK"
+    BAND_SET = "BAND_SET"
+    UNITS = "UNITS"
+    VV_BAND = "VV_BAND"
+    VH_BAND = "VH_BAND"
+    DEVICE = "DEVICE"
+    THRESHOLD = "THRESHOLD"
+    TILE_SIZE = "TILE_SIZE"
+    OVERLAP = "OVERLAP"
+    BATCH_SIZE = "BATCH_SIZE"
+    MODEL_FILE = "MODEL_FILE"
+    CLOUD_POLYGONS = "CLOUD_POLYGONS"
+    CLOUD_PROBABILITY = "CLOUD_PROBABILITY"
+    MIN_AREA = "MIN_AREA"
+    OVERWRITE = "OVERWRITE"
+    OUTPUT_FOLDER = "OUTPUT_FOLDER"
+
+    def name(self) -> str:
+        return "batch_folder"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Batch a folder (translate or cloud mask)"
+
+    def group(self) -> str:
+        return "Batch"
+
+    def groupId(self) -> str:  # noqa: N802
+        return "batch"
+
+    def tags(self):
+        return ["batch", "folder", "sentinel-1", "sentinel-2", "sar", "cloud", "mask", "translate"]
+
+    def createInstance(self):  # noqa: N802
+        return BatchFolderAlgorithm()
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return (
+            "Runs <b>Translate SAR to EO</b> or <b>Cloud mask</b> on every raster of a folder whose name "
+            "matches the pattern, and writes one output per input into the output folder, named after it: "
+            "<code>&lt;name&gt;_eo_&lt;band set&gt;.tif</code> or <code>&lt;name&gt;_cloudmask.tif</code> "
+            "(optionally <code>&lt;name&gt;_cloudprob.tif</code> and <code>&lt;name&gt;_clouds.gpkg</code>)."
+            "<p>A file that cannot be processed (unreadable, not a Sentinel-1/Sentinel-2 scene, ...) is "
+            "reported as failed with the reason; the batch goes on with the next file.</p>"
+            "<p>Running the batch again skips every input whose outputs are already complete (they exist, "
+            "open, and have the expected bands, size and CRS), so an interrupted batch resumes where it "
+            "stopped. Tick <i>Overwrite</i> to redo them.</p>"
+            "<p>Cancelling stops the scene being processed (no partial file is left) and the batch.</p>"
+            "<p>Results: PROCESSED, SKIPPED and FAILED counts and SUMMARY, a JSON file in the output folder "
+            "listing every input with its status, reason and outputs. The log ends with the same table.</p>"
+            "<p>Pattern: one or more globs separated by ';' (e.g. <code>*.tif;*.tiff</code>), "
+            "case-insensitive. Task options that do not apply to the chosen task are ignored. "
+            "Tile size, overlap and batch size left empty use each task's default.</p>"
+        )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        adv = QgsProcessingParameterDefinition.FlagAdvanced
+
+        def advanced(p):
+            p.setFlags(p.flags() | adv)
+            return p
+
+        self.addParameter(QgsProcessingParameterFile(self.INPUT_FOLDER, "Input folder",
+                                                     behavior=QgsProcessingParameterFile.Folder))
+        self.addParameter(QgsProcessingParameterString(self.PATTERN, "File name pattern(s), ';'-separated",
+                                                       defaultValue="*.tif"))
+        self.addParameter(advanced(QgsProcessingParameterBoolean(self.RECURSIVE, "Include subfolders",
+                                                                 defaultValue=False)))
+        self.addParameter(QgsProcessingParameterEnum(self.TASK, "Task", options=list(TASK_LABELS), defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(self.BAND_SET, "Band set (translation)",
+                                                     options=[BAND_SETS[k].label for k in BAND_SET_KEYS],
+                                                     defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(self.UNITS, "Input units (translation)",
+                                                     options=list(UNITS_LABELS), defaultValue=0))
+        self.addParameter(advanced(QgsProcessingParameterNumber(self.VV_BAND, "VV band number (translation)",
+                                                                QgsProcessingParameterNumber.Integer,
+                                                                defaultValue=1, minValue=1)))
+        self.addParameter(advanced(QgsProcessingParameterNumber(self.VH_BAND, "VH band number (translation)",
+                                                                QgsProcessingParameterNumber.Integer,
+                                                                defaultValue=2, minValue=1)))
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Compute device", options=list(DEVICE_LABELS),
+                                                     defaultValue=0))
+        self.addParameter(QgsProcessingParameterBoolean(self.CLOUD_POLYGONS,
+                                                        "Also write cloud polygons (cloud mask)", defaultValue=False))
+        self.addParameter(advanced(QgsProcessingParameterBoolean(
+            self.CLOUD_PROBABILITY, "Also write the cloud probability raster (cloud mask)", defaultValue=False)))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            self.THRESHOLD, "Cloud probability threshold (cloud mask; empty = the model's)",
+            QgsProcessingParameterNumber.Double, optional=True, minValue=0.0, maxValue=1.0)))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            self.MIN_AREA, "Minimum cloud polygon area, m² (cloud mask)", QgsProcessingParameterNumber.Double,
+            defaultValue=0.0, minValue=0.0)))
+        for pname, label in ((self.TILE_SIZE, "Tile size, px (empty = the task's default)"),
+                             (self.OVERLAP, "Tile overlap, px (empty = the task's default)"),
+                             (self.BATCH_SIZE, "Tiles per batch (empty = the task's default)")):
+            self.addParameter(advanced(QgsProcessingParameterNumber(
+                pname, label, QgsProcessingParameterNumber.Integer, optional=True, minValue=0)))
+        self.addParameter(advanced(QgsProcessingParameterFile(
+            self.MODEL_FILE, "Model file (.json card; empty = the bundled model for the task)",
+            behavior=QgsProcessingParameterFile.File, extension="json", optional=True)))
+        self.addParameter(QgsProcessingParameterBoolean(self.OVERWRITE, "Overwrite outputs that already exist",
+                                                        defaultValue=False))
+        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, "Output folder"))
+
+        self.addOutput(QgsProcessingOutputNumber("PROCESSED", "Inputs processed"))
+        self.addOutput(QgsProcessingOutputNumber("SKIPPED", "Inputs skipped (outputs already complete)"))
+        self.addOutput(QgsProcessingOutputNumber("FAILED", "Inputs failed"))
+        self.addOutput(QgsProcessingOutputFile("SUMMARY", "Batch summary (JSON)"))
+
+    # ------------------------------------------------------------------ helpers
+    def _optional(self, parameters, name, context, as_int=True):
+        value = parameters.get(name)
+        if value is None or value == "":
+            return None
+        return self.parameterAsInt(parameters, name, context) if as_int else self.parameterAsDouble(parameters, name, context)
+
+    def _child_parameters(self, task, src: Path, outputs: Dict[str, str], opts: Dict) -> Dict:
+        params = {"INPUT": str(src), "DEVICE": opts["DEVICE"]}
+        for key in ("TILE_SIZE", "OVERLAP", "BATCH_SIZE", "MODEL_FILE"):
+            if opts.get(key):  # None/0/"" = leave the single-scene algorithm's default
+                params[key] = opts[key]
+        if task == "translate":
+            params.update(VV_BAND=opts["VV_BAND"], VH_BAND=opts["VH_BAND"], UNITS=opts["UNITS"],
+                          BAND_SET=opts["BAND_SET"])
+        else:
+            if opts.get("THRESHOLD") is not None:
+                params["THRESHOLD"] = opts["THRESHOLD"]
+            params["MIN_AREA"] = opts["MIN_AREA"]
+        params.update(outputs)
+        return params
+
+    # ------------------------------------------------------------------ run
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        in_folder = self.parameterAsFile(parameters, self.INPUT_FOLDER, context)
+        if not in_folder or not os.path.isdir(in_folder):
+            raise QgsProcessingException(f"Input folder not found: {in_folder!r}")
+        out_folder = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
+        if not out_folder:
+            raise QgsProcessingException("Choose an output folder.")
+        task = TASK_KEYS[self.parameterAsEnum(parameters, self.TASK, context)]
+        bs_index = self.parameterAsEnum(parameters, self.BAND_SET, context)
+        band_set_key = BAND_SET_KEYS[bs_index]
+        pattern = self.parameterAsString(parameters, self.PATTERN, context) or "*.tif"
+        recursive = self.parameterAsBool(parameters, self.RECURSIVE, context)
+        overwrite = self.parameterAsBool(parameters, self.OVERWRITE, context)
+        polygons = task == "cloudmask" and self.parameterAsBool(parameters, self.CLOUD_POLYGONS, context)
+        probability = task == "cloudmask" and self.parameterAsBool(parameters, self.CLOUD_PROBABILITY, context)
+        model_file = self.parameterAsFile(parameters, self.MODEL_FILE, context) or None
+        if model_file and not os.path.isfile(model_file):
+            raise QgsProcessingException(f"Model file not found: {model_file}")
+        opts = {
+            "DEVICE": self.parameterAsEnum(parameters, self.DEVICE, context),
+            "UNITS": self.parameterAsEnum(parameters, self.UNITS, context),
+            "BAND_SET": bs_index,
+            "VV_BAND": self.parameterAsInt(parameters, self.VV_BAND, context),
+            "VH_BAND": self.parameterAsInt(parameters, self.VH_BAND, context),
+            "THRESHOLD": self._optional(parameters, self.THRESHOLD, context, as_int=False),
+            "MIN_AREA": self.parameterAsDouble(parameters, self.MIN_AREA, context),
+            "TILE_SIZE": self._optional(parameters, self.TILE_SIZE, context),
+            "OVERLAP": self._optional(parameters, self.OVERLAP, context),
+            "BATCH_SIZE": self._optional(parameters, self.BATCH_SIZE, context),
+            "MODEL_FILE": model_file,
+        }
+        child_id = TRANSLATE_ID if task == "translate" else CLOUD_ID
+        if QgsApplication.processingRegistry().algorithmById(child_id) is None:
+            raise QgsProcessingException(f"Algorithm {child_id} is not available; is the plugin's provider loaded?")
+
+        in_root, out_root = Path(in_folder), Path(out_folder)
+        out_root.mkdir(parents=True, exist_ok=True)
+        inputs, left_out = find_inputs(in_folder, pattern, recursive, exclude_dir=out_folder)
+        feedback.pushInfo(f"Batch {task}: {len(inputs)} file(s) matching '{pattern}' in {in_folder}"
+                          f"{' (and subfolders)' if recursive else ''}; outputs in {out_folder}"
+                          f"{'; overwriting existing outputs' if overwrite else ''}.")
+        if left_out:
+            feedback.pushInfo(f"Left out {left_out} file(s) that are outputs of this algorithm.")
+        if not inputs:
+            feedback.reportError(f"No file matches '{pattern}' in {in_folder}.", fatalError=False)
+
+        processing = _import_processing()
+
+        steps = QgsProcessingMultiStepFeedback(max(1, len(inputs)), feedback)
+        records: List[Dict] = []
+        started = time.time()
+        for i, src in enumerate(inputs):
+            steps.setCurrentStep(i)
+            rel = str(src.relative_to(in_root))
+            outs = output_paths(src, in_root, out_root, task, band_set_key, probability, polygons)
+            record = {"input": rel, "outputs": {k: str(Path(v).relative_to(out_root)) for k, v in outs.items()}}
+            records.append(record)
+            if feedback.isCanceled():
+                record.update(status="cancelled", reason="not started: the batch was cancelled")
+                continue
+            feedback.pushInfo(f"[{i + 1}/{len(inputs)}] {rel}")
+            if not overwrite:
+                complete, why = completeness(src, outs, task, band_set_key)
+                if complete:
+                    record.update(status="skipped", reason=why)
+                    feedback.pushInfo(f"  skipped: {why}")
+                    continue
+                if any(os.path.exists(p) for p in outs.values()):
+                    feedback.pushInfo(f"  outputs incomplete ({why}); processing again")
+            problem = unreadable_reason(src)
+            if problem:
+                record.update(status="failed", reason=problem)
+                feedback.reportError(f"  failed: {problem}", fatalError=False)
+                continue
+            t0 = time.time()
+            child_context = QgsProcessingContext()
+            child_context.copyThreadSafeSettings(context)
+            child_context.setFeedback(steps)
+            try:
+                processing.run(child_id, self._child_parameters(task, src, outs, opts), feedback=steps,
+                               context=child_context, is_child_algorithm=True)
+            except Exception as exc:  # noqa: BLE001 - every failure is this file's, not the batch's
+                removed = _remove(list(outs.values()), t0)
+                if feedback.isCanceled():
+                    record.update(status="cancelled", reason="cancelled while processing; no output left")
+                    feedback.pushInfo(f"  cancelled; removed {len(removed)} partial output(s)" if removed
+                                      else "  cancelled; no output written")
+                else:
+                    reason = _first_line(str(exc))
+                    record.update(status="failed", reason=reason)
+                    feedback.reportError(f"  failed: {reason}", fatalError=False)
+                continue
+            finally:
+                del child_context
+            missing = [p for p in outs.values() if not os.path.exists(p)]
+            if missing:
+                _remove(list(outs.values()), t0)
+                record.update(status="failed", reason=f"the algorithm wrote no {', '.join(Path(m).name for m in missing)}")
+                feedback.reportError(f"  failed: {record['reason']}", fatalError=False)
+                continue
+            record.update(status="processed", reason=f"done in {time.time() - t0:.1f} s")
+            feedback.pushInfo(f"  processed in {time.time() - t0:.1f} s -> "
+                              + ", ".join(Path(p).name for p in outs.values()))
+        feedback.setProgress(100)
+
+        counts = {s: sum(1 for r in records if r.get("status") == s)
+                  for s in ("processed", "skipped", "failed", "cancelled")}
+        summary = {
+            "algorithm": "sar2eo_cloud:batch_folder", "task": task, "child_algorithm": child_id,
+            "band_set": band_set_key if task == "translate" else None,
+            "input_folder": str(in_root), "pattern": pattern, "recursive": recursive,
+            "output_folder": str(out_root), "overwrite": overwrite,
+            "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(time.time() - started, 1), "cancelled": bool(feedback.isCanceled()),
+            "counts": counts, "files": records,
+        }
+        summary_path = out_root / SUMMARY_NAME.format(task=task)
+        tmp = summary_path.with_name("." + summary_path.name + ".tmp")
+        tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        os.replace(tmp, summary_path)
+
+        feedback.pushInfo("")
+        feedback.pushInfo(f"Batch summary: {counts['processed']} processed, {counts['skipped']} skipped "
+                          f"(already complete), {counts['failed']} failed"
+                          + (f", {counts['cancelled']} cancelled" if counts["cancelled"] else "")
+                          + f" — {summary_path}")
+        for r in records:
+            feedback.pushInfo(f"  {r['status']:<9} {r['input']}: {r.get('reason', '')}")
+        if feedback.isCanceled():
+            feedback.reportError("The batch was cancelled; run it again to process the remaining files "
+                                 "(complete outputs are skipped).", fatalError=False)
+        return {"PROCESSED": counts["processed"], "SKIPPED": counts["skipped"], "FAILED": counts["failed"],
+                "OUTPUT_FOLDER": str(out_root), "SUMMARY": str(summary_path)}

@@ -179,6 +179,7 @@ def build_zip(out_dir: Path) -> Path:
                     zf.write(src.resolve(), arc, compress_type=zipfile.ZIP_STORED)  # incompressible
                 else:
                     zf.write(src.resolve(), arc)  # resolve(): symlinks go in as the real file
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):

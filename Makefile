@@ -1,0 +1,51 @@
+# SAR2EO & Cloud — the two commands a new user needs (each does all set-up first, idempotently):
+#
+#   make demo     headless run of both algorithms on the bundled real sample through qgis_process.bin
+#   make test     the whole test suite (also what CI runs, via .ci/run)
+#
+# Other targets: setup, zip, deploy, resources, metadata, icons, pb-deploy, pb-zip, clean. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY := .venv/bin/python
+PLUGINS_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default/python/plugins
+
+.PHONY: help setup demo test zip deploy resources metadata icons pb-deploy pb-zip clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
+
+setup:  ## install system packages (apt, if missing), .venv, pinned pip packages; compile resources
+	./scripts/setup.sh
+
+demo:  ## set-up, then translate + cloud-mask the bundled real sample headless -> artifacts/demo/
+	./scripts/demo.sh
+
+test:  ## set-up, then the test suite -> artifacts/test/{junit.xml,pytest.log}
+	./scripts/test.sh
+
+zip: setup  ## build dist/sar2eo_cloud_plugin-<version>.zip (install it in QGIS: Plugins > Install from ZIP)
+	$(PY) scripts/build_plugin.py zip
+
+deploy: setup  ## build the zip and unpack it into PLUGINS_DIR (default: your QGIS default profile)
+	$(PY) scripts/build_plugin.py deploy "$(PLUGINS_DIR)"
+
+resources:  ## compile resources.qrc -> sar2eo_cloud_plugin/resources.py (pyrcc5)
+	$(PY) scripts/build_plugin.py resources
+
+metadata:  ## check metadata.txt; link it and LICENSE into the package
+	$(PY) scripts/build_plugin.py metadata
+
+icons:  ## re-render sar2eo_cloud_plugin/icons/icon.png from icon.svg
+	QT_QPA_PLATFORM=offscreen $(PY) scripts/render_icons.py
+
+pb-deploy: resources metadata  ## the same plugin folder deployed by pb_tool into PLUGINS_DIR
+	cd sar2eo_cloud_plugin && ../.venv/bin/pb_tool deploy -y -n --config_file ../pb_tool.cfg -p "$(PLUGINS_DIR)"
+
+pb-zip: resources metadata  ## pb_tool's zip of the plugin folder -> dist/sar2eo_cloud_plugin-pb_tool.zip
+	rm -rf build/pb_tool && mkdir -p dist
+	cd sar2eo_cloud_plugin && ../.venv/bin/pb_tool zip -q -n --config_file ../pb_tool.cfg -p ../build/pb_tool </dev/null
+	mv sar2eo_cloud_plugin/sar2eo_cloud_plugin.zip dist/sar2eo_cloud_plugin-pb_tool.zip
+
+clean:  ## remove build outputs (dist/, build/, compiled resources, artifacts/demo, artifacts/test)
+	rm -rf dist build artifacts/demo artifacts/test sar2eo_cloud_plugin/resources.py
+	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -1,0 +1,114 @@
+"""Which loaded layers look like Sentinel-1 / Sentinel-2, and the parameters a run uses.
+
+Kept small and side-effect free so the dock, the layer-tree actions and the tests share it.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Dict, List, Optional
+
+from qgis.core import QgsMapLayer, QgsMapLayerType, QgsProcessingOutputLayerDefinition, QgsProject, QgsRasterLayer
+
+from ..core.bands import BAND_SET_KEYS, canonical_s2_band
+
+TRANSLATE_ID = "sar2eo_cloud:translate_sar_to_eo"
+CLOUD_MASK_ID = "sar2eo_cloud:cloud_mask"
+ALG_IDS = {"translate": TRANSLATE_ID, "cloud_mask": CLOUD_MASK_ID}
+DEVICE_INDEX = {"auto": 0, "cpu": 1, "cuda": 2}
+TEMPORARY_OUTPUT = "TEMPORARY_OUTPUT"
+
+_BAND_NAME = re.compile(r"^Band\s+\d+\s*:?\s*")
+
+
+def band_descriptions(layer: QgsMapLayer) -> List[str]:
+    """Band descriptions as GDAL stores them ('' where none): QGIS shows 'Band 1: VV (dB)'."""
+    if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
+        return []
+    return [_BAND_NAME.sub("", layer.bandName(i)).strip() for i in range(1, layer.bandCount() + 1)]
+
+
+def _polarisation(desc: str) -> Optional[str]:
+    match = re.search(r"\b(VV|VH|HH|HV)\b", desc.upper())
+    return match.group(1) if match else None
+
+
+def sar_bands(layer: QgsMapLayer) -> Optional[tuple]:
+    """(VV band, VH band) from the band descriptions, or None when they do not say."""
+    pols = [_polarisation(d) for d in band_descriptions(layer)]
+    if "VV" in pols and "VH" in pols:
+        return pols.index("VV") + 1, pols.index("VH") + 1
+    return None
+
+
+def is_raster(layer: QgsMapLayer) -> bool:
+    return layer is not None and layer.type() == QgsMapLayerType.RasterLayer and layer.isValid()
+
+
+def looks_like_s1(layer: QgsMapLayer) -> bool:
+    """Two bands, or bands described as VV and VH."""
+    if not is_raster(layer):
+        return False
+    return layer.bandCount() == 2 or sar_bands(layer) is not None
+
+
+def looks_like_s2(layer: QgsMapLayer) -> bool:
+    """At least three bands (and not SAR), or bands described as B2/B3/B4."""
+    if not is_raster(layer) or sar_bands(layer) is not None:
+        return False
+    names = {canonical_s2_band(d) for d in band_descriptions(layer)}
+    return layer.bandCount() >= 3 or {"B2", "B3", "B4"} <= names
+
+
+def suggested_task(layer: QgsMapLayer) -> Optional[str]:
+    if looks_like_s1(layer):
+        return "translate"
+    if looks_like_s2(layer):
+        return "cloud_mask"
+    return None
+
+
+def output_name(task: str, layer: QgsMapLayer, band_set: str = "rgb") -> str:
+    if task == "translate":
+        return f"{layer.name()} SAR2EO {band_set}"
+    return f"{layer.name()} cloud mask"
+
+
+def unique_output_path(folder: str, task: str, layer: QgsMapLayer, band_set: str = "rgb") -> str:
+    """A new GeoTIFF path in ``folder`` that does not exist yet."""
+    stem = re.sub(r"[^\w.-]+", "_", output_name(task, layer, band_set)).strip("_") or "output"
+    path = os.path.join(folder, stem + ".tif")
+    n = 1
+    while os.path.exists(path):
+        n += 1
+        path = os.path.join(folder, f"{stem}_{n}.tif")
+    return path
+
+
+def build_parameters(task: str, layer: QgsMapLayer, *, device: str = "auto", band_set: str = "rgb",
+                     tile_size: Optional[int] = None, overlap: Optional[int] = None,
+                     model_file: str = "", output: str = "", project: Optional[QgsProject] = None) -> Dict:
+    """Parameters for the plugin's Processing algorithm (names per the Processing contract).
+
+    ``output`` empty = a temporary output. The destination is an output layer definition bound to
+    ``project`` so the finished layer is loaded like the Processing dialog loads it.
+    """
+    project = project or QgsProject.instance()
+    dest = QgsProcessingOutputLayerDefinition(output or TEMPORARY_OUTPUT, project)
+    dest.destinationName = output_name(task, layer, band_set)
+    params: Dict = {"INPUT": layer.id() if project.mapLayer(layer.id()) else layer.source(),
+                    "DEVICE": DEVICE_INDEX.get(device, 0), "OUTPUT": dest}
+    if task == "translate":
+        params["BAND_SET"] = BAND_SET_KEYS.index(band_set) if band_set in BAND_SET_KEYS else 0
+        vv_vh = sar_bands(layer)
+        if vv_vh:
+            params["VV_BAND"], params["VH_BAND"] = vv_vh
+    elif task != "cloud_mask":
+        raise ValueError(f"unknown task {task!r}")
+    if tile_size:
+        params["TILE_SIZE"] = int(tile_size)
+    if overlap is not None:
+        params["OVERLAP"] = int(overlap)
+    if model_file:
+        params["MODEL_FILE"] = model_file
+    return params

@@ -1,0 +1,70 @@
+"""Plugin settings remembered between sessions (QgsSettings, under ``sar2eo_cloud_plugin/``)."""
+from __future__ import annotations
+
+from qgis.core import QgsSettings
+
+PREFIX = "sar2eo_cloud_plugin/"
+DEVICES = ("auto", "cpu", "cuda")
+TASKS = ("translate", "cloud_mask")
+DEFAULT_TILE_SIZE = {"translate": 256, "cloud_mask": 512}
+
+
+class PluginSettings:
+    """Typed access to the plugin's QgsSettings keys.
+
+    Keys: ``device`` (auto/cpu/cuda), ``output_folder`` (one-click results; empty = temporary
+    outputs), ``band_set`` (last band set key), ``tile_size/translate`` and ``tile_size/cloud_mask``.
+    """
+
+    def __init__(self, settings: QgsSettings = None) -> None:
+        self._s = settings or QgsSettings()
+
+    def _get(self, key: str, default, type_=str):
+        value = self._s.value(PREFIX + key, default)
+        try:
+            return type_(value) if value is not None else default
+        except (TypeError, ValueError):
+            return default
+
+    def _set(self, key: str, value) -> None:
+        self._s.setValue(PREFIX + key, value)
+
+    @property
+    def device(self) -> str:
+        value = str(self._get("device", "auto")).lower()
+        return value if value in DEVICES else "auto"
+
+    @device.setter
+    def device(self, value: str) -> None:
+        self._set("device", value if value in DEVICES else "auto")
+
+    @property
+    def output_folder(self) -> str:
+        return self._get("output_folder", "") or ""
+
+    @output_folder.setter
+    def output_folder(self, value: str) -> None:
+        self._set("output_folder", value or "")
+
+    @property
+    def band_set(self) -> str:
+        from ..core.bands import BAND_SET_KEYS
+
+        value = self._get("band_set", BAND_SET_KEYS[0])
+        return value if value in BAND_SET_KEYS else BAND_SET_KEYS[0]
+
+    @band_set.setter
+    def band_set(self, value: str) -> None:
+        self._set("band_set", value)
+
+    def tile_size(self, task: str) -> int:
+        default = DEFAULT_TILE_SIZE[task]
+        value = self._get(f"tile_size/{task}", default, int)
+        return value if value >= 16 else default
+
+    def set_tile_size(self, task: str, value: int) -> None:
+        self._set(f"tile_size/{task}", int(value))
+
+    def clear(self) -> None:
+        """Forget everything (tests)."""
+        self._s.remove(PREFIX.rstrip("/"))

@@ -1,0 +1,195 @@
+"""Both tasks end to end on the REAL samples, with the GENERATED random-weight
+``tiny_models`` (so the values are meaningless; shapes, types, georeferencing,
+nodata and error handling are what is tested)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from core_helpers import write_raster
+from sar2eo_cloud_plugin.core import inference
+from sar2eo_cloud_plugin.core.errors import DeviceError, InputError, ModelFileError
+from sar2eo_cloud_plugin.core.inference import CloudMaskRequest, TranslationRequest
+
+
+def _same_grid(a, b):
+    with rasterio.open(a) as x, rasterio.open(b) as y:
+        return x.crs == y.crs and x.transform == y.transform and x.shape == y.shape
+
+
+@pytest.mark.parametrize("key, bands", [("rgb", ("B4", "B3", "B2")), ("nir_swir_re", ("B8", "B11", "B5")),
+                                        ("rgbn", ("B4", "B3", "B2", "B8"))])
+def test_translate_real_s1(tmp_path, s1_sample, tiny_models, key, bands):
+    dst = tmp_path / "eo.tif"
+    progress, logs = [], []
+    res = inference.translate_sar_to_eo(
+        TranslationRequest(str(s1_sample), str(dst), band_set=key, model_path=str(tiny_models / f"sar2eo_{key}.json"),
+                           device="cpu", tile_size=64, overlap=16),
+        progress.append, None, logs.append)
+    assert res.outputs == {"OUTPUT": str(dst)} and res.device == "cpu"
+    assert progress[-1] == pytest.approx(100)
+    assert any("Input units: dB" in m for m in logs)
+    with rasterio.open(dst) as out:
+        assert out.count == len(bands) and out.dtypes == ("uint16",) * len(bands)
+        assert out.descriptions == bands and out.nodata == 0
+        data = out.read()
+        assert out.tags()["SAR2EO_MODEL"] == f"sar2eo_{key}"
+    assert _same_grid(dst, s1_sample)
+    assert data.min() >= 1  # the real sample has no nodata: every pixel valid, 0 is nodata only
+    assert res.run.valid_pixels == 120 * 120
+
+
+def test_translate_linear_input_matches_db(tmp_path, s1_sample, tiny_models):
+    """The real sample converted to linear power (derived, written by the test) gives the same result."""
+    with rasterio.open(s1_sample) as s:
+        db, crs, transform = s.read(), s.crs, s.transform
+    lin = write_raster(tmp_path / "lin.tif", (10 ** (db / 10)).astype(np.float32), crs=crs.to_wkt(),
+                       transform=transform)
+    model = str(tiny_models / "sar2eo_rgb.json")
+    logs = []
+    inference.translate_sar_to_eo(TranslationRequest(str(s1_sample), str(tmp_path / "a.tif"), model_path=model,
+                                                     device="cpu"))
+    inference.translate_sar_to_eo(TranslationRequest(str(lin), str(tmp_path / "b.tif"), model_path=model,
+                                                     device="cpu"), log=logs.append)
+    assert any("Input units: linear" in m for m in logs)
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
+        assert np.abs(a.read().astype(int) - b.read().astype(int)).max() <= 2
+
+
+def test_translate_nodata_in_nodata_out(tmp_path, s1_sample, tiny_models):
+    """The real sample with a GENERATED nodata block and zero-power pixels (linear input)."""
+    with rasterio.open(s1_sample) as s:
+        db, crs, transform = s.read(), s.crs, s.transform
+    lin = (10 ** (db / 10)).astype(np.float32)
+    lin[:, 20:40, 30:60] = -1.0      # tagged nodata
+    lin[1, 80:85, 80:85] = 0.0       # zero power in VH: no dB value -> nodata
+    src = write_raster(tmp_path / "in.tif", lin, crs=crs.to_wkt(), transform=transform, nodata=-1.0)
+    dst = tmp_path / "out.tif"
+    inference.translate_sar_to_eo(TranslationRequest(str(src), str(dst), model_path=str(tiny_models / "sar2eo_rgb.json"),
+                                                     device="cpu", units="linear", tile_size=64, overlap=8))
+    with rasterio.open(dst) as out:
+        data = out.read()
+    invalid = np.zeros((120, 120), bool)
+    invalid[20:40, 30:60] = True
+    invalid[80:85, 80:85] = True
+    assert (data[:, invalid] == 0).all() and (data[:, ~invalid] >= 1).all()
+
+
+def test_translate_refuses_bad_requests(tmp_path, s1_sample, s2_sample, tiny_models):
+    model = str(tiny_models / "sar2eo_rgb.json")
+    with pytest.raises(InputError, match="does not look like Sentinel-1"):
+        inference.translate_sar_to_eo(TranslationRequest(str(s2_sample), str(tmp_path / "o.tif"), vv_band=4,
+                                                         vh_band=3, model_path=model, device="cpu"))
+    with pytest.raises(InputError, match="band number 3 does not exist"):
+        inference.translate_sar_to_eo(TranslationRequest(str(s1_sample), str(tmp_path / "o.tif"), vh_band=3,
+                                                         model_path=model))
+    with pytest.raises(InputError, match="must be different"):
+        inference.translate_sar_to_eo(TranslationRequest(str(s1_sample), str(tmp_path / "o.tif"), vh_band=1,
+                                                         model_path=model))
+    with pytest.raises(InputError, match="writes bands"):   # an RGB model asked for the RGBN band set
+        inference.translate_sar_to_eo(TranslationRequest(str(s1_sample), str(tmp_path / "o.tif"), band_set="rgbn",
+                                                         model_path=model))
+    with pytest.raises(ModelFileError, match="not a 'sar2eo' model"):
+        inference.translate_sar_to_eo(TranslationRequest(str(s1_sample), str(tmp_path / "o.tif"),
+                                                         model_path=str(tiny_models / "cloudmask.json")))
+    one_band = write_raster(tmp_path / "one.tif", np.full((1, 20, 20), -10, np.float32))  # GENERATED
+    with pytest.raises(InputError, match="needs two bands"):
+        inference.translate_sar_to_eo(TranslationRequest(str(one_band), str(tmp_path / "o.tif"), model_path=model))
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_cloud_mask_real_s2(tmp_path, s2_sample, tiny_models):
+    dst, prob = tmp_path / "mask.tif", tmp_path / "prob.tif"
+    logs = []
+    res = inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(dst), probability_path=str(prob), device="cpu",
+                                                model_path=str(tiny_models / "cloudmask.json"), tile_size=64,
+                                                overlap=16),
+                               log=logs.append)
+    assert res.outputs == {"OUTPUT": str(dst), "PROBABILITY": str(prob)}
+    assert any("B4, B3, B2 = 4, 3, 2" in m for m in logs)
+    with rasterio.open(dst) as m, rasterio.open(prob) as p:
+        assert m.dtypes == ("uint8",) and m.nodata == 255 and p.dtypes == ("float32",) and p.nodata == -1
+        mask, pr = m.read(1), p.read(1)
+    assert _same_grid(dst, s2_sample) and _same_grid(prob, s2_sample)
+    assert set(np.unique(mask)) <= {0, 1}
+    assert pr.min() >= 0 and pr.max() <= 1
+    np.testing.assert_array_equal(mask, (pr >= res.extra["THRESHOLD"]).astype(np.uint8))
+    assert res.extra["CLOUD_FRACTION"] == pytest.approx(mask.mean())
+    assert res.extra["VALID_PIXELS"] == 120 * 120
+
+
+def test_cloud_mask_nodata_and_threshold(tmp_path, s2_sample, tiny_models):
+    """The real sample with a GENERATED zero (nodata) block."""
+    with rasterio.open(s2_sample) as s:
+        data, crs, transform, desc = s.read(), s.crs, s.transform, s.descriptions
+    data[:, :30, :] = 0
+    src = write_raster(tmp_path / "in.tif", data, crs=crs.to_wkt(), transform=transform, nodata=0,
+                       descriptions=desc)
+    res = inference.cloud_mask(CloudMaskRequest(str(src), str(tmp_path / "m.tif"), threshold=0.3, device="cpu",
+                                                model_path=str(tiny_models / "cloudmask.json"), tile_size=128))
+    with rasterio.open(tmp_path / "m.tif") as m:
+        mask = m.read(1)
+    assert (mask[:30] == 255).all() and set(np.unique(mask[30:])) <= {0, 1}
+    assert res.extra["THRESHOLD"] == 0.3 and res.extra["VALID_PIXELS"] == 90 * 120
+
+
+def test_cloud_mask_refuses_bad_requests(tmp_path, s2_sample, s1_sample, tiny_models):
+    model = str(tiny_models / "cloudmask.json")
+    with pytest.raises(InputError, match="Threshold"):
+        inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(tmp_path / "m.tif"), threshold=1.5,
+                                              model_path=model, device="cpu"))
+    with pytest.raises(InputError, match="set all three"):
+        inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(tmp_path / "m.tif"), red_band=4, model_path=model))
+    with pytest.raises(InputError, match="bands seen"):
+        inference.cloud_mask(CloudMaskRequest(str(s1_sample), str(tmp_path / "m.tif"), model_path=model))
+    with rasterio.open(s2_sample) as s:
+        refl = (s.read([4, 3, 2]) / 10000.0).astype(np.float32)
+        crs, transform = s.crs, s.transform
+    src = write_raster(tmp_path / "refl.tif", refl, crs=crs.to_wkt(), transform=transform,
+                       descriptions=("B4", "B3", "B2"))  # the real sample scaled to 0..1 (derived)
+    with pytest.raises(InputError, match="reflectance in 0..1"):
+        inference.cloud_mask(CloudMaskRequest(str(src), str(tmp_path / "m.tif"), model_path=model))
+    assert not (tmp_path / "m.tif").exists()
+
+
+def test_cloud_mask_manual_bands(tmp_path, s2_sample, tiny_models):
+    logs = []
+    inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(tmp_path / "m.tif"), red_band=4, green_band=3,
+                                          blue_band=2, model_path=str(tiny_models / "cloudmask.json"), device="cpu",
+                                          tile_size=64, overlap=0),
+                         log=logs.append)
+    assert any("set by the user" in m for m in logs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU behaviour")
+def test_devices_without_gpu():
+    assert inference.resolve_device("auto") == "cpu"
+    assert inference.resolve_device("cpu") == "cpu"
+    assert inference.resolve_device(None) == "cpu"
+    with pytest.raises(DeviceError, match="CUDA was requested but is not available"):
+        inference.resolve_device("cuda")
+    assert "CPU only" in inference.describe_devices()
+
+
+def test_unknown_device():
+    with pytest.raises(DeviceError, match="Unknown device 'tpu'"):
+        inference.resolve_device("tpu")
+
+
+def test_core_never_imports_qgis(repo_root):
+    core = repo_root / "sar2eo_cloud_plugin" / "core"
+    for py in core.glob("*.py"):
+        text = py.read_text()
+        assert "import qgis" not in text and "from qgis" not in text, py
+    code = ("import sys; import sar2eo_cloud_plugin.core.inference, sar2eo_cloud_plugin.core.cards, "
+            "sar2eo_cloud_plugin.core.networks; assert not [m for m in sys.modules if m.split('.')[0] in "
+            "('qgis', 'PyQt5')], 'qgis imported'")
+    env = dict(os.environ, PYTHONPATH=str(repo_root))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=str(repo_root))

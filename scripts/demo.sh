@@ -11,6 +11,7 @@
 #   <S2 name>_cloudprob.tif           cloud probability (float32, nodata -1)
 #   <S2 name>_clouds.gpkg             dissolved cloud polygons
 #   translate.log, cloudmask.log      qgis_process output (parameters, log, results)
+#   quicklook.png                     the real inputs and the outputs side by side
 # then prints a gdalinfo-style summary of each output.
 #
 # Environment knobs (all optional):
@@ -83,4 +84,8 @@ qp "${args[@]}" 2>&1 | tee "$OUT/cloudmask.log"
 
 echo "== Summary (inputs, then outputs)"
 "$PY" scripts/raster_summary.py "$S1" "$TRANSLATED" "$S2" "$MASK" "$PROB" "$POLYS"
+note=""
+[ -z "${TRANSLATE_MODEL_FILE:-}${CLOUD_MODEL_FILE:-}" ] || \
+    note="Model files given by TRANSLATE_MODEL_FILE / CLOUD_MODEL_FILE, not the bundled ones"
+"$PY" scripts/demo_quicklook.py "$S1" "$TRANSLATED" "$S2" "$MASK" "$OUT/quicklook.png" --note "$note"
 echo "== Demo outputs are in $OUT/"

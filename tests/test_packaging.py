@@ -249,7 +249,7 @@ def test_demo_script_mechanics(tiny_models, tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     s1, s2 = S1_DEMO.stem, S2_DEMO.stem
     for name in (f"{s1}_sar2eo_rgb.tif", f"{s2}_cloudmask.tif", f"{s2}_cloudprob.tif", f"{s2}_clouds.gpkg",
-                 "translate.log", "cloudmask.log"):
+                 "translate.log", "cloudmask.log", "quicklook.png"):
         assert (out / name).is_file(), f"demo did not write {name}:\n{proc.stdout[-3000:]}"
     assert "Size is 120, 120" in proc.stdout and "EPSG:32633" in proc.stdout
     assert "using the model file" in proc.stdout

@@ -1,0 +1,425 @@
+"""Processing: ``sar2eo_cloud:cloud_mask`` on the REAL Sentinel-2 samples (12-band L2A stacks, 10 m grid).
+
+Layers derived from the real samples in fixtures are GENERATED (band subsets with descriptions
+removed, a copy with a nodata block) and say so. Model: the GENERATED random-weight U-Net from
+``tiny_models`` (tests only) via MODEL_FILE; the bundled model (once exported) in
+``test_cloud_mask_bundled_model``. A random network says nothing about clouds: these tests check the
+plumbing (band layout, nodata, georeferencing, polygons = mask), not detection quality.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputLayerDefinition,
+    QgsProcessingParameterDefinition,
+    QgsProject,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
+
+from sar2eo_cloud_plugin.core import modelfile
+
+ALG = "sar2eo_cloud:cloud_mask"
+BUNDLED_CLOUD = modelfile.BUNDLED_DIR / "cloudmask.json"
+L2A_B2_B3_B4_B8 = (2, 3, 4, 8)   # 1-based band numbers of B2, B3, B4, B8 in the 12-band L2A stack
+
+
+def ensure_provider():
+    from sar2eo_cloud_plugin.processing.provider import Sar2EoCloudProvider
+
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById("sar2eo_cloud") is None:
+        assert registry.addProvider(Sar2EoCloudProvider())
+    return registry.providerById("sar2eo_cloud")
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_app, qgis_processing):
+    return ensure_provider()
+
+
+class LogFeedback(QgsProcessingFeedback):
+    def __init__(self, cancel_on_progress: bool = False):
+        super().__init__()
+        self.lines = []
+        if cancel_on_progress:
+            self.progressChanged.connect(lambda _p: self.cancel() if self.progress() > 0 else None)
+
+    def pushInfo(self, info):  # noqa: N802
+        self.lines.append(info)
+        super().pushInfo(info)
+
+
+@pytest.fixture
+def model(tiny_models):
+    return str(tiny_models / "cloudmask.json")
+
+
+@pytest.fixture
+def run(provider):
+    import processing
+
+    def _run(params, feedback=None):
+        return processing.run(ALG, params, feedback=feedback or LogFeedback())
+
+    return _run
+
+
+def leftovers(folder: Path):
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".aux.xml"))
+
+
+def read(path):
+    with rasterio.open(path) as ds:
+        return ds.read(1), ds.profile, ds.nodata
+
+
+def subset(src_path: Path, dst_path: Path, bands, descriptions=None) -> Path:
+    with rasterio.open(src_path) as src:
+        profile = src.profile | {"count": len(bands)}
+        with rasterio.open(dst_path, "w", **profile) as dst:
+            dst.write(src.read(list(bands)))
+            for i, d in enumerate(descriptions or [], start=1):
+                dst.set_band_description(i, d)
+    return dst_path
+
+
+@pytest.fixture
+def s2_4band(s2_sample, tmp_path):
+    """GENERATED from the real L2A sample: bands B2, B3, B4, B8 with their descriptions removed,
+    so the 4-band 10 m layout must be recognised from the band count alone."""
+    path = subset(s2_sample, tmp_path / "s2_B2B3B4B8_nodesc.tif", L2A_B2_B3_B4_B8)
+    with rasterio.open(path) as ds:
+        assert ds.descriptions == (None,) * 4
+    return path
+
+
+@pytest.fixture
+def s2_5band(s2_sample, tmp_path):
+    """GENERATED from the real sample: bands 1-5 without descriptions (an ambiguous layout)."""
+    return subset(s2_sample, tmp_path / "s2_5band_nodesc.tif", (1, 2, 3, 4, 5))
+
+
+@pytest.fixture
+def s2_nodata_block(s2_sample, tmp_path):
+    """GENERATED copy of the real sample with a 30 x 50 px block set to nodata (0, tagged as nodata)."""
+    path = tmp_path / "s2_nodata_block.tif"
+    with rasterio.open(s2_sample) as src:
+        data = src.read()
+        profile = src.profile | {"nodata": 0}
+        descriptions = src.descriptions
+    data[:, 10:40, 20:70] = 0
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        for i, d in enumerate(descriptions, start=1):
+            dst.set_band_description(i, d)
+    return path
+
+
+# ---------------------------------------------------------------------------------------- contract
+def test_cloud_mask_parameters_follow_the_contract(provider):
+    alg = QgsApplication.processingRegistry().algorithmById(ALG)
+    names = [p.name() for p in alg.parameterDefinitions()]
+    assert names == ["INPUT", "RED_BAND", "GREEN_BAND", "BLUE_BAND", "DEVICE", "THRESHOLD", "TILE_SIZE", "OVERLAP",
+                     "BATCH_SIZE", "MODEL_FILE", "MIN_AREA", "OUTPUT", "OUTPUT_PROBABILITY", "OUTPUT_POLYGONS"]
+    adv = {p.name() for p in alg.parameterDefinitions() if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced}
+    assert adv == {"THRESHOLD", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "MODEL_FILE", "MIN_AREA"}
+    optional = {p.name() for p in alg.parameterDefinitions() if p.flags() & QgsProcessingParameterDefinition.FlagOptional}
+    assert {"RED_BAND", "GREEN_BAND", "BLUE_BAND", "THRESHOLD", "MODEL_FILE", "OUTPUT_PROBABILITY",
+            "OUTPUT_POLYGONS"} <= optional
+    p = alg.parameterDefinition
+    assert (p("TILE_SIZE").defaultValue(), p("OVERLAP").defaultValue(), p("BATCH_SIZE").defaultValue()) == (512, 32, 2)
+    assert p("MIN_AREA").defaultValue() == 0
+    assert {o.name() for o in alg.outputDefinitions()} >= {
+        "OUTPUT", "OUTPUT_PROBABILITY", "OUTPUT_POLYGONS", "CLOUD_FRACTION", "CLOUD_PIXELS", "VALID_PIXELS",
+        "DEVICE_USED"}
+    assert "m²" in alg.shortHelpString() or "m&sup2;" in alg.shortHelpString()
+
+
+# ---------------------------------------------------------------------------------------- real runs
+def check_mask(mask_path: Path, src_path: Path) -> np.ndarray:
+    layer, source = QgsRasterLayer(str(mask_path), "m", "gdal"), QgsRasterLayer(str(src_path), "s", "gdal")
+    assert layer.isValid() and layer.bandCount() == 1
+    assert layer.crs() == source.crs() and layer.extent() == source.extent()
+    assert (layer.width(), layer.height()) == (source.width(), source.height())
+    with rasterio.open(mask_path) as ds, rasterio.open(src_path) as s:
+        assert ds.dtypes == ("uint8",) and ds.nodata == 255
+        assert ds.transform == s.transform and ds.crs == s.crs
+        mask = ds.read(1)
+    assert set(np.unique(mask)) <= {0, 1, 255}
+    return mask
+
+
+def test_cloud_mask_real_l2a_stacks(run, s2_samples, model, tmp_path):
+    for i, s2 in enumerate(s2_samples[:2]):
+        out, prob = tmp_path / f"mask{i}.tif", tmp_path / f"prob{i}.tif"
+        feedback = LogFeedback()
+        res = run({"INPUT": str(s2), "MODEL_FILE": model, "OUTPUT": str(out), "OUTPUT_PROBABILITY": str(prob)},
+                  feedback)
+        mask = check_mask(out, s2)
+        assert res["OUTPUT"] == str(out) and res["OUTPUT_PROBABILITY"] == str(prob)
+        assert res["VALID_PIXELS"] == mask.size == 120 * 120           # real patches: no nodata
+        assert res["CLOUD_PIXELS"] == int((mask == 1).sum())
+        assert res["CLOUD_FRACTION"] == pytest.approx((mask == 1).sum() / (mask != 255).sum())
+        assert res["THRESHOLD_USED"] == 0.5 and res["DEVICE_USED"] == "cpu"
+        assert any(line.startswith("CLOUD_FRACTION") for line in feedback.lines)
+        assert any("found from band descriptions" in line for line in feedback.lines)
+        p, profile, nodata = read(prob)
+        assert profile["dtype"] == "float32" and nodata == -1
+        assert 0.0 <= p.min() and p.max() <= 1.0
+        np.testing.assert_array_equal(mask == 1, p >= 0.5)          # the mask is the thresholded probability
+
+
+def test_four_band_layout_detected_without_descriptions(run, s2_sample, s2_4band, model, tmp_path):
+    ref = tmp_path / "ref.tif"
+    run({"INPUT": str(s2_sample), "MODEL_FILE": model, "OUTPUT": str(ref)})
+    out = tmp_path / "mask4.tif"
+    feedback = LogFeedback()
+    run({"INPUT": str(s2_4band), "MODEL_FILE": model, "OUTPUT": str(out)}, feedback)
+    assert any("4-band 10 m stack" in line and "B4=3, B3=2, B2=1" in line for line in feedback.lines)
+    # the same B4, B3, B2 pixels, found in another layout, give the same mask
+    np.testing.assert_array_equal(check_mask(out, s2_4band), read(ref)[0])
+
+
+def test_ambiguous_layout_is_refused_naming_the_bands(run, s2_5band, model, tmp_path):
+    out = tmp_path / "m.tif"
+    with pytest.raises(QgsProcessingException, match=r"5-band layer \(bands seen: 1:\(no description\)"):
+        run({"INPUT": str(s2_5band), "MODEL_FILE": model, "OUTPUT": str(out)})
+    assert not out.exists()
+
+
+def test_manual_bands_on_an_unknown_layout(run, s2_sample, s2_5band, model, tmp_path):
+    ref, out = tmp_path / "ref.tif", tmp_path / "m.tif"
+    run({"INPUT": str(s2_sample), "MODEL_FILE": model, "OUTPUT": str(ref)})
+    feedback = LogFeedback()
+    run({"INPUT": str(s2_5band), "RED_BAND": 4, "GREEN_BAND": 3, "BLUE_BAND": 2, "MODEL_FILE": model,
+         "OUTPUT": str(out)}, feedback)
+    assert any("set by the user" in line for line in feedback.lines)
+    np.testing.assert_array_equal(check_mask(out, s2_5band), read(ref)[0])
+
+
+def test_wrong_or_partial_band_numbers_are_refused(run, s2_sample, model, tmp_path):
+    with pytest.raises(QgsProcessingException, match=r"set all three"):
+        run({"INPUT": str(s2_sample), "RED_BAND": 4, "MODEL_FILE": model, "OUTPUT": str(tmp_path / "a.tif")})
+    with pytest.raises(QgsProcessingException, match=r"band number 20 does not exist"):
+        run({"INPUT": str(s2_sample), "RED_BAND": 20, "GREEN_BAND": 3, "BLUE_BAND": 2, "MODEL_FILE": model,
+             "OUTPUT": str(tmp_path / "b.tif")})
+    assert leftovers(tmp_path) == []
+
+
+def test_one_band_layer_is_refused(run, s2_sample, model, tmp_path):
+    one = subset(s2_sample, tmp_path / "s2_one_band.tif", (4,))   # GENERATED: the real B4 alone
+    with pytest.raises(QgsProcessingException, match=r"1-band layer"):
+        run({"INPUT": str(one), "MODEL_FILE": model, "OUTPUT": str(tmp_path / "m.tif")})
+    assert not (tmp_path / "m.tif").exists()
+
+
+def test_nodata_is_kept(run, s2_nodata_block, model, tmp_path):
+    out, prob = tmp_path / "m.tif", tmp_path / "p.tif"
+    res = run({"INPUT": str(s2_nodata_block), "MODEL_FILE": model, "OUTPUT": str(out),
+               "OUTPUT_PROBABILITY": str(prob)})
+    mask = check_mask(out, s2_nodata_block)
+    block = np.zeros(mask.shape, bool)
+    block[10:40, 20:70] = True
+    assert (mask[block] == 255).all()
+    assert (mask[~block] != 255).all()
+    assert (read(prob)[0][block] == -1).all()
+    assert res["VALID_PIXELS"] == 120 * 120 - 30 * 50
+    assert res["CLOUD_FRACTION"] == pytest.approx((mask == 1).sum() / (~block).sum())
+
+
+# ---------------------------------------------------------------------------------------- polygons
+def rasterize_like(vector_path: Path, like: Path) -> np.ndarray:
+    from osgeo import gdal
+
+    ref = gdal.Open(str(like))
+    mem = gdal.GetDriverByName("MEM").Create("", ref.RasterXSize, ref.RasterYSize, 1, gdal.GDT_Byte)
+    mem.SetGeoTransform(ref.GetGeoTransform())
+    mem.SetProjection(ref.GetProjection())
+    vec = gdal.OpenEx(str(vector_path))
+    assert gdal.RasterizeLayer(mem, [1], vec.GetLayer(0), burn_values=[1]) == 0
+    return mem.GetRasterBand(1).ReadAsArray()
+
+
+@pytest.fixture
+def half_cloud_threshold(run, s2_nodata_block, model, tmp_path_factory):
+    """A threshold that makes about half the valid pixels cloud with the random test model, so the
+    polygons have many parts and holes (the card's 0.5 says nothing for random weights)."""
+    d = tmp_path_factory.mktemp("prob")
+    run({"INPUT": str(s2_nodata_block), "MODEL_FILE": model, "OUTPUT": str(d / "m.tif"),
+         "OUTPUT_PROBABILITY": str(d / "p.tif")})
+    p = read(d / "p.tif")[0]
+    return float(np.median(p[p >= 0]))
+
+
+def test_polygons_overlay_the_mask(run, s2_nodata_block, model, half_cloud_threshold, tmp_path):
+    out, polys = tmp_path / "m.tif", tmp_path / "clouds.gpkg"
+    feedback = LogFeedback()
+    res = run({"INPUT": str(s2_nodata_block), "MODEL_FILE": model, "THRESHOLD": half_cloud_threshold,
+               "MIN_AREA": 0, "OUTPUT": str(out), "OUTPUT_POLYGONS": str(polys)}, feedback)
+    mask = check_mask(out, s2_nodata_block)
+    cloud = mask == 1
+    assert 0.2 < cloud.sum() / (mask != 255).sum() < 0.8
+    assert res["OUTPUT_POLYGONS"] == str(polys)
+
+    layer = QgsVectorLayer(str(polys), "clouds", "ogr")
+    assert layer.isValid() and layer.featureCount() == 1            # dissolved: one multipolygon
+    assert layer.crs() == QgsRasterLayer(str(s2_nodata_block), "s", "gdal").crs()
+    feature = next(layer.getFeatures())
+    geom = feature.geometry()
+    assert geom.isGeosValid()
+    pixel_area = 10.0 * 10.0
+    assert geom.area() == pytest.approx(cloud.sum() * pixel_area, rel=1e-9)
+    assert feature["area"] == pytest.approx(geom.area())
+    assert feature["parts"] == len(geom.asGeometryCollection()) > 1
+    assert feature["class"] == "cloud" and feature["value"] == 1
+    # the polygons cover exactly the cloud pixels (pixel centres inside <=> mask == 1)
+    np.testing.assert_array_equal(rasterize_like(polys, out) == 1, cloud)
+
+
+def test_min_area_drops_small_parts(run, s2_nodata_block, model, half_cloud_threshold, tmp_path):
+    min_area = 1000.0   # m² (UTM): parts of fewer than 10 pixels of 10 m go
+    out, polys = tmp_path / "m.tif", tmp_path / "clouds_big.gpkg"
+    feedback = LogFeedback()
+    run({"INPUT": str(s2_nodata_block), "MODEL_FILE": model, "THRESHOLD": half_cloud_threshold,
+         "MIN_AREA": min_area, "OUTPUT": str(out), "OUTPUT_POLYGONS": str(polys)}, feedback)
+    layer = QgsVectorLayer(str(polys), "clouds", "ogr")
+    feats = list(layer.getFeatures())
+    assert len(feats) <= 1
+    parts = feats[0].geometry().asGeometryCollection() if feats else []
+    assert all(p.area() >= min_area for p in parts)
+    dropped = [line for line in feedback.lines if line.startswith("Cloud polygons:")]
+    assert dropped and "dropped" in dropped[0]
+    # all big parts are kept: the kept area equals the area of cloud components >= min_area pixels
+    from scipy import ndimage
+
+    labels, n = ndimage.label(check_mask(out, s2_nodata_block) == 1)     # 4-connected, as GDAL polygonises
+    sizes = ndimage.sum(np.ones_like(labels), labels, index=np.arange(1, n + 1)) * 100.0
+    assert sum(p.area() for p in parts) == pytest.approx(sizes[sizes >= min_area].sum(), rel=1e-9)
+
+
+def test_no_cloud_gives_an_empty_polygon_layer(run, s2_sample, model, tmp_path):
+    polys = tmp_path / "none.gpkg"
+    res = run({"INPUT": str(s2_sample), "MODEL_FILE": model, "THRESHOLD": 0.999999, "OUTPUT": str(tmp_path / "m.tif"),
+               "OUTPUT_POLYGONS": str(polys)})
+    if res["CLOUD_PIXELS"]:
+        pytest.skip("the random test model reached the threshold somewhere")
+    layer = QgsVectorLayer(str(polys), "clouds", "ogr")
+    assert layer.isValid() and layer.featureCount() == 0
+
+
+# ---------------------------------------------------------------------------------------- errors
+def test_tampered_weights_are_refused(run, s2_sample, tiny_models, tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    for suffix in (".json", ".safetensors"):
+        (models / f"cloudmask{suffix}").write_bytes((tiny_models / f"cloudmask{suffix}").read_bytes())
+    weights = models / "cloudmask.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-100] ^= 0x80
+    weights.write_bytes(bytes(blob))
+    out = tmp_path / "m.tif"
+    with pytest.raises(QgsProcessingException, match="sha256"):
+        run({"INPUT": str(s2_sample), "MODEL_FILE": str(models / "cloudmask.json"), "OUTPUT": str(out)})
+    assert not out.exists()
+
+
+def test_translation_model_is_refused(run, s2_sample, tiny_models, tmp_path):
+    with pytest.raises(QgsProcessingException, match="not a 'cloudmask' model"):
+        run({"INPUT": str(s2_sample), "MODEL_FILE": str(tiny_models / "sar2eo_rgb.json"),
+             "OUTPUT": str(tmp_path / "m.tif")})
+
+
+def test_missing_bundled_weights_are_refused(run, s2_sample, tmp_path, monkeypatch):
+    from sar2eo_cloud_plugin.core import inference
+
+    empty = tmp_path / "no_models"
+    empty.mkdir()
+    monkeypatch.setattr(modelfile, "BUNDLED_DIR", empty)
+    monkeypatch.setattr(inference, "bundled_model_path",
+                        functools.partial(modelfile.bundled_model_path, models_dir=empty))
+    out = tmp_path / "m.tif"
+    with pytest.raises(QgsProcessingException, match="No weights bundled for the cloud mask"):
+        run({"INPUT": str(s2_sample), "OUTPUT": str(out)})
+    assert not out.exists()
+
+
+def test_cancelled_run_leaves_no_output(run, s2_sample, model, tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    feedback = LogFeedback(cancel_on_progress=True)
+    with pytest.raises(QgsProcessingException, match="[Cc]ancel"):
+        run({"INPUT": str(s2_sample), "MODEL_FILE": model, "TILE_SIZE": 32, "OVERLAP": 0, "BATCH_SIZE": 1,
+             "OUTPUT": str(out_dir / "m.tif"), "OUTPUT_PROBABILITY": str(out_dir / "p.tif"),
+             "OUTPUT_POLYGONS": str(out_dir / "c.gpkg")}, feedback)
+    assert feedback.isCanceled()
+    assert leftovers(out_dir) == []
+
+
+def test_cancel_while_polygonising_removes_the_rasters(run, s2_sample, model, tmp_path, monkeypatch):
+    """Cancelling after inference (during the polygon step) also leaves no output."""
+    from sar2eo_cloud_plugin.processing import cloudmask_algorithm as cm
+
+    real = cm.cloud_polygons
+
+    def cancel_then_polygonise(mask_path, min_area, context, feedback, *args):
+        feedback.cancel()
+        return real(mask_path, min_area, context, feedback, *args)
+
+    monkeypatch.setattr(cm, "cloud_polygons", cancel_then_polygonise)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(QgsProcessingException, match="[Cc]ancel"):
+        run({"INPUT": str(s2_sample), "MODEL_FILE": model, "THRESHOLD": 0.3, "OUTPUT": str(out_dir / "m.tif"),
+             "OUTPUT_PROBABILITY": str(out_dir / "p.tif"), "OUTPUT_POLYGONS": str(out_dir / "c.gpkg")})
+    assert leftovers(out_dir) == []
+
+
+# ---------------------------------------------------------------------------------------- bundled, styling
+@pytest.mark.xfail(not BUNDLED_CLOUD.is_file(), reason="bundled weights not yet exported", strict=False)
+def test_cloud_mask_bundled_model(run, s2_samples, tmp_path):
+    """The BUNDLED cloud model (no MODEL_FILE) on real data. xfail only while the weights are absent."""
+    assert BUNDLED_CLOUD.is_file(), f"bundled weights not yet exported: {BUNDLED_CLOUD} is missing"
+    for i, s2 in enumerate(s2_samples):
+        out = tmp_path / f"m{i}.tif"
+        res = run({"INPUT": str(s2), "OUTPUT": str(out)})
+        check_mask(out, s2)
+        assert 0.0 <= res["CLOUD_FRACTION"] <= 1.0
+        card = modelfile.read_card(BUNDLED_CLOUD)
+        assert res["THRESHOLD_USED"] == pytest.approx(card.output["threshold"])
+
+
+def test_outputs_open_styled(provider, s2_sample, model, tmp_path):
+    from processing.gui.Postprocessing import handleAlgorithmResults
+
+    project = QgsProject.instance()
+    context = QgsProcessingContext()
+    context.setProject(project)
+    alg = QgsApplication.processingRegistry().createAlgorithmById(ALG)
+    feedback = QgsProcessingFeedback()
+    paths = {k: str(tmp_path / n) for k, n in (("OUTPUT", "m.tif"), ("OUTPUT_PROBABILITY", "p.tif"),
+                                                 ("OUTPUT_POLYGONS", "c.gpkg"))}
+    params = {"INPUT": str(s2_sample), "MODEL_FILE": model, "THRESHOLD": 0.3}
+    params.update({k: QgsProcessingOutputLayerDefinition(v, project) for k, v in paths.items()})
+    results, ok = alg.run(params, context, feedback)
+    assert ok, results
+    assert handleAlgorithmResults(alg, context, feedback, showResults=False, parameters=params)
+    by_source = {lyr.source().split("|")[0]: lyr for lyr in project.mapLayers().values()}
+    mask = by_source[paths["OUTPUT"]]
+    assert mask.renderer().type() == "paletted"
+    classes = {c.value: c.label for c in mask.renderer().classes()}
+    assert classes == {0: "Clear", 1: "Cloud", 255: "No data"}
+    assert by_source[paths["OUTPUT_PROBABILITY"]].renderer().type() == "singlebandgray"
+    if paths["OUTPUT_POLYGONS"] in by_source:
+        assert by_source[paths["OUTPUT_POLYGONS"]].renderer().symbol().color().name() == "#ff00ff"
+    project.removeAllMapLayers()

@@ -41,6 +41,10 @@ REQUIREMENTS: Dict[str, Requirement] = {
                             why="reads and writes the rasters tile by tile"),
     "safetensors": Requirement("safetensors", "safetensors", "safetensors", minimum="0.3",
                                why="reads the model weight files"),
+    # segmentation-models-pytorch imports torchvision; it must match torch (pip would otherwise pull the
+    # newest torchvision and, with it, another torch).
+    "torchvision": Requirement("torchvision", "torchvision", "torch==2.14.1 torchvision==0.29.1", minimum="0.14",
+                               why="needed by segmentation-models-pytorch"),
     "segmentation_models_pytorch": Requirement(
         "segmentation_models_pytorch", "segmentation-models-pytorch", "segmentation-models-pytorch==0.6.0",
         minimum="0.3", why="builds the cloud-mask U-Net"),
@@ -49,7 +53,7 @@ REQUIREMENTS: Dict[str, Requirement] = {
 # What each feature needs.
 FEATURES: Dict[str, Tuple[str, ...]] = {
     "translate": ("numpy", "torch", "rasterio", "safetensors"),
-    "cloud_mask": ("numpy", "torch", "rasterio", "safetensors", "segmentation_models_pytorch"),
+    "cloud_mask": ("numpy", "torch", "rasterio", "safetensors", "torchvision", "segmentation_models_pytorch"),
 }
 FEATURE_LABELS = {"translate": "Translate SAR to EO", "cloud_mask": "Cloud mask"}
 
@@ -141,7 +145,7 @@ class DependencyReport:
         """The pip command that installs exactly what is missing, with pinned versions."""
         args: List[str] = []
         for p in self.problems:
-            args.extend(REQUIREMENTS[p.key].pip.split())
+            args.extend(a for a in REQUIREMENTS[p.key].pip.split() if a not in args)
         if not args:
             return ""
         return "python3 -m pip install " + " ".join(args)

@@ -172,6 +172,8 @@ class Sar2EoCloudDock(QDockWidget):
         self.device_combo.setCurrentIndex(max(0, self.device_combo.findData(s.device)))
         self.band_set_combo.setCurrentIndex(max(0, self.band_set_combo.findData(s.band_set)))
         self.output_folder.setFilePath(s.output_folder)
+        if s.output_folder:
+            self.output_file.setDefaultRoot(s.output_folder)
         self.tile_spin.setValue(s.tile_size(self.task))
         self._restoring = False
         task = suggested_task(self.layer_combo.currentLayer())
@@ -266,7 +268,18 @@ class Sar2EoCloudDock(QDockWidget):
             except Exception as exc:  # noqa: BLE001 - shown to the user, never fatal
                 text = f"Could not query devices: {exc}"
         self.device_label.setText(text)
+        self._set_cuda_available(text.startswith("CUDA available"))
         return text
+
+    def _set_cuda_available(self, available: bool) -> None:
+        """Grey out the CUDA choice when torch sees no GPU (the algorithm would refuse it)."""
+        item = self.device_combo.model().item(self.device_combo.findData("cuda"))
+        if item is not None:
+            item.setEnabled(available)
+            item.setToolTip("" if available else "PyTorch sees no CUDA GPU here")
+        if not available and self.device == "cuda":
+            self.device_combo.setCurrentIndex(self.device_combo.findData("auto"))
+            self.append_log("CUDA is not available here; device set to Auto.")
 
     # ---- running ---------------------------------------------------------------------------
     def is_running(self) -> bool:

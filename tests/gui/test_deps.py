@@ -47,6 +47,18 @@ def test_missing_torch_blocks_both_and_pins_versions(monkeypatch):
     assert "torch==2.14.1 torchvision==0.29.1" in cmd and "rasterio==1.4.4" in cmd
 
 
+def test_missing_torchvision_blocks_cloud_mask_with_matching_pins(monkeypatch):
+    hide(monkeypatch, "torchvision", "torch")
+    report = deps.check_dependencies()
+    assert report.blocked_features() == ["translate", "cloud_mask"]
+    assert report.pip_command() == "python3 -m pip install torch==2.14.1 torchvision==0.29.1"
+    monkeypatch.undo()
+    hide(monkeypatch, "torchvision")
+    report = deps.check_dependencies()
+    assert report.blocked_features() == ["cloud_mask"]
+    assert "torchvision is not installed (needed by segmentation-models-pytorch)" in report.message()
+
+
 def test_numpy_2_is_refused(monkeypatch):
     real = deps.installed_version
     monkeypatch.setattr(deps, "installed_version",

@@ -145,9 +145,15 @@ def test_dock_widgets_and_task_follow_layer(plugin, s1_layer, s2_layer):
     assert dock.tile_spin.value() == 256
     assert dock.run_button.isEnabled() and not dock.cancel_button.isEnabled()
     assert dock.output_file.lineEdit().placeholderText() == "[Save to temporary file]"
+    dock.device_combo.setCurrentIndex(dock.device_combo.findData("cuda"))
     text = dock.describe_devices()
     assert "CPU" in text or "CUDA" in text
     assert dock.device_label.text() == text
+    cuda_item = dock.device_combo.model().item(dock.device_combo.findData("cuda"))
+    if text.startswith("CPU only"):
+        assert not cuda_item.isEnabled() and dock.device == "auto"
+    else:
+        assert cuda_item.isEnabled() and dock.device == "cuda"
     params = dock.parameters()
     assert params["INPUT"] == s1_layer.id() and params["VV_BAND"] == 1 and params["VH_BAND"] == 2
     assert params["OUTPUT"].sink.staticValue() == "TEMPORARY_OUTPUT"
@@ -215,7 +221,7 @@ def _run_dock(dock, timeout_s=120):
 
 
 @pytest.mark.slow
-def test_dock_translates_real_s1_sample(plugin, s1_layer, tiny_models, qgis_bot):
+def test_dock_translates_real_s1_sample(plugin, s1_layer, tiny_models):
     dock = plugin.dock
     dock.set_layer(s1_layer)
     dock.model_file.setFilePath(str(tiny_models / "sar2eo_rgb.json"))

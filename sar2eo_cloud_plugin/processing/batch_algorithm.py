@@ -262,6 +262,9 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self):  # noqa: N802
         return BatchFolderAlgorithm()
 
+    def shortDescription(self) -> str:  # noqa: N802
+        return "Translate or cloud-mask every raster of a folder; skips complete outputs, reports failures."
+
     def shortHelpString(self) -> str:  # noqa: N802
         return (
             "Runs <b>Translate SAR to EO</b> or <b>Cloud mask</b> on every raster of a folder whose name "

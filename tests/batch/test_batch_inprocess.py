@@ -1,0 +1,157 @@
+"""Folder batch in-process (pytest-qgis): cancellation within and between scenes, input discovery,
+and the "already complete" check. Inputs are copies of the REAL Sentinel-1 samples; the model is the
+GENERATED random-weight ``tiny_models`` card; the rasters written by hand below are GENERATED and say so."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback
+
+from sar2eo_cloud_plugin.processing import batch_algorithm as ba
+
+PROVIDER_ID = "sar2eo_cloud"
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_app, qgis_processing):
+    from sar2eo_cloud_plugin.processing.provider import Sar2EoCloudProvider
+
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById(PROVIDER_ID) is None:
+        assert registry.addProvider(Sar2EoCloudProvider())
+    return registry.providerById(PROVIDER_ID)
+
+
+@pytest.fixture()
+def s1_copies(tmp_path, s1_samples):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for f in s1_samples:
+        shutil.copy2(f, folder / f.name)
+    return folder
+
+
+def test_cancel_stops_within_and_between_scenes(provider, s1_copies, s1_samples, tiny_models, tmp_path):
+    import processing
+
+    out = tmp_path / "out"
+    feedback = QgsProcessingFeedback()
+    seen = []
+
+    def on_progress(p):
+        seen.append(p)
+        if p > 30:  # 5 scenes = 20 % each: this is half-way through the 2nd scene's tiles
+            feedback.cancel()
+
+    feedback.progressChanged.connect(on_progress)
+    params = {"INPUT_FOLDER": str(s1_copies), "OUTPUT_FOLDER": str(out), "TASK": 0, "BAND_SET": 0, "DEVICE": 1,
+              # 32 px tiles with 8 px overlap: 25 tiles per 120 px sample, one per batch, so the
+              # cancel lands inside a scene, between tiles.
+              "TILE_SIZE": 32, "OVERLAP": 8, "BATCH_SIZE": 1,
+              "MODEL_FILE": str(tiny_models / "sar2eo_rgb.json")}
+    results = processing.run("sar2eo_cloud:batch_folder", params, feedback=feedback, context=QgsProcessingContext())
+    assert any(20 < p < 40 for p in seen), "no progress inside the 2nd scene"
+    summary = json.loads(Path(results["SUMMARY"]).read_text())
+    statuses = [r["status"] for r in summary["files"]]
+    assert statuses == ["processed", "cancelled", "cancelled", "cancelled", "cancelled"]
+    assert "while processing" in summary["files"][1]["reason"]
+    assert "not started" in summary["files"][2]["reason"]
+    assert summary["cancelled"] is True
+    assert (results["PROCESSED"], results["SKIPPED"], results["FAILED"]) == (1, 0, 0)
+    # Only the finished scene's output and the summary: no partial or temporary file.
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{s1_samples[0].stem}_eo_rgb.tif", "sar2eo_batch_translate_summary.json"])
+    with rasterio.open(out / f"{s1_samples[0].stem}_eo_rgb.tif") as ds:
+        assert ds.count == 3
+
+    # Resuming processes the rest and skips the finished scene.
+    results = processing.run("sar2eo_cloud:batch_folder", dict(params, TILE_SIZE=128, OVERLAP=32, BATCH_SIZE=4),
+                             feedback=QgsProcessingFeedback(), context=QgsProcessingContext())
+    assert (results["PROCESSED"], results["SKIPPED"], results["FAILED"]) == (4, 1, 0)
+
+
+def test_find_inputs_leaves_out_hidden_outputs_and_output_subfolder(tmp_path):
+    root = tmp_path / "scenes"
+    (root / "a").mkdir(parents=True)
+    (root / "out").mkdir()
+    for rel in ("x.tif", "y.TIF", "z.tiff", "notes.txt", ".x.1234abcd.partial.tif", "x_eo_rgb.tif",
+                "x_cloudmask.tif", "x.tif.aux.xml", "a/w.tif", "out/v.tif"):
+        (root / rel).write_bytes(b"")
+    files, left_out = ba.find_inputs(str(root), "*.tif", recursive=False, exclude_dir=str(root / "out"))
+    assert [f.name for f in files] == ["x.tif", "y.TIF"]
+    assert left_out == 2
+    files, _ = ba.find_inputs(str(root), "*.tif;*.tiff", recursive=True, exclude_dir=str(root / "out"))
+    assert sorted(str(f.relative_to(root)) for f in files) == ["a/w.tif", "x.tif", "y.TIF", "z.tiff"]
+
+
+def test_output_names_mirror_subfolders(tmp_path):
+    src = tmp_path / "in" / "sub" / "scene.tif"
+    outs = ba.output_paths(src, tmp_path / "in", tmp_path / "out", "cloudmask", "rgb", True, True)
+    assert outs == {"OUTPUT": str(tmp_path / "out" / "sub" / "scene_cloudmask.tif"),
+                    "OUTPUT_PROBABILITY": str(tmp_path / "out" / "sub" / "scene_cloudprob.tif"),
+                    "OUTPUT_POLYGONS": str(tmp_path / "out" / "sub" / "scene_clouds.gpkg")}
+    assert ba.output_paths(src, tmp_path / "in", tmp_path / "out", "translate", "rgbn", True, True) == {
+        "OUTPUT": str(tmp_path / "out" / "sub" / "scene_eo_rgbn.tif")}
+
+
+def _write(path, count, crs="EPSG:32633", size=120, descriptions=None):
+    """GENERATED raster with the grid of the first real Sentinel-1 sample (or another CRS)."""
+    from rasterio.transform import from_origin
+
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=count, dtype="uint16",
+                       crs=crs, transform=from_origin(399960, 5900040, 10, 10)) as ds:
+        ds.write(np.ones((count, size, size), dtype="uint16"))
+        for i, d in enumerate(descriptions or (), start=1):
+            ds.set_band_description(i, d)
+
+
+def test_completeness_checks_bands_grid_and_readability(tmp_path):
+    src = tmp_path / "scene.tif"
+    _write(src, 2)
+    out = tmp_path / "scene_eo_rgb.tif"
+    outs = {"OUTPUT": str(out)}
+    ok, why = ba.completeness(src, outs, "translate", "rgb")
+    assert not ok and "missing" in why
+    _write(out, 3, descriptions=("B4", "B3", "B2"))
+    ok, why = ba.completeness(src, outs, "translate", "rgb")
+    assert ok and "already complete" in why
+    _write(out, 4, descriptions=("B4", "B3", "B2", "B8"))
+    assert "4 band(s), expected 3" in ba.completeness(src, outs, "translate", "rgb")[1]
+    _write(out, 3, crs="EPSG:32634", descriptions=("B4", "B3", "B2"))
+    assert "CRS" in ba.completeness(src, outs, "translate", "rgb")[1]
+    _write(out, 3, size=100, descriptions=("B4", "B3", "B2"))
+    assert "100 x 100" in ba.completeness(src, outs, "translate", "rgb")[1]
+    _write(out, 3, descriptions=("B8", "B11", "B5"))
+    assert "bands are" in ba.completeness(src, outs, "translate", "rgb")[1]
+    _write(out, 3, descriptions=("B4", "B3", "B2"))
+    out.write_bytes(out.read_bytes()[:2000])
+    assert not ba.completeness(src, outs, "translate", "rgb")[0]
+
+
+def test_batch_without_model_file_uses_bundled_weights_or_says_none(provider, s1_copies, s1_samples, tmp_path):
+    """No MODEL_FILE: the bundled model. Until trained weights are exported every scene fails with the
+    core's "no weights bundled" message (never random weights) and the batch still completes."""
+    import processing
+    from sar2eo_cloud_plugin.core.modelfile import BUNDLED_DIR
+
+    out = tmp_path / "out"
+    params = {"INPUT_FOLDER": str(s1_copies), "PATTERN": "*_VVVH.tif", "OUTPUT_FOLDER": str(out), "TASK": 0,
+              "BAND_SET": 0, "DEVICE": 1}
+    results = processing.run("sar2eo_cloud:batch_folder", params, feedback=QgsProcessingFeedback(),
+                             context=QgsProcessingContext())
+    summary = json.loads(Path(results["SUMMARY"]).read_text())
+    if (BUNDLED_DIR / "sar2eo_rgb.json").is_file():
+        assert (results["PROCESSED"], results["FAILED"]) == (5, 0)
+        for src in s1_samples:
+            with rasterio.open(out / f"{src.stem}_eo_rgb.tif") as ds, rasterio.open(src) as s:
+                assert (ds.count, ds.crs, ds.transform) == (3, s.crs, s.transform)
+    else:
+        assert (results["PROCESSED"], results["FAILED"]) == (0, 5)
+        assert all("bundled" in r["reason"].lower() for r in summary["files"]), summary["files"]
+        assert sorted(p.name for p in out.iterdir()) == ["sar2eo_batch_translate_summary.json"]

@@ -65,11 +65,18 @@ def model(tiny_models):
     return str(tiny_models / "cloudmask.json")
 
 
+FAST_TILE = 128   # the 120 px patches fit one 128 px tile; the default 512 px tile costs ~16x more CPU
+
+
 @pytest.fixture
 def run(provider):
+    """Runs the algorithm; tile size 128 unless the test sets one (the default is exercised by
+    ``test_cloud_mask_real_l2a_stacks`` and the bundled-model test)."""
     import processing
 
-    def _run(params, feedback=None):
+    def _run(params, feedback=None, default_tile=False):
+        if not default_tile:
+            params = {"TILE_SIZE": FAST_TILE, **params}
         return processing.run(ALG, params, feedback=feedback or LogFeedback())
 
     return _run
@@ -165,7 +172,7 @@ def test_cloud_mask_real_l2a_stacks(run, s2_samples, model, tmp_path):
         out, prob = tmp_path / f"mask{i}.tif", tmp_path / f"prob{i}.tif"
         feedback = LogFeedback()
         res = run({"INPUT": str(s2), "MODEL_FILE": model, "OUTPUT": str(out), "OUTPUT_PROBABILITY": str(prob)},
-                  feedback)
+                  feedback, default_tile=(i == 0))
         mask = check_mask(out, s2)
         assert res["OUTPUT"] == str(out) and res["OUTPUT_PROBABILITY"] == str(prob)
         assert res["VALID_PIXELS"] == mask.size == 120 * 120           # real patches: no nodata
@@ -392,7 +399,7 @@ def test_cloud_mask_bundled_model(run, s2_samples, tmp_path):
     assert BUNDLED_CLOUD.is_file(), f"bundled weights not yet exported: {BUNDLED_CLOUD} is missing"
     for i, s2 in enumerate(s2_samples):
         out = tmp_path / f"m{i}.tif"
-        res = run({"INPUT": str(s2), "OUTPUT": str(out)})
+        res = run({"INPUT": str(s2), "OUTPUT": str(out)}, default_tile=True)
         check_mask(out, s2)
         assert 0.0 <= res["CLOUD_FRACTION"] <= 1.0
         card = modelfile.read_card(BUNDLED_CLOUD)
@@ -409,7 +416,7 @@ def test_outputs_open_styled(provider, s2_sample, model, tmp_path):
     feedback = QgsProcessingFeedback()
     paths = {k: str(tmp_path / n) for k, n in (("OUTPUT", "m.tif"), ("OUTPUT_PROBABILITY", "p.tif"),
                                                  ("OUTPUT_POLYGONS", "c.gpkg"))}
-    params = {"INPUT": str(s2_sample), "MODEL_FILE": model, "THRESHOLD": 0.3}
+    params = {"INPUT": str(s2_sample), "MODEL_FILE": model, "THRESHOLD": 0.3, "TILE_SIZE": FAST_TILE}
     params.update({k: QgsProcessingOutputLayerDefinition(v, project) for k, v in paths.items()})
     results, ok = alg.run(params, context, feedback)
     assert ok, results

@@ -1,0 +1,353 @@
+"""Cloud mask: U-Net + EfficientNet-B2 (``core.networks.build_cloud_unet``), as in the seed: train, evaluate, export.
+
+Loss 0.25 * Focal + 0.75 * Dice (segmentation-models-pytorch losses, binary, on logits); AdamW;
+ReduceLROnPlateau on validation IoU; early stopping after ``patience`` epochs without a val-IoU gain; the best
+checkpoint (by val IoU) is kept as ``<run>/ckpt_best`` and is what ``evaluate`` and ``export`` use by default.
+
+ImageNet encoder weights are used only when ``model.imagenet_weights`` names a local file (safetensors, or a
+tensors-only ``.pth`` read with ``weights_only=True``); nothing is downloaded. Without it the network is trained
+from scratch, and the log and the model card say so.
+
+Multi-process (``torchrun``): the U-Net is wrapped in DistributedDataParallel; rank 0 writes everything.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from . import common, metrics, plots
+from .cloud_data import CloudArrays, build_cloud_items, localise_cloudsen12, CLOUDSEN12_SOURCE
+from sar2eo_cloud_plugin.core import cards, modelfile, networks
+
+DEFAULTS: Dict[str, Any] = {
+    "task": "cloudmask",
+    "seed": 0,
+    "device": "auto",
+    "threads": None,
+    "run_dir": "runs/cloudmask",
+    "data": {"kind": "cloudsen12", "cache_dir": "data-cache/cloudsen12", "source": CLOUDSEN12_SOURCE,
+             "n_samples": 3000, "auto_localise": True, "val_fraction": 0.2, "resize": 256, "crop": None,
+             "val_resize": 256, "samples_per_epoch": None, "jitter": True, "num_workers": 2,
+             "root": "sample_data", "holdout": [], "rule_threshold": 0.15, "description": None},
+    "model": {"encoder": "efficientnet-b2", "imagenet_weights": None},
+    "train": {"epochs": 30, "batch_size": 8, "lr": 1e-3, "weight_decay": 1e-4, "focal_weight": 0.25,
+              "dice_weight": 0.75, "patience": 5, "plateau_patience": 2, "plateau_factor": 0.5,
+              "max_minutes": None, "log_every": 10},
+    "eval": {"threshold": 0.5, "figures": 4, "batch_size": 4},
+    "export": {"models_dir": "sar2eo_cloud_plugin/models", "dtype": "float16", "name": None, "notes": ""},
+}
+
+
+def config(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    return common.merged(DEFAULTS, cfg)
+
+
+def localise_from_config(cfg: Dict[str, Any]) -> List[str]:
+    cfg = config(cfg)
+    d = cfg["data"]
+    return localise_cloudsen12(common.resolve_path(d["cache_dir"]), int(d["n_samples"]), d["source"], cfg["seed"])
+
+
+def build_model(cfg: Dict[str, Any], log=print):
+    """The U-Net, with ImageNet encoder weights from a local file when configured; returns (net, note)."""
+    net = networks.build_cloud_unet(encoder_name=cfg["model"]["encoder"], in_channels=3, classes=1,
+                                    encoder_weights=None)
+    path = cfg["model"].get("imagenet_weights")
+    if not path:
+        note = ("trained from scratch: no ImageNet encoder weights (model.imagenet_weights is unset; nothing is "
+                "downloaded)")
+    else:
+        p = common.resolve_path(path)
+        if not p.is_file():
+            raise SystemExit(f"model.imagenet_weights: {p} does not exist")
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(p))
+        else:
+            import torch
+
+            sd = torch.load(str(p), map_location="cpu", weights_only=True)
+        sd = {k[len("encoder."):] if k.startswith("encoder.") else k: v for k, v in sd.items()}
+        missing, unexpected = net.encoder.load_state_dict(sd, strict=False)
+        loaded = len(net.encoder.state_dict()) - len(missing)
+        if loaded == 0:
+            raise SystemExit(f"model.imagenet_weights: no tensor of {p} matches the {cfg['model']['encoder']} encoder")
+        note = f"encoder initialised from ImageNet weights in {p.name} ({loaded} tensors, {len(missing)} missing)"
+    log(note)
+    return net, note
+
+
+def _pad32(x):
+    import torch.nn.functional as F
+
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % 32, (-w) % 32
+    return (F.pad(x, (0, pw, 0, ph), mode="reflect") if (ph or pw) else x), h, w
+
+
+def predict_probs(net, images, device) -> np.ndarray:
+    """(N, 3, H, W) normalised tensor -> (N, H, W) cloud probability (pads to a multiple of 32)."""
+    import torch
+
+    x, h, w = _pad32(images.to(device))
+    with torch.no_grad():
+        return torch.sigmoid(net(x))[:, 0, :h, :w].float().cpu().numpy()
+
+
+def run_validation(net, items, cfg, device) -> Dict[str, Any]:
+    import torch
+
+    ds = CloudArrays(items, train=False, resize=cfg["data"].get("val_resize"))
+    counts = np.zeros(4, dtype=np.int64)
+    net.eval()
+    bs = int(cfg["eval"]["batch_size"])
+    thr = float(cfg["eval"]["threshold"])
+    kept = []
+    for s in range(0, len(ds), bs):
+        batch = [ds[i] for i in range(s, min(len(ds), s + bs))]
+        probs = predict_probs(net, torch.stack([b["image"] for b in batch]), device)
+        for b, p in zip(batch, probs):
+            t = b["mask"][0].numpy() > 0.5
+            counts += metrics.confusion(p >= thr, t)
+            if len(kept) < int(cfg["eval"]["figures"]):
+                kept.append((b, p))
+    return {"counts": counts, "scores": metrics.segmentation_scores(counts), "examples": kept}
+
+
+def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
+    import segmentation_models_pytorch as smp
+    import torch
+    from torch.utils.data import DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+    from tqdm import tqdm
+
+    cfg = config(cfg)
+    common.set_threads(cfg["threads"])
+    dist = common.Dist(cfg["device"])
+    run_dir = common.resolve_path(cfg["run_dir"])
+    log = common.RunLog(run_dir, dist.is_main)
+    common.seed_everything(cfg["seed"] + dist.rank)
+    dev = dist.device
+    t_cfg, d_cfg = cfg["train"], cfg["data"]
+    train_items, val_items, data_desc = build_cloud_items(d_cfg, cfg["seed"], log)
+    if not train_items:
+        raise SystemExit("no training samples")
+    ds = CloudArrays(train_items, train=True, resize=d_cfg.get("resize"), crop=d_cfg.get("crop"),
+                     samples_per_epoch=d_cfg.get("samples_per_epoch"), jitter=d_cfg.get("jitter", True),
+                     seed=cfg["seed"])
+    net, init_note = build_model(cfg, log if dist.is_main else (lambda m: None))
+    net.to(dev)
+    common.broadcast_module(dist, net)
+    model = net
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    opt = torch.optim.AdamW(net.parameters(), lr=t_cfg["lr"], weight_decay=t_cfg["weight_decay"])
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=t_cfg["plateau_factor"],
+                                                       patience=t_cfg["plateau_patience"])
+    focal = smp.losses.FocalLoss(mode="binary")
+    dice = smp.losses.DiceLoss(mode="binary", from_logits=True)
+    wf, wd = float(t_cfg["focal_weight"]), float(t_cfg["dice_weight"])
+
+    last, best = run_dir / "ckpt_last", run_dir / "ckpt_best"
+    start_epoch, step, history, best_iou, bad_epochs, wall_before = 0, 0, [], -1.0, 0, 0.0
+    epoch_log: List[Dict[str, Any]] = []
+    if resume:
+        if not common.checkpoint_exists(last):
+            raise SystemExit(f"--resume: no checkpoint at {last}.json/.safetensors")
+        meta = common.load_checkpoint(last, {"unet": net}, {"opt": opt})
+        sched.load_state_dict(meta["scheduler"])
+        start_epoch, step = int(meta["epochs_completed"]), int(meta["global_step"])
+        history, best_iou, bad_epochs = meta["history"], float(meta["best_iou"]), int(meta["bad_epochs"])
+        epoch_log, wall_before = meta.get("epoch_log", []), float(meta.get("wall_seconds", 0))
+        log(f"resumed from {last} at epoch {start_epoch}, step {step}, best val IoU {best_iou:.4f}")
+    log(f"{len(train_items)} train / {len(val_items)} val samples; {len(ds)} samples per epoch; device {dev}; "
+        f"world size {dist.world}")
+
+    sampler = DistributedSampler(ds, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=cfg["seed"]) \
+        if dist.enabled else None
+    g = torch.Generator()
+    g.manual_seed(cfg["seed"])
+    t0 = time.time()
+    max_s = float(t_cfg["max_minutes"]) * 60 if t_cfg.get("max_minutes") else None
+    stopped, stop_reason = False, None
+    epochs_completed = start_epoch
+
+    def meta_dict(ep_done: int, scores: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        return {"task": "cloudmask", "epochs_completed": ep_done, "global_step": step, "history": history,
+                "epoch_log": epoch_log, "best_iou": best_iou, "bad_epochs": bad_epochs,
+                "scheduler": sched.state_dict(), "config": cfg, "data": data_desc, "init": init_note,
+                "world_size": dist.world, "device": str(dev), "torch": torch.__version__,
+                "wall_seconds": wall_before + time.time() - t0, "git_commit": common.git_commit(),
+                "stop_reason": stop_reason, "val_scores": scores,
+                "train_samples": len(train_items), "val_samples": len(val_items)}
+
+    for epoch in range(start_epoch, int(t_cfg["epochs"])):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        loader = DataLoader(ds, batch_size=int(t_cfg["batch_size"]), sampler=sampler, shuffle=sampler is None,
+                            generator=g if sampler is None else None, num_workers=int(d_cfg.get("num_workers") or 0),
+                            drop_last=len(ds) >= int(t_cfg["batch_size"]) * dist.world,
+                            pin_memory=dev.type == "cuda")
+        model.train()
+        tot, nb = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t_cfg['epochs']}", disable=not dist.is_main, mininterval=5,
+                   file=sys.stdout, ncols=100)
+        for batch in bar:
+            x, y = batch["image"].to(dev), batch["mask"].to(dev)
+            opt.zero_grad(set_to_none=True)
+            logits = model(x)
+            loss = wf * focal(logits, y) + wd * dice(logits, y)
+            loss.backward()
+            opt.step()
+            step += 1
+            nb += 1
+            tot += loss.item()
+            history.append({"step": step, "epoch": epoch, "loss": loss.item()})
+            if step % int(t_cfg["log_every"]) == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+            if max_s is not None and time.time() - t0 > max_s:
+                stopped, stop_reason = True, f"time budget of {t_cfg['max_minutes']} min"
+                break
+        train_loss = dist.mean_scalar(tot / max(nb, 1))
+        scores = None
+        if val_items:
+            if dist.is_main:
+                scores = run_validation(net, val_items, cfg, dev)["scores"]
+            iou = scores["iou"] if scores else 0.0
+            iou = dist.mean_scalar(iou if (iou is not None and not math.isnan(iou)) else -1.0) if dist.enabled \
+                else (iou if not math.isnan(iou) else -1.0)
+        else:
+            iou = -train_loss  # no validation data: track the training loss instead (said in the log)
+        sched.step(iou)
+        improved = iou > best_iou + 1e-6
+        if improved:
+            best_iou, bad_epochs = iou, 0
+        else:
+            bad_epochs += 1
+        epoch_log.append({"epoch": epoch + 1, "train_loss": train_loss, "val": scores, "lr": opt.param_groups[0]["lr"]})
+        log(f"epoch {epoch + 1}: train loss {train_loss:.4f}" + (
+            f", val IoU {scores['iou']:.4f} F1 {scores['f1']:.4f} acc {scores['accuracy']:.4f}" if scores else
+            " (no validation set: early stopping follows the training loss)") +
+            f", lr {opt.param_groups[0]['lr']:.2e}{' (best)' if improved else ''} ({time.time() - t0:.0f} s)")
+        epochs_completed = epoch + (0 if stopped else 1)
+        if dist.is_main:
+            if improved:
+                common.save_checkpoint(best, {"unet": net}, {}, meta_dict(epoch + 1, scores))
+            common.save_checkpoint(last, {"unet": net}, {"opt": opt}, meta_dict(epochs_completed, scores))
+        dist.barrier()
+        if stopped:
+            log(f"stopped: {stop_reason}")
+            break
+        if bad_epochs >= int(t_cfg["patience"]):
+            stop_reason = f"early stopping: no val-IoU gain for {t_cfg['patience']} epochs"
+            log(stop_reason)
+            if dist.is_main:
+                common.save_checkpoint(last, {"unet": net}, {"opt": opt}, meta_dict(epochs_completed, scores))
+            break
+    dist.close()
+    return {"run_dir": str(run_dir), "steps": step, "history": history, "best_iou": best_iou}
+
+
+def _load_unet(cfg, stem: Path):
+    from safetensors.torch import load_file
+
+    stem = stem.with_suffix("") if stem.suffix in (".json", ".safetensors") else stem
+    meta = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
+    net = networks.build_cloud_unet(encoder_name=cfg["model"]["encoder"], in_channels=3, classes=1)
+    t = load_file(str(stem.with_suffix(".safetensors")))
+    net.load_state_dict({k[len("net.unet."):]: v for k, v in t.items() if k.startswith("net.unet.")})
+    return net.eval(), meta, stem
+
+
+def _default_stem(run_dir: Path) -> Path:
+    return run_dir / "ckpt_best" if common.checkpoint_exists(run_dir / "ckpt_best") else run_dir / "ckpt_last"
+
+
+def evaluate(cfg: Dict[str, Any], checkpoint: Optional[str] = None) -> Dict[str, Any]:
+    cfg = config(cfg)
+    common.set_threads(cfg["threads"])
+    run_dir = common.resolve_path(cfg["run_dir"])
+    log = common.RunLog(run_dir)
+    net, meta, stem = _load_unet(cfg, Path(checkpoint) if checkpoint else _default_stem(run_dir))
+    _, val_items, desc = build_cloud_items(cfg["data"], cfg["seed"], log)
+    if not val_items:
+        raise SystemExit("no held-out samples to evaluate on (data.holdout / data.val_fraction)")
+    res = run_validation(net, val_items, cfg, "cpu")
+    s = res["scores"]
+    examples = []
+    for b, p in res["examples"]:
+        x = b["image"].numpy()
+        from sar2eo_cloud_plugin.core import normalisation as norm
+
+        m = np.asarray(norm.IMAGENET_MEAN, np.float32)[:, None, None]
+        sd = np.asarray(norm.IMAGENET_STD, np.float32)[:, None, None]
+        rgb_dn = (x * sd + m) * norm.CLOUD_CLIP_DN  # undo cloud_preprocess for display
+        examples.append({"rgb_dn": rgb_dn, "target": b["mask"][0].numpy(), "prob": p,
+                         "pred": (p >= float(cfg["eval"]["threshold"])).astype(np.float32), "name": b["name"]})
+    plots.cloud_figure(run_dir / "eval" / "cloudmask_examples.png", examples,
+                       title=f"held-out: IoU {s['iou'] if s['iou'] is not None else float('nan'):.3f}, "
+                             f"F1 {s['f1']:.3f}, accuracy {s['accuracy']:.3f}")
+    result = metrics.clean_nan({"scores": s, "threshold": cfg["eval"]["threshold"], "checkpoint": str(stem),
+                                "held_out": [n for _, _, n in val_items], "data": desc,
+                                "epochs_completed": meta.get("epochs_completed"), "steps": meta.get("global_step")})
+    common.write_json(run_dir / "eval" / "metrics.json", result)
+    log(f"held-out: IoU {s['iou']:.4f} F1 {s['f1']:.4f} accuracy {s['accuracy']:.4f} "
+        f"(target cloud fraction {s['positive_fraction_target']:.4f}, predicted {s['positive_fraction_pred']:.4f})")
+    return result
+
+
+def export(cfg: Dict[str, Any], checkpoint: Optional[str] = None, models_dir: Optional[str] = None) -> Path:
+    import os
+
+    import torch
+
+    cfg = config(cfg)
+    run_dir = common.resolve_path(cfg["run_dir"])
+    net, meta, stem = _load_unet(cfg, Path(checkpoint) if checkpoint else _default_stem(run_dir))
+    ev_path = run_dir / "eval" / "metrics.json"
+    if not ev_path.is_file():
+        raise SystemExit(f"no evaluation at {ev_path}: run `python -m training cloudmask evaluate` first")
+    ev = json.loads(ev_path.read_text(encoding="utf-8"))
+    card = cards.cloudmask_card(encoder_name=cfg["model"]["encoder"], name=cfg["export"].get("name") or
+                                cards.CLOUDMASK_MODEL_NAME, threshold=float(cfg["eval"]["threshold"]))
+    t = cfg["train"]
+    card.training = {
+        "data": cfg["data"].get("description") or meta.get("data"), "init": meta.get("init"),
+        "loss": f"{t['focal_weight']} * Focal + {t['dice_weight']} * Dice (smp, binary)",
+        "optimiser": f"AdamW lr {t['lr']} weight decay {t['weight_decay']}, ReduceLROnPlateau on val IoU",
+        "early_stopping": f"patience {t['patience']} epochs on val IoU; best checkpoint exported",
+        "epochs_completed": meta.get("epochs_completed"), "steps": meta.get("global_step"),
+        "batch_size": t["batch_size"], "augmentation": {"resize": cfg["data"].get("resize"),
+                                                        "crop": cfg["data"].get("crop"),
+                                                        "flips_rot90": True, "colour_jitter": cfg["data"]["jitter"]},
+        "stop_reason": meta.get("stop_reason"), "world_size": meta.get("world_size"), "device": meta.get("device"),
+        "wall_minutes": round(float(meta.get("wall_seconds", 0)) / 60, 2), "seed": cfg["seed"],
+        "config": cfg.get("_config_file"), "git_commit": meta.get("git_commit"), "torch": meta.get("torch"),
+        "command": f"python -m training cloudmask train --config {cfg.get('_config_file', '<config>')}",
+    }
+    s = ev["scores"]
+    card.metrics = {"held_out": ev["held_out"], "threshold": ev["threshold"], "iou": s["iou"], "f1": s["f1"],
+                    "pixel_accuracy": s["accuracy"], "confusion": {k: s[k] for k in ("tp", "fp", "fn", "tn")},
+                    "cloud_fraction_labels": s["positive_fraction_target"],
+                    "cloud_fraction_predicted": s["positive_fraction_pred"],
+                    "baseline_all_clear_accuracy": 1.0 - s["positive_fraction_target"]
+                    if s["positive_fraction_target"] is not None else None}
+    card.notes = cfg["export"].get("notes") or ""
+    out = common.resolve_path(models_dir or cfg["export"]["models_dir"])
+    path = modelfile.save_model(net, card, out, dtype=cfg["export"]["dtype"])
+    os.chmod(out / card.weights["file"], 0o644)
+    back_net, back = modelfile.load_model(path, expected_task="cloudmask")
+    with torch.no_grad():
+        assert back_net(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+    print(f"exported {path} ({back.weights['bytes'] / 1e6:.1f} MB {back.weights['dtype']}, sha256 "
+          f"{back.weights['sha256'][:12]}…)")
+    return path

@@ -1,0 +1,310 @@
+"""Run plumbing shared by both trainers: configs, seeds, torch.distributed, logging and checkpoints.
+
+Checkpoints never use pickle. A checkpoint is two files with one stem:
+``<stem>.safetensors`` holds every tensor (network weights, optimiser moments, the torch RNG state) and
+``<stem>.json`` holds everything else (epoch, step, optimiser hyper-parameters, scheduler counters, the config).
+Both are written under temporary names and renamed, the JSON last, so a crash mid-write leaves the previous
+checkpoint usable.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional, Tuple
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # `python -m training` from the repo root already has it
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+# ----------------------------------------------------------------------------------------------- configs
+def load_config(path: Optional[str], overrides: Iterable[str] = ()) -> Dict[str, Any]:
+    """Read a YAML or JSON config and apply ``a.b.c=value`` overrides (values parsed as YAML)."""
+    import yaml
+
+    cfg: Dict[str, Any] = {}
+    if path:
+        text = Path(path).read_text(encoding="utf-8")
+        cfg = json.loads(text) if str(path).endswith(".json") else (yaml.safe_load(text) or {})
+        cfg.setdefault("_config_file", str(path))
+    for item in overrides or ():
+        if "=" not in item:
+            raise SystemExit(f"--set expects key=value, got '{item}'")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw)
+        node = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return cfg
+
+
+def merged(defaults: Dict[str, Any], cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Deep-merge ``cfg`` over ``defaults`` (returns a new dict)."""
+    out = copy.deepcopy(defaults)
+    for k, v in cfg.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merged(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def resolve_path(p: Optional[str]) -> Optional[Path]:
+    """Relative paths in configs are relative to the repository root."""
+    if p is None:
+        return None
+    path = Path(os.path.expanduser(str(p)))
+    return path if path.is_absolute() else (REPO_ROOT / path)
+
+
+# ----------------------------------------------------------------------------------------------- seeds
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def set_threads(n: Optional[int]) -> None:
+    import torch
+
+    if n:
+        torch.set_num_threads(int(n))
+
+
+# ----------------------------------------------------------------------------------------------- distributed
+class Dist:
+    """torch.distributed from the environment torchrun sets (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR/PORT).
+
+    With WORLD_SIZE unset or 1 everything is a no-op, so single-process runs need nothing special.
+    Backend: NCCL when CUDA is used, gloo otherwise (CPU, and the tests).
+    """
+
+    def __init__(self, device_pref: str = "auto") -> None:
+        import torch
+        import torch.distributed as dist
+
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
+        if device_pref == "cuda" and not torch.cuda.is_available():
+            raise SystemExit("device 'cuda' was asked for but torch sees no CUDA device")
+        if use_cuda:
+            torch.cuda.set_device(self.local_rank)
+            self.device = torch.device("cuda", self.local_rank)
+        else:
+            self.device = torch.device("cpu")
+        self.enabled = self.world > 1
+        if self.enabled and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=_dt.timedelta(minutes=30))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def mean_scalar(self, value: float) -> float:
+        if not self.enabled:
+            return float(value)
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return float(t.item()) / self.world
+
+    def sum_array(self, arr: np.ndarray) -> np.ndarray:
+        if not self.enabled:
+            return arr
+        import torch
+        import torch.distributed as dist
+
+        t = torch.as_tensor(np.asarray(arr, dtype=np.float64), device=self.device)
+        dist.all_reduce(t)
+        return t.cpu().numpy()
+
+    def average_gradients(self, params) -> None:
+        """Average the gradients of ``params`` over all processes (one flat all-reduce).
+
+        The CycleGAN trainer uses this instead of DistributedDataParallel because its generators and
+        discriminators switch ``requires_grad`` between the G and D steps, which DDP's reducer does not allow.
+        """
+        if not self.enabled:
+            return
+        import torch
+        import torch.distributed as dist
+
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            n = g.numel()
+            g.copy_(flat[offset:offset + n].view_as(g))
+            offset += n
+
+    def close(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def broadcast_module(dist_: Dist, module) -> None:
+    """Make every rank start from rank 0's weights."""
+    if not dist_.enabled:
+        return
+    import torch.distributed as dist
+
+    for t in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(t.data, src=0)
+
+
+# ----------------------------------------------------------------------------------------------- logging
+class RunLog:
+    """Prints and appends to ``<run>/train.log`` on rank 0 only."""
+
+    def __init__(self, run_dir: Optional[Path], enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.path = Path(run_dir) / "train.log" if run_dir and enabled else None
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, msg: str) -> None:
+        if not self.enabled:
+            return
+        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        if self.path:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+
+
+def write_json(path: Path, data: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+def _optimizer_split(opt) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Optimizer state_dict -> (tensors, JSON-able rest)."""
+    import torch
+
+    sd = opt.state_dict()
+    tensors: Dict[str, Any] = {}
+    scalars: Dict[str, Any] = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_join(opt, tensors: Dict[str, Any], meta: Dict[str, Any]) -> None:
+    state: Dict[int, Dict[str, Any]] = {}
+    for key, v in tensors.items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    for key, v in meta.get("scalars", {}).items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(stem: Path, nets: Dict[str, Any], optims: Dict[str, Any], meta: Dict[str, Any]) -> Path:
+    """Write ``stem.safetensors`` + ``stem.json``; returns the JSON path."""
+    import torch
+    from safetensors.torch import save_file
+
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    tensors: Dict[str, Any] = {}
+    for name, net in nets.items():
+        for k, v in net.state_dict().items():
+            tensors[f"net.{name}.{k}"] = v.detach().cpu().contiguous()
+    opt_meta = {}
+    for name, opt in optims.items():
+        t, m = _optimizer_split(opt)
+        tensors.update({f"opt.{name}.{k}": v for k, v in t.items()})
+        opt_meta[name] = m
+    tensors["rng.torch"] = torch.get_rng_state()
+    wtmp = stem.with_name(stem.name + ".safetensors.tmp")
+    save_file(tensors, str(wtmp))
+    os.replace(wtmp, stem.with_suffix(".safetensors"))
+    write_json(stem.with_suffix(".json"), dict(meta, optimizers=opt_meta, format="training-checkpoint-1"))
+    return stem.with_suffix(".json")
+
+
+def load_checkpoint(stem: Path, nets: Dict[str, Any], optims: Optional[Dict[str, Any]] = None,
+                    restore_rng: bool = True) -> Dict[str, Any]:
+    """Load what :func:`save_checkpoint` wrote into ``nets`` / ``optims``; returns the JSON meta."""
+    import torch
+    from safetensors.torch import load_file
+
+    stem = Path(stem)
+    if stem.suffix in (".json", ".safetensors"):
+        stem = stem.with_suffix("")
+    meta = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
+    tensors = load_file(str(stem.with_suffix(".safetensors")), device="cpu")
+    for name, net in nets.items():
+        prefix = f"net.{name}."
+        sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        net.load_state_dict(sd, strict=True)
+    for name, opt in (optims or {}).items():
+        prefix = f"opt.{name}."
+        _optimizer_join(opt, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
+                        meta["optimizers"][name])
+    if restore_rng and "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"].to(torch.uint8))
+    return meta
+
+
+def checkpoint_exists(stem: Path) -> bool:
+    stem = Path(stem)
+    return stem.with_suffix(".json").is_file() and stem.with_suffix(".safetensors").is_file()
+
+
+def git_commit() -> Optional[str]:
+    try:
+        import subprocess
+
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=5).stdout.strip() or None
+    except Exception:  # noqa: BLE001 - informational only
+        return None

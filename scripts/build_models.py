@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ["QT_HASH_SEED"] = "0"  # deterministic XML attribute order: rebuilding gives the same files
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -140,7 +141,82 @@ def translate_and_cloud_mask() -> QgsProcessingModelAlgorithm:
     return model
 
 
-MODELS = {"translate_and_cloud_mask": translate_and_cloud_mask}
+def sar_under_clouds() -> QgsProcessingModelAlgorithm:
+    """A chain: the cloud polygons of the Sentinel-2 scene cut the translated Sentinel-1 scene."""
+    from sar2eo_cloud_plugin.core.bands import BAND_SET_KEYS, BAND_SETS
+
+    model = QgsProcessingModelAlgorithm("Translated SAR under the clouds of a Sentinel-2 scene", GROUP, GROUP_ID)
+    _param(model, QgsProcessingParameterRasterLayer("SENTINEL1", "Sentinel-1 layer (VV and VH backscatter)"), 120, 80)
+    _param(model, QgsProcessingParameterRasterLayer("SENTINEL2", "Cloudy Sentinel-2 layer of the same area"), 120, 320)
+    _param(model, QgsProcessingParameterEnum("BAND_SET", "Translated band set",
+                                             options=[BAND_SETS[k].label for k in BAND_SET_KEYS], defaultValue=0),
+           120, 160)
+    _param(model, QgsProcessingParameterEnum("DEVICE", "Compute device",
+                                             options=["Auto (CUDA GPU if available, else CPU)", "CPU",
+                                                      "CUDA (NVIDIA GPU)"], defaultValue=0), 120, 240)
+    _param(model, QgsProcessingParameterNumber("MIN_AREA", "Minimum cloud polygon area (m²)",
+                                               QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0),
+           120, 400, advanced=True)
+    _param(model, QgsProcessingParameterFile(
+        "SAR2EO_MODEL_FILE", "Translation model file (.json card; empty = the bundled model)",
+        behavior=QgsProcessingParameterFile.File, extension="json", optional=True), 120, 480, advanced=True)
+    _param(model, QgsProcessingParameterFile(
+        "CLOUD_MODEL_FILE", "Cloud model file (.json card; empty = the bundled model)",
+        behavior=QgsProcessingParameterFile.File, extension="json", optional=True), 120, 560, advanced=True)
+    model.addChildAlgorithm(_child(
+        "sar2eo_cloud:translate_sar_to_eo", "translate", "Translate SAR to EO", 480, 140,
+        {"INPUT": Source.fromModelParameter("SENTINEL1"),
+         "VV_BAND": Source.fromStaticValue(1), "VH_BAND": Source.fromStaticValue(2),
+         "UNITS": Source.fromStaticValue(0),
+         "BAND_SET": Source.fromModelParameter("BAND_SET"),
+         "DEVICE": Source.fromModelParameter("DEVICE"),
+         "MODEL_FILE": Source.fromModelParameter("SAR2EO_MODEL_FILE")},
+        {}))
+    model.addChildAlgorithm(_child(
+        "sar2eo_cloud:cloud_mask", "cloudmask", "Cloud mask (Sentinel-2)", 480, 380,
+        {"INPUT": Source.fromModelParameter("SENTINEL2"),
+         "DEVICE": Source.fromModelParameter("DEVICE"),
+         "MIN_AREA": Source.fromModelParameter("MIN_AREA"),
+         "MODEL_FILE": Source.fromModelParameter("CLOUD_MODEL_FILE"),
+         "OUTPUT_POLYGONS": Source.fromStaticValue("TEMPORARY_OUTPUT")},
+        {"CLOUD_MASK": ("OUTPUT", "Cloud mask (0 clear, 1 cloud, 255 nodata)", True)}))
+    # Output of the two steps in, one layer out: the translated pixels that fall inside the clouds,
+    # on the Sentinel-1 grid (not cropped, so it overlays the scene pixel for pixel); 0 = nodata.
+    model.addChildAlgorithm(_child(
+        "gdal:cliprasterbymasklayer", "clip", "Keep the translation under the clouds", 820, 260,
+        {"INPUT": Source.fromChildOutput("translate", "OUTPUT"),
+         "MASK": Source.fromChildOutput("cloudmask", "OUTPUT_POLYGONS"),
+         "NODATA": Source.fromStaticValue(0),
+         "CROP_TO_CUTLINE": Source.fromStaticValue(False),
+         "KEEP_RESOLUTION": Source.fromStaticValue(True)},
+        {"EO_UNDER_CLOUDS": ("OUTPUT", "Translated SAR under the clouds", True)}))
+    model.updateDestinationParameters()
+    model.setHelpContent({
+        "ALG_DESC": (
+            "Where clouds hide a Sentinel-2 scene, shows what the Sentinel-1 scene of the same area "
+            "translates to: masks the clouds of the Sentinel-2 layer (cloud polygons), translates the "
+            "Sentinel-1 layer to a Sentinel-2-like layer, and keeps the translated pixels inside the cloud "
+            "polygons (GDAL 'Clip raster by mask layer'). Put the result above the Sentinel-2 layer to fill "
+            "its cloud gaps. The translated pixels are model predictions, not observations."),
+        "ALG_CREATOR": "SAR2EO & Cloud plugin",
+        "ALG_HELP_CREATOR": "SAR2EO & Cloud plugin",
+        "ALG_VERSION": "1",
+        "SHORT_DESCRIPTION": "Translate a Sentinel-1 scene and keep it where a Sentinel-2 scene is cloudy.",
+        "SENTINEL1": "Sentinel-1 GRD layer with VV as band 1 and VH as band 2 (dB or linear power; detected).",
+        "SENTINEL2": "Sentinel-2 layer of the same area (band layout detected).",
+        "BAND_SET": "Bands of the translated layer: RGB (B4, B3, B2), NIR + SWIR + Red-Edge (B8, B11, B5) or RGB + NIR.",
+        "DEVICE": "Auto uses a CUDA GPU when PyTorch sees one, else the CPU.",
+        "MIN_AREA": "Cloud polygons smaller than this area (m²) are not filled.",
+        "SAR2EO_MODEL_FILE": "Advanced: a translation model card (.json) to use instead of the bundled one.",
+        "CLOUD_MODEL_FILE": "Advanced: a cloud model card (.json) to use instead of the bundled one.",
+        "cloudmask:CLOUD_MASK": "GeoTIFF, uint8: 0 clear, 1 cloud, 255 nodata, on the Sentinel-2 grid.",
+        "clip:EO_UNDER_CLOUDS": "GeoTIFF on the Sentinel-1 grid: translated reflectance x 10,000 inside the "
+                                "clouds, 0 (nodata) elsewhere.",
+    })
+    return model
+
+
+MODELS = {"translate_and_cloud_mask": translate_and_cloud_mask, "sar_under_clouds": sar_under_clouds}
 
 
 def check(path: Path) -> None:
@@ -160,6 +236,10 @@ def check(path: Path) -> None:
 def main() -> int:
     app = QgsApplication([], False)
     app.initQgis()
+    sys.path.append(os.path.join(QgsApplication.pkgDataPath(), "python", "plugins"))
+    from processing.core.Processing import Processing  # registers the GDAL provider a model uses
+
+    Processing.initialize()
     from sar2eo_cloud_plugin.processing.provider import Sar2EoCloudProvider
 
     provider = Sar2EoCloudProvider()

@@ -16,8 +16,19 @@ import rasterio
 
 pytestmark = [pytest.mark.qgis_process, pytest.mark.slow]
 
-MODEL3 = (Path(__file__).resolve().parents[2] / "sar2eo_cloud_plugin" / "processing" / "models"
-          / "translate_and_cloud_mask.model3")
+MODELS_DIR = Path(__file__).resolve().parents[2] / "sar2eo_cloud_plugin" / "processing" / "models"
+MODEL3 = MODELS_DIR / "translate_and_cloud_mask.model3"
+
+
+@pytest.fixture()
+def pair(s1_sample, s2_sample, tmp_path):
+    """Copies of the first REAL Sentinel-1/Sentinel-2 pair (same area and grid), so QGIS's .aux.xml
+    sidecars land in the temporary folder, not in sample_data/."""
+    import shutil
+
+    folder = tmp_path / "pair"
+    folder.mkdir()
+    return shutil.copy2(s1_sample, folder / s1_sample.name), shutil.copy2(s2_sample, folder / s2_sample.name)
 
 
 def _snapshot(folder: Path):
@@ -56,6 +67,7 @@ def test_list_shows_batch_and_shipped_model(qgis_process):
     assert rc == 0, err
     assert "sar2eo_cloud:batch_folder" in out
     assert "sar2eo_cloud:translate_and_cloud_mask" in out
+    assert "sar2eo_cloud:sar_under_clouds" in out
     assert "Translate SAR and mask clouds of the same area" in out
 
 
@@ -138,7 +150,8 @@ def test_batch_cloud_mask_recursive_with_polygons(qgis_process, s2_folder, s2_sa
 
 
 @pytest.mark.parametrize("how", ["id", "path"])
-def test_shipped_model_runs(qgis_process, s1_sample, s2_sample, tiny_models, tmp_path, how):
+def test_shipped_model_runs(qgis_process, pair, tiny_models, tmp_path, how):
+    s1_sample, s2_sample = pair
     target = "sar2eo_cloud:translate_and_cloud_mask" if how == "id" else str(MODEL3)
     rc, res, err = qgis_process("run", target, "--", f"SENTINEL1={s1_sample}", f"SENTINEL2={s2_sample}",
                                 "BAND_SET=2", "DEVICE=1",
@@ -154,3 +167,22 @@ def test_shipped_model_runs(qgis_process, s1_sample, s2_sample, tiny_models, tmp
     assert (count, dtype) == (1, "uint8") and set(np.unique(data)) <= {0, 1, 255}
     assert (tmp_path / "clouds.gpkg").is_file()
     assert Path(res["results"]["translate:EO"]) == tmp_path / "eo.tif"
+
+
+def test_chained_model_keeps_translation_under_the_clouds(qgis_process, pair, tiny_models, tmp_path):
+    """sar_under_clouds: cloud polygons (output of one step) cut the translation (output of another)."""
+    s1, s2 = pair
+    rc, res, err = qgis_process("run", "sar2eo_cloud:sar_under_clouds", "--", f"SENTINEL1={s1}", f"SENTINEL2={s2}",
+                                "BAND_SET=0", "DEVICE=1",
+                                f"SAR2EO_MODEL_FILE={tiny_models / 'sar2eo_rgb.json'}",
+                                f"CLOUD_MODEL_FILE={tiny_models / 'cloudmask.json'}",
+                                f"clip:EO_UNDER_CLOUDS={tmp_path / 'under.tif'}",
+                                f"cloudmask:CLOUD_MASK={tmp_path / 'mask.tif'}")
+    assert rc == 0, err + str(res)
+    count, dtype, eo = _same_grid(tmp_path / "under.tif", s1)
+    assert (count, dtype) == (3, "uint16")
+    _, _, mask = _same_grid(tmp_path / "mask.tif", s2)  # the real pair shares one grid
+    filled, cloud = eo[0] > 0, mask[0] == 1
+    assert cloud.any() and filled.any()
+    # Translated pixels only where the mask says cloud (polygon edges follow pixel edges).
+    assert (filled == cloud).mean() > 0.99

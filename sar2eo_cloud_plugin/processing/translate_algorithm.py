@@ -106,10 +106,12 @@ class TranslateSarToEoAlgorithm(QgsProcessingAlgorithm):
     # ------------------------------------------------------------------ parameters
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Sentinel-1 layer (VV and VH backscatter)"))
-        self.addParameter(QgsProcessingParameterBand(self.VV_BAND, "VV band", defaultValue=1,
-                                                     parentLayerParameterName=self.INPUT))
-        self.addParameter(QgsProcessingParameterBand(self.VH_BAND, "VH band", defaultValue=2,
-                                                     parentLayerParameterName=self.INPUT))
+        # Flagged optional, with defaults: QGIS 3.22's band parameter treats a missing value as missing even
+        # when it has a default, so `qgis_process run ... -- INPUT=... OUTPUT=...` (and scripts leaving the
+        # bands out) would be refused. Unset = the default (1 and 2).
+        for name, label, default in ((self.VV_BAND, "VV band", 1), (self.VH_BAND, "VH band", 2)):
+            self.addParameter(QgsProcessingParameterBand(name, label, defaultValue=default,
+                                                         parentLayerParameterName=self.INPUT, optional=True))
         self.addParameter(QgsProcessingParameterEnum(self.UNITS, "Input units", options=list(UNITS_LABELS),
                                                      defaultValue=0))
         self.addParameter(QgsProcessingParameterEnum(self.BAND_SET, "Output band set",
@@ -129,16 +131,6 @@ class TranslateSarToEoAlgorithm(QgsProcessingAlgorithm):
     def canExecute(self):  # noqa: N802
         return common.can_execute()
 
-    def checkParameterValues(self, parameters, context):  # noqa: N802
-        # QGIS 3.22's band parameter rejects a missing value even when it has a default, so
-        # `qgis_process run ... -- INPUT=... OUTPUT=...` and scripts that leave VV/VH out would fail:
-        # check with the defaults filled in (parameterAsInt falls back to them the same way).
-        filled = dict(parameters)
-        for name in (self.VV_BAND, self.VH_BAND):
-            if filled.get(name) in (None, ""):
-                filled[name] = self.parameterDefinition(name).defaultValue()
-        return super().checkParameterValues(filled, context)
-
     # ------------------------------------------------------------------ run
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:  # noqa: N802
@@ -155,8 +147,8 @@ class TranslateSarToEoAlgorithm(QgsProcessingAlgorithm):
         band_set_key = BAND_SET_KEYS[set_index]
         req = inference.TranslationRequest(
             src_path=src, dst_path=out_path, band_set=band_set_key,
-            vv_band=self.parameterAsInt(parameters, self.VV_BAND, context),
-            vh_band=self.parameterAsInt(parameters, self.VH_BAND, context),
+            vv_band=common.optional_int(self, parameters, self.VV_BAND, context) or 1,
+            vh_band=common.optional_int(self, parameters, self.VH_BAND, context) or 2,
             units=UNITS_KEYS[units_index],
             device=common.device_key(self, parameters, context, self.DEVICE),
             tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),

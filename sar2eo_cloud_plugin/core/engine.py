@@ -14,7 +14,9 @@ How a scene goes through a network:
    identity network gives back its input exactly.
 4. Only one row of tiles is held at a time: once a tile row is done, the output
    rows no later tile can touch are converted and written, so memory grows with
-   the raster's width, not its area.
+   the raster's width (a few tile heights of it), not its area. Reading and
+   preparing the next tile row, and converting/writing finished rows, happen on
+   two helper threads while the network runs.
 5. Outputs are written to hidden temporary files beside the destination and
    renamed only when the whole run succeeded; on error or cancel they are
    removed, so no half-written output is ever left behind.
@@ -124,6 +126,15 @@ def _remove_quietly(path: str) -> None:
             os.remove(candidate)
 
 
+def _check_band_and_crs(src, src_path: str, bands: Sequence[int]) -> None:
+    for b in bands:
+        if not 1 <= b <= src.count:
+            raise InputError(f"Raster '{src_path}' has {src.count} band(s); band {b} does not exist.")
+    if src.crs is None:
+        raise InputError(f"Raster '{src_path}' has no coordinate reference system; assign one first "
+                         "(Raster > Projections > Assign Projection) so the result can be georeferenced.")
+
+
 def run_tiled(
     src_path: str,
     bands: Sequence[int],
@@ -140,10 +151,17 @@ def run_tiled(
 
     ``bands`` are 1-based band numbers read from the source, in the order
     ``prepare`` expects. Raises :class:`CancelledError` if ``is_cancelled``
-    turns true, :class:`InputError` for unusable input; in both cases no output
-    file is left behind.
+    turns true, :class:`InputError` for unusable input; in both cases (and on any
+    other error) no output file is left behind, and a file already at an output
+    path is replaced only when the whole run succeeded.
+
+    ``predict`` runs on the calling thread; reading + ``prepare`` of the next tile
+    row and ``convert`` + writing of finished rows run on two helper threads, so
+    the network is not kept waiting for I/O (GDAL and numpy release the GIL).
+    ``progress``, ``is_cancelled`` and ``log`` are only called from the calling thread.
     """
     import rasterio
+    from concurrent.futures import ThreadPoolExecutor
     from rasterio.windows import Window
 
     options.check()
@@ -151,6 +169,7 @@ def run_tiled(
     is_cancelled = is_cancelled or (lambda: False)
     log = log or (lambda _m: None)
     T, ov = options.tile_size, options.overlap
+    bands = list(bands)
 
     try:
         src = rasterio.open(src_path)
@@ -158,19 +177,18 @@ def run_tiled(
         raise InputError(f"Cannot open raster '{src_path}': {exc}") from exc
     temps: List[str] = []
     writers = []
+    reader = ThreadPoolExecutor(1, thread_name_prefix="sar2eo-read")
+    writer = ThreadPoolExecutor(1, thread_name_prefix="sar2eo-write")
+    pending_read = pending_write = None
+    rsrc = None
     try:
         H, W = src.height, src.width
-        for b in bands:
-            if not 1 <= b <= src.count:
-                raise InputError(f"Raster '{src_path}' has {src.count} band(s); band {b} does not exist.")
-        if src.crs is None:
-            raise InputError(f"Raster '{src_path}' has no coordinate reference system; assign one first "
-                             "(Raster > Projections > Assign Projection) so the result can be georeferenced.")
+        _check_band_and_crs(src, src_path, bands)
         nodatas = [src.nodatavals[b - 1] for b in bands]
 
         ys, xs = tile_starts(H, T, ov), tile_starts(W, T, ov)
         th, tw = min(T, H), min(T, W)  # real extent of a tile (smaller rasters: the whole raster)
-        wx_full = [edge_ramp(tw, ov, x0 > 0, x0 + tw < W) for x0 in xs]
+        wx_full = [edge_ramp(tw, ov, x0 > 0, x0 + tw < W).astype(np.float32) for x0 in xs]
         n_tiles = len(ys) * len(xs)
         log(f"{W} x {H} pixels, {n_tiles} tile(s) of {T} px with {ov} px overlap, batch {options.batch_size}")
 
@@ -195,48 +213,41 @@ def run_tiled(
                 from rasterio.enums import ColorInterp
                 dst.colorinterp = [getattr(ColorInterp, c) for c in spec.colorinterp]
 
-        # Rolling accumulators covering rows [buf_top, buf_top + 2T) of the output.
-        buf_h = 2 * T if H > T else H
-        acc = np.zeros((out_channels, buf_h, W), dtype=np.float32)
-        wsum = np.zeros((buf_h, W), dtype=np.float32)
-        valid_buf = np.zeros((buf_h, W), dtype=bool)
-        buf_top = 0
+        # The reader thread has a dataset handle of its own (GDAL handles are not shared between threads).
+        rsrc = rasterio.open(src_path)
+
+        def read_row(y0: int) -> Tuple[np.ndarray, np.ndarray]:
+            """Read tile row [y0, y0 + th) at full width, mark nodata as NaN, prepare it."""
+            raw = rsrc.read(bands, window=Window(0, y0, W, th), out_dtype="float32")
+            for i, nd in enumerate(nodatas):
+                if nd is not None and not (isinstance(nd, float) and math.isnan(nd)):
+                    band = raw[i]
+                    band[band == np.float32(nd)] = np.nan
+            x_row, valid_row = prepare(raw)
+            valid_row = valid_row & np.isfinite(raw).all(axis=0)
+            return np.ascontiguousarray(x_row, dtype=np.float32), valid_row
+
+        def write_rows(top: int, blended: np.ndarray, valid: np.ndarray) -> None:
+            window = Window(0, top, W, blended.shape[1])
+            for spec, dst in zip(outputs, writers):
+                data = spec.convert(blended, valid)
+                dst.write(np.asarray(data).astype(spec.dtype, copy=False), window=window)
+
+        # Accumulators for the current tile row; every tile row starts where the last flush ended,
+        # so a buffer of one tile row's height is enough (the overlap is carried over).
+        acc = np.zeros((out_channels, th, W), dtype=np.float32)
+        wsum = np.zeros((th, W), dtype=np.float32)
+        valid_buf = np.zeros((th, W), dtype=bool)
+        scratch = np.empty((out_channels, th, tw), dtype=np.float32)
         done_tiles = 0
         valid_total = 0
 
-        def flush(until: int) -> None:
-            """Convert and write output rows [buf_top, until), then shift the buffer."""
-            nonlocal buf_top, valid_total
-            n = until - buf_top
-            if n <= 0:
-                return
-            blended = acc[:, :n] / np.maximum(wsum[:n], 1e-12)
-            valid = valid_buf[:n]
-            valid_total += int(valid.sum())
-            window = Window(0, buf_top, W, n)
-            for spec, dst in zip(outputs, writers):
-                data = spec.convert(blended, valid)
-                dst.write(data.astype(spec.dtype, copy=False), window=window)
-            # shift what is left up
-            acc[:, : buf_h - n] = acc[:, n:].copy()
-            acc[:, buf_h - n:] = 0
-            wsum[: buf_h - n] = wsum[n:].copy()
-            wsum[buf_h - n:] = 0
-            valid_buf[: buf_h - n] = valid_buf[n:].copy()
-            valid_buf[buf_h - n:] = False
-            buf_top = until
-
+        pending_read = reader.submit(read_row, ys[0])
         for row, y0 in enumerate(ys):
-            wy = edge_ramp(th, ov, y0 > 0, y0 + th < H)
-            # Read the whole tile row once (one window, width W), prepare it once.
-            raw = src.read(list(bands), window=Window(0, y0, W, th), out_dtype="float32")
-            for i, nd in enumerate(nodatas):
-                if nd is not None and not (isinstance(nd, float) and math.isnan(nd)):
-                    raw[i][raw[i] == np.float32(nd)] = np.nan
-            x_row, valid_row = prepare(raw)
-            valid_row = valid_row & np.all(np.isfinite(raw), axis=0)
-            r0 = y0 - buf_top
-            valid_buf[r0:r0 + th] |= valid_row
+            x_row, valid_row = pending_read.result()
+            pending_read = reader.submit(read_row, ys[row + 1]) if row + 1 < len(ys) else None
+            wy = edge_ramp(th, ov, y0 > 0, y0 + th < H).astype(np.float32)
+            valid_buf |= valid_row
 
             for start in range(0, len(xs), options.batch_size):
                 if is_cancelled():
@@ -244,32 +255,60 @@ def run_tiled(
                 group = xs[start:start + options.batch_size]
                 batch = np.stack([_pad_to(x_row[:, :, x0:x0 + tw], T, T) for x0 in group])
                 pred = np.asarray(predict(batch), dtype=np.float32)
-                if pred.shape[:2] != (len(group), out_channels):
-                    raise RuntimeError(f"network returned shape {pred.shape}, expected ({len(group)}, {out_channels}, ...)")
+                if pred.shape[:2] != (len(group), out_channels) or pred.shape[2] < th or pred.shape[3] < tw:
+                    raise RuntimeError(f"network returned shape {pred.shape}, expected "
+                                       f"({len(group)}, {out_channels}, {T}, {T})")
                 for k, x0 in enumerate(group):
-                    w2 = (wy[:, None] * wx_full[start + k][None, :]).astype(np.float32)
-                    acc[:, r0:r0 + th, x0:x0 + tw] += pred[k, :, :th, :tw] * w2
-                    wsum[r0:r0 + th, x0:x0 + tw] += w2
+                    w2 = wy[:, None] * wx_full[start + k][None, :]
+                    np.multiply(pred[k, :, :th, :tw], w2, out=scratch)
+                    acc[:, :, x0:x0 + tw] += scratch
+                    wsum[:, x0:x0 + tw] += w2
                 done_tiles += len(group)
                 progress(100.0 * done_tiles / n_tiles)
-            next_y = ys[row + 1] if row + 1 < len(ys) else H
-            flush(next_y)
+            del x_row, valid_row
 
+            # Rows above the next tile row are final: blend, hand them to the writer, carry the rest.
+            n = (ys[row + 1] if row + 1 < len(ys) else H) - y0
+            blended = acc[:, :n] / np.maximum(wsum[:n], 1e-12)
+            valid = valid_buf[:n].copy()
+            valid_total += int(np.count_nonzero(valid))
+            if pending_write is not None:
+                pending_write.result()  # at most one write in flight; re-raises its error here
+            pending_write = writer.submit(write_rows, y0, blended, valid)
+            carry = th - n
+            if carry > 0:
+                acc[:, :carry] = acc[:, n:].copy()
+                wsum[:carry] = wsum[n:].copy()
+                valid_buf[:carry] = valid_buf[n:].copy()
+            acc[:, carry:] = 0
+            wsum[carry:] = 0
+            valid_buf[carry:] = False
+
+        if pending_write is not None:
+            pending_write.result()
+            pending_write = None
         if valid_total == 0:
             raise InputError(f"Raster '{src_path}' holds only nodata in band(s) {list(bands)}; nothing to process.")
         for dst in writers:
             dst.close()
         writers.clear()
         for spec, tmp in zip(outputs, temps):
-            _remove_quietly(spec.path)
-            os.replace(tmp, spec.path)
+            os.replace(tmp, spec.path)  # atomic: an existing file is replaced only now, on success
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(spec.path + ".aux.xml")  # side file of the replaced output, now stale
         temps.clear()
         return RunResult(valid_pixels=valid_total, total_pixels=H * W, tiles=n_tiles)
     finally:
+        for fut in (pending_read, pending_write):
+            if fut is not None:
+                fut.cancel()
+        reader.shutdown(wait=True)
+        writer.shutdown(wait=True)
         for dst in writers:
             with contextlib.suppress(Exception):
                 dst.close()
         for tmp in temps:
             _remove_quietly(tmp)
+        if rsrc is not None:
+            rsrc.close()
         src.close()
-

@@ -262,3 +262,32 @@ def test_real_s1_sample_identity(tmp_path, s1_sample):
     run_tiled(str(s1_sample), [1, 2], identity_prepare, identity_predict, 2, [float_output(tmp_path / "o.tif", 2)],
               TilingOptions(48, 12, 2))
     np.testing.assert_allclose(read_raster(tmp_path / "o.tif")[0], data, atol=1e-5)
+
+
+def test_error_while_writing_leaves_nothing(tmp_path):
+    """convert/write run on the writer thread: their errors still reach the caller and clean up."""
+    src, _ = random_raster(tmp_path, 300, 100)
+    calls = {"n": 0}
+
+    def bad_convert(pred, valid):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ValueError("disk full (simulated)")
+        return pred
+
+    spec = OutputSpec(path=str(tmp_path / "out.tif"), count=2, dtype="float32", nodata=None, convert=bad_convert)
+    with pytest.raises(ValueError, match="simulated"):
+        run_tiled(str(src), [1, 2], identity_prepare, identity_predict, 2, [spec], TilingOptions(64, 16, 2))
+    assert sorted(os.listdir(tmp_path)) == ["in.tif"]
+
+
+def test_callbacks_run_on_the_calling_thread(tmp_path):
+    import threading
+
+    src, _ = random_raster(tmp_path, 200, 200)
+    me = threading.get_ident()
+    threads = set()
+    run_identity(src, tmp_path / "out.tif", progress=lambda _p: threads.add(threading.get_ident()),
+                 is_cancelled=lambda: threads.add(threading.get_ident()) or False,
+                 predict=lambda b: threads.add(threading.get_ident()) or b)
+    assert threads == {me}

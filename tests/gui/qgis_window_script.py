@@ -155,10 +155,85 @@ def step_shoot():
     image = iface.mainWindow().grab()
     facts["png_saved"] = bool(image.save(PNG))
     facts["png_size"] = [image.width(), image.height()]
+    QTimer.singleShot(200, step_one_click)
+
+
+def context_menu_action(layer, text):
+    view = iface.layerTreeView()
+    view.setCurrentLayer(layer)
+    menu = view.menuProvider().createContextMenu()
+    found = [a for a in menu.actions() if a.text() == text]
+    return found[0] if found else None
+
+
+@guarded
+def step_one_click():
+    """Click "Translate SAR to EO" in the real layer-tree context menu of the S1 layer."""
+    plugin = plugin_object()
+    before_runs = len(plugin.actions.runs)
+    action = context_menu_action(state["layer"], "Translate SAR to EO")
+    facts["one_click_action_found"] = action is not None
+    state["before_one_click"] = set(QgsProject.instance().mapLayers())
+    action.trigger()
+    runs = plugin.actions.runs[before_runs:]
+    facts["one_click_started"] = bool(runs)
+    state["one_click_run"] = runs[0] if runs else None
+    state["run_deadline"] = time.monotonic() + 120
+    QTimer.singleShot(200, step_one_click_wait)
+
+
+@guarded
+def step_one_click_wait():
+    run = state["one_click_run"]
+    if run is not None and run.active and time.monotonic() < state["run_deadline"]:
+        QTimer.singleShot(200, step_one_click_wait)
+        return
+    facts["one_click_state"] = run.state if run is not None else None
+    facts["one_click_errors"] = list(run.errors) if run is not None else []
+    new = set(QgsProject.instance().mapLayers()) - state["before_one_click"]
+    facts["one_click_new_layers"] = [QgsProject.instance().mapLayer(i).name() for i in new]
+    bar = iface.messageBar()
+    facts["message_bar"] = [w.text() for w in bar.items()] if hasattr(bar, "items") else []
+    # Next: the "…" entry opens the algorithm's Processing dialog (modal: inspect and close it from a timer).
+    QTimer.singleShot(1500, step_close_dialog)
+    action = context_menu_action(state["layer"], "Translate SAR to EO…")
+    facts["dialog_action_found"] = action is not None
+    action.trigger()  # returns once step_close_dialog has closed the dialog
+    facts["dialog_returned"] = True
     if RELOAD:
         QTimer.singleShot(200, step_reload)
     else:
         finish()
+
+
+def find_algorithm_dialog():
+    from qgis.PyQt.QtWidgets import QDialog
+
+    for widget in QApplication.topLevelWidgets():
+        if isinstance(widget, QDialog) and widget.isVisible() and "Translate SAR to EO" in widget.windowTitle():
+            return widget
+    return QApplication.activeModalWidget()
+
+
+@guarded
+def step_close_dialog():
+    dialog = find_algorithm_dialog()
+    if dialog is None:
+        state["dialog_tries"] = state.get("dialog_tries", 0) + 1
+        if state["dialog_tries"] < 60:
+            QTimer.singleShot(300, step_close_dialog)
+        else:
+            facts["errors"].append("the algorithm dialog did not appear")
+            finish()
+        return
+    QApplication.processEvents()
+    facts["dialog_title"] = dialog.windowTitle()
+    params = dialog.createProcessingParameters() if hasattr(dialog, "createProcessingParameters") else {}
+    value = params.get("INPUT")
+    layer = value if hasattr(value, "name") else QgsProject.instance().mapLayer(str(value))
+    facts["dialog_input_layer"] = layer.name() if layer is not None else repr(value)
+    dialog.grab().save(os.path.join(os.path.dirname(PNG), "qgis_algorithm_dialog.png"))
+    dialog.reject()
 
 
 @guarded

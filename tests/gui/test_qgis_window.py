@@ -104,6 +104,24 @@ def test_dock_in_real_qgis_window(tmp_path, s1_sample, tiny_models):
     assert new["valid"] and new["crs"] == facts["input_crs"] and new["bands"] == 3
     assert new["renderer"] == "multibandcolor"
 
+    # one click in the real layer-tree context menu runs the same algorithm with the defaults (bundled
+    # weights); without bundled weights in this build it must fail with the clear message, adding nothing
+    assert facts["one_click_action_found"] and facts["one_click_started"]
+    from sar2eo_cloud_plugin.core.modelfile import BUNDLED_DIR
+
+    if (Path(BUNDLED_DIR) / "sar2eo_rgb.json").is_file():
+        assert facts["one_click_state"] == "ok", facts["one_click_errors"]
+        assert len(facts["one_click_new_layers"]) == 1
+    else:
+        assert facts["one_click_state"] == "failed"
+        assert any("No weights bundled" in e for e in facts["one_click_errors"]), facts["one_click_errors"]
+        assert facts["one_click_new_layers"] == []
+        assert any("No weights bundled" in m for m in facts["message_bar"]), facts["message_bar"]
+    # the "…" entry opened the Processing dialog of the same algorithm, prefilled with the layer
+    assert facts["dialog_action_found"] and facts["dialog_returned"]
+    assert "Translate SAR to EO" in facts["dialog_title"]
+    assert facts["dialog_input_layer"] == "S1 VV VH (real sample)"
+
     # screenshot: exists and is a real window image (not blank, not tiny)
     assert png.is_file() and png.stat().st_size > 20_000
     w, h = facts["png_size"]

@@ -55,20 +55,37 @@ def resolve_device(requested: str = "auto") -> str:
 
 
 class TorchPredictor:
-    """numpy batch -> network -> numpy batch, on one device, without autograd."""
+    """numpy batch -> network -> numpy batch, on one device, without autograd.
 
-    def __init__(self, net, device: str, activation: Optional[str] = None) -> None:
+    ``channels_last`` feeds the network NHWC tensors (about 25 % faster for the
+    EfficientNet U-Net on CPU; the network must have been converted with
+    ``net.to(memory_format=torch.channels_last)``). ``scale`` > 1 runs the network
+    at a coarser resolution: each tile is average-pooled by ``scale`` before the
+    network and its (activated) output is upsampled back bilinearly, so the
+    engine still blends, masks nodata and writes at the input's own resolution.
+    """
+
+    def __init__(self, net, device: str, activation: Optional[str] = None, channels_last: bool = False,
+                 scale: int = 1) -> None:
         self.net, self.device, self.activation = net, device, activation
+        self.channels_last, self.scale = channels_last, int(scale)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
+        import torch.nn.functional as F
 
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+            if self.scale > 1:
+                x = F.avg_pool2d(x, self.scale)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             y = self.net(x)
             if self.activation == "sigmoid":
                 y = torch.sigmoid(y)
-            return y.float().cpu().numpy()
+            if self.scale > 1:
+                y = F.interpolate(y, scale_factor=self.scale, mode="bilinear", align_corners=False)
+            return y.float().contiguous().cpu().numpy()
 
 
 def _tiling_from(card_tiling: Dict, tile_size: Optional[int], overlap: Optional[int], batch_size: Optional[int],
@@ -203,6 +220,9 @@ class CloudMaskRequest:
     batch_size: Optional[int] = None
     model_path: Optional[str] = None
     layer_name: str = ""
+    # Run the network at 1/scale of the input's resolution (2: a 10 m scene at 20 m); None = the card's
+    # tiling["scale"] (1 when absent). Tile size and overlap stay in input pixels.
+    scale: Optional[int] = None
 
 
 MASK_NODATA = 255
@@ -283,8 +303,22 @@ def cloud_mask(req: CloudMaskRequest, progress=None, is_cancelled=None, log: Opt
         outputs.append(OutputSpec(path=req.probability_path, count=1, dtype="float32", nodata=PROB_NODATA,
                                   convert=convert_prob, descriptions=("cloud probability",),
                                   tags={"SAR2EO_MODEL": card.name}))
-    options = _tiling_from(card.tiling, req.tile_size, req.overlap, req.batch_size, multiple=32)
-    run = run_tiled(req.src_path, bands, prepare, TorchPredictor(net, device, "sigmoid"), 1, outputs,
+    scale = int(card.tiling.get("scale", 1) if req.scale is None else req.scale)
+    if not 1 <= scale <= 8:
+        raise InputError(f"Scale {scale} must be between 1 (the input's resolution) and 8.")
+    # Card tile size/overlap are in network pixels: in input pixels they are `scale` times larger.
+    card_tiling = dict(card.tiling)
+    card_tiling["tile_size"] = int(card_tiling.get("tile_size", 512)) * scale
+    card_tiling["overlap"] = int(card_tiling.get("overlap", 32)) * scale
+    options = _tiling_from(card_tiling, req.tile_size, req.overlap, req.batch_size, multiple=32 * scale)
+    if scale > 1:
+        log(f"Running the network at 1/{scale} of the input resolution (tiles pooled {scale}x{scale}, "
+            "probability upsampled bilinearly to the input grid)")
+    import torch
+
+    net = net.to(memory_format=torch.channels_last)  # NHWC: faster for the EfficientNet encoder
+    predictor = TorchPredictor(net, device, "sigmoid", channels_last=True, scale=scale)
+    run = run_tiled(req.src_path, bands, prepare, predictor, 1, outputs,
                     options, progress, is_cancelled, log)
     fraction = cloud_pixels / run.valid_pixels if run.valid_pixels else 0.0
     log(f"Cloud fraction of valid pixels: {100 * fraction:.2f} % ({cloud_pixels} of {run.valid_pixels})")
@@ -293,4 +327,5 @@ def cloud_mask(req: CloudMaskRequest, progress=None, is_cancelled=None, log: Opt
         result_outputs["PROBABILITY"] = req.probability_path
     return TaskResult(outputs=result_outputs, run=run, device=device,
                       extra={"CLOUD_FRACTION": fraction, "CLOUD_PIXELS": float(cloud_pixels),
-                             "VALID_PIXELS": float(run.valid_pixels), "THRESHOLD": threshold})
+                             "VALID_PIXELS": float(run.valid_pixels), "THRESHOLD": threshold,
+                             "SCALE": float(scale)})

@@ -193,3 +193,73 @@ def test_core_never_imports_qgis(repo_root):
             "('qgis', 'PyQt5')], 'qgis imported'")
     env = dict(os.environ, PYTHONPATH=str(repo_root))
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=str(repo_root))
+
+
+def test_predictor_scale_pools_and_upsamples():
+    """TorchPredictor(scale=2) with an identity network: constant tiles come back exactly,
+    smooth ones nearly; the output has the input's size."""
+    from torch import nn
+
+    p = inference.TorchPredictor(nn.Identity(), "cpu", scale=2)
+    const = np.full((2, 3, 64, 64), 0.25, np.float32)
+    np.testing.assert_array_equal(p(const), const)
+    yy, xx = np.mgrid[0:64, 0:64].astype(np.float32)
+    ramp = np.broadcast_to((yy + xx) / 128.0, (1, 1, 64, 64)).copy()
+    out = p(ramp)
+    assert out.shape == ramp.shape
+    np.testing.assert_allclose(out[..., 2:-2, 2:-2], ramp[..., 2:-2, 2:-2], atol=1e-6)
+
+
+def test_cloud_mask_at_half_resolution_matches_a_manual_forward(tmp_path, s2_sample, tiny_models):
+    """scale=2 on the real sample, one tile covering it: the probability equals preprocess -> reflect pad ->
+    2x2 average -> U-Net -> sigmoid -> bilinear x2 -> crop, done by hand."""
+    import torch.nn.functional as F
+
+    from sar2eo_cloud_plugin.core import modelfile
+    from sar2eo_cloud_plugin.core import normalisation as norm
+
+    model = tiny_models / "cloudmask.json"
+    prob = tmp_path / "p.tif"
+    logs = []
+    res = inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(tmp_path / "m.tif"), probability_path=str(prob),
+                                                model_path=str(model), device="cpu", scale=2, tile_size=128,
+                                                overlap=0), log=logs.append)
+    assert res.extra["SCALE"] == 2 and any("1/2 of the input resolution" in m for m in logs)
+    assert _same_grid(prob, s2_sample) and _same_grid(tmp_path / "m.tif", s2_sample)
+    with rasterio.open(s2_sample) as s, rasterio.open(prob) as p:
+        x = norm.cloud_preprocess(s.read([4, 3, 2]).astype(np.float32))
+        got = p.read(1)
+    x = np.pad(x, ((0, 0), (0, 8), (0, 8)), mode="reflect")
+    net, _card = modelfile.load_model(model, "cloudmask")
+    with torch.inference_mode():
+        y = torch.sigmoid(net(F.avg_pool2d(torch.from_numpy(x)[None], 2)))
+        y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)[0, 0, :120, :120].numpy()
+    np.testing.assert_allclose(got, y, atol=1e-5)
+
+
+def test_cloud_mask_scale_checks(tmp_path, s2_sample, tiny_models):
+    model = str(tiny_models / "cloudmask.json")
+    with pytest.raises(InputError, match="multiple of 64"):
+        inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(tmp_path / "m.tif"), model_path=model,
+                                              device="cpu", scale=2, tile_size=96))
+    with pytest.raises(InputError, match="Scale 0"):
+        inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(tmp_path / "m.tif"), model_path=model,
+                                              device="cpu", scale=0))
+    assert not (tmp_path / "m.tif").exists()
+
+
+def test_cloud_mask_scale_default_comes_from_the_card(tmp_path, s2_sample, tiny_models):
+    import json
+    import shutil
+
+    for f in ("cloudmask.json", "cloudmask.safetensors"):
+        shutil.copy(tiny_models / f, tmp_path / f)
+    card = json.loads((tmp_path / "cloudmask.json").read_text())
+    card["tiling"]["scale"] = 2
+    (tmp_path / "cloudmask.json").write_text(json.dumps(card))
+    res = inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(tmp_path / "m.tif"), device="cpu",
+                                                model_path=str(tmp_path / "cloudmask.json"), tile_size=128))
+    assert res.extra["SCALE"] == 2
+    res = inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(tmp_path / "m.tif"), device="cpu", scale=1,
+                                                model_path=str(tmp_path / "cloudmask.json"), tile_size=128))
+    assert res.extra["SCALE"] == 1

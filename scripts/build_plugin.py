@@ -76,12 +76,15 @@ def check_metadata() -> dict:
 
 
 def ensure_package_links() -> None:
-    """Make sar2eo_cloud_plugin/{metadata.txt,LICENSE} mirror the top-level files.
+    """Make sar2eo_cloud_plugin/{metadata.txt,LICENSE} mirror the top-level files (and models/ exist).
 
     A correct relative symlink is left alone; anything else (missing, a stale copy, or the one-line text file
     git writes for a symlink when core.symlinks=false) is replaced: by the symlink where the filesystem allows
     it, otherwise by a copy.
     """
+    # models/ holds only generated/trained files; a clone without bundled weights lacks it, and pb_tool.cfg
+    # names it, so make sure it exists.
+    (PKG_DIR / "models").mkdir(exist_ok=True)
     for name in LINKED_FILES:
         src = REPO / name
         dst = PKG_DIR / name

@@ -35,7 +35,6 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QIcon
 
-from ..core.errors import CancelledError
 from . import common
 
 MASK_CLOUD = 1
@@ -84,6 +83,9 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
 
     def createInstance(self):  # noqa: N802
         return CloudMaskAlgorithm()
+
+    def helpUrl(self) -> str:  # noqa: N802
+        return common.help_url()
 
     def shortHelpString(self) -> str:  # noqa: N802
         return (
@@ -169,7 +171,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         prob_path = common.geotiff_destination(self, parameters, self.OUTPUT_PROBABILITY, context, inputs=[src])
         if prob_path and os.path.abspath(prob_path) == os.path.abspath(mask_path):
             raise QgsProcessingException("The cloud mask and the cloud probability need different file names.")
-        want_polygons = parameters.get(self.OUTPUT_POLYGONS) is not None
+        want_polygons = parameters.get(self.OUTPUT_POLYGONS) not in (None, "")
         min_area = self.parameterAsDouble(parameters, self.MIN_AREA, context)
         if min_area < 0:
             raise QgsProcessingException(f"Minimum polygon area must be 0 or more, not {min_area}.")
@@ -334,8 +336,6 @@ def cloud_polygons(mask_path: str, min_area: float, context: QgsProcessingContex
         geometry = QgsGeometry.collectGeometry(kept)
         geometry.convertToMultiType()
         return geometry, len(kept), dropped
-    except CancelledError:
-        raise
     finally:
         for path in temps:
             common.remove_outputs([path])

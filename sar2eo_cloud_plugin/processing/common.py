@@ -6,7 +6,10 @@ inference module) happen inside :func:`import_inference`, called from
 """
 from __future__ import annotations
 
+import configparser
 import contextlib
+import functools
+import html
 import importlib.util
 import os
 from pathlib import Path
@@ -264,6 +267,17 @@ def icon_path(name: str) -> str:
     return str(Path(__file__).resolve().parent.parent / "icons" / name)
 
 
+@functools.lru_cache(maxsize=1)
+def help_url() -> str:
+    """The plugin's homepage from its metadata.txt ('' when it cannot be read)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(Path(__file__).resolve().parent.parent / "metadata.txt", encoding="utf-8")
+        return parser.get("general", "homepage", fallback="") or parser.get("general", "repository", fallback="")
+    except (configparser.Error, OSError, UnicodeDecodeError):
+        return ""
+
+
 def bundled_models_help(task: str) -> str:
     """An HTML paragraph listing the bundled models of ``task`` from their cards: training data,
     measured metrics, or that no weights are bundled yet. Reads JSON only (no torch)."""
@@ -287,11 +301,15 @@ def bundled_models_help(task: str) -> str:
         except Exception as exc:  # noqa: BLE001 - help must never fail
             items.append(f"<li><b>{name}</b>: card unreadable ({exc})</li>")
             continue
-        data = card.training.get("data") or card.training.get("dataset") or "see the model card"
-        metrics = ", ".join(f"{k} {v:.3g}" if isinstance(v, (int, float)) else f"{k} {v}"
-                            for k, v in (card.metrics or {}).items() if not isinstance(v, (dict, list)))
-        items.append(f"<li><b>{name}</b>: trained on {data}"
-                     + (f"; measured on held-out data: {metrics}" if metrics else "") + "</li>")
+        data = card.training.get("data") or "see the model card"
+        shown = ("psnr_db", "ssim", "iou", "f1", "pixel_accuracy", "threshold")
+        metrics = ", ".join(f"{k} {card.metrics[k]:.3g}" for k in shown
+                            if isinstance(card.metrics.get(k), (int, float)))
+        held_out = card.metrics.get("held_out")
+        where = f" ({held_out})" if isinstance(held_out, str) else ""
+        items.append(f"<li><b>{name}</b>: trained on {html.escape(str(data))}"
+                     + (f"; measured on held-out data{html.escape(where)}: {metrics}" if metrics else "")
+                     + (f". {html.escape(card.notes)}" if card.notes else "") + "</li>")
     return ("<h3>Bundled models</h3><ul>" + "".join(items) + "</ul>"
             "<p>Each model's card (.json in the plugin's <i>models</i> folder) records its training data, "
             "normalisation and metrics.</p>")

@@ -69,6 +69,9 @@ class TranslateSarToEoAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self):  # noqa: N802
         return TranslateSarToEoAlgorithm()
 
+    def helpUrl(self) -> str:  # noqa: N802
+        return common.help_url()
+
     def shortHelpString(self) -> str:  # noqa: N802
         sets = "".join(f"<li><b>{i}</b> {bs.label}</li>" for i, bs in enumerate(BAND_SETS.values()))
         return (

@@ -70,7 +70,7 @@ echo "== enabling the plugin (QGIS_PLUGINPATH=$REPO)"
 qp plugins enable sar2eo_cloud_plugin >/dev/null
 
 echo "== Translate SAR to EO: $S1 (band set $BAND_SET, device $DEVICE)"
-# (qgis_process 3.22 insists on band parameters even when they have defaults: VV is band 1, VH band 2 here.)
+# VV is band 1 and VH band 2 in the sample (also the defaults; explicit here for readers).
 args=(run sar2eo_cloud:translate_sar_to_eo -- "INPUT=$S1" VV_BAND=1 VH_BAND=2 "BAND_SET=$BAND_SET_IDX"
       "DEVICE=$DEVICE_IDX" "OUTPUT=$TRANSLATED")
 [ -z "${TRANSLATE_MODEL_FILE:-}" ] || args+=("MODEL_FILE=$TRANSLATE_MODEL_FILE")

@@ -27,7 +27,7 @@ from qgis.PyQt.QtWidgets import (
 
 from ..core.bands import BAND_SET_KEYS, BAND_SETS
 from ..deps import FEATURE_LABELS, DependencyReport
-from .layers import ALG_IDS, build_parameters, suggested_task
+from .layers import ALG_IDS, build_parameters, has_bundled_model, suggested_task
 from .runner import AlgorithmRun
 from .settings import DEFAULT_TILE_SIZE, DEVICES, PluginSettings
 
@@ -52,8 +52,11 @@ class Sar2EoCloudDock(QDockWidget):
         self._devices_described = False
         self.run: Optional[AlgorithmRun] = None
         self._started = 0.0
+        self._model_files = {}
+        self._model_task = None
         self._build()
         self._restore_settings()
+        self._model_task = self.task
         self._update_task_widgets()
         self._update_buttons()
 
@@ -159,6 +162,8 @@ class Sar2EoCloudDock(QDockWidget):
         self.layer_combo.layerChanged.connect(self._on_layer_changed)
         self.task_combo.currentIndexChanged.connect(self._on_task_changed)
         self.band_set_combo.currentIndexChanged.connect(self._save_settings)
+        self.band_set_combo.currentIndexChanged.connect(self._update_buttons)
+        self.model_file.fileChanged.connect(self._update_buttons)
         self.device_combo.currentIndexChanged.connect(self._save_settings)
         self.tile_spin.valueChanged.connect(self._save_settings)
         self.output_folder.fileChanged.connect(self._save_settings)
@@ -216,6 +221,12 @@ class Sar2EoCloudDock(QDockWidget):
         self._update_buttons()
 
     def _on_task_changed(self, *_args) -> None:
+        # Each task keeps its own model-file override (a translation card cannot mask clouds).
+        previous = getattr(self, "_model_task", None)
+        if previous is not None and previous != self.task:
+            self._model_files[previous] = self.model_file.filePath()
+            self.model_file.setFilePath(self._model_files.get(self.task, ""))
+        self._model_task = self.task
         self._restoring = True
         self.tile_spin.setValue(self.settings.tile_size(self.task))
         self._restoring = False
@@ -231,6 +242,10 @@ class Sar2EoCloudDock(QDockWidget):
             return (f"{FEATURE_LABELS[task]} cannot run: " +
                     "; ".join(p.problem for p in self.deps.problems if p.problem) +
                     f". Install with: {self.deps.pip_command()}")
+        if not self.model_file.filePath().strip() and not has_bundled_model(task, self.band_set):
+            what = BAND_SETS[self.band_set].label if task == "translate" else "the cloud mask"
+            return (f"{FEATURE_LABELS[task]} cannot run: this plugin build has no bundled weights for {what}. "
+                    "Choose a model file (Advanced) or another band set.")
         return ""
 
     def _update_buttons(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Dict, List, Optional
 
 from qgis.core import QgsMapLayer, QgsMapLayerType, QgsProcessingOutputLayerDefinition, QgsProject, QgsRasterLayer
@@ -66,6 +67,17 @@ def suggested_task(layer: QgsMapLayer) -> Optional[str]:
     if looks_like_s2(layer):
         return "cloud_mask"
     return None
+
+
+def bundled_model_name(task: str, band_set: str = "rgb") -> str:
+    return f"sar2eo_{band_set}" if task == "translate" else "cloudmask"
+
+
+def has_bundled_model(task: str, band_set: str = "rgb") -> bool:
+    """Whether this plugin build ships the model a run with default settings needs (a file check)."""
+    from ..core.modelfile import BUNDLED_DIR
+
+    return (Path(BUNDLED_DIR) / f"{bundled_model_name(task, band_set)}.json").is_file()
 
 
 def output_name(task: str, layer: QgsMapLayer, band_set: str = "rgb") -> str:

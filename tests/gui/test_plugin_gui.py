@@ -135,7 +135,7 @@ def test_one_click_without_raster_warns(plugin, qgis_iface):
 
 
 # ------------------------------------------------------------------------------ dock
-def test_dock_widgets_and_task_follow_layer(plugin, s1_layer, s2_layer):
+def test_dock_widgets_and_task_follow_layer(plugin, s1_layer, s2_layer, tiny_models):
     dock = plugin.dock
     dock.set_layer(s2_layer)
     assert dock.task == "cloud_mask" and not dock.band_set_combo.isEnabled()
@@ -143,7 +143,23 @@ def test_dock_widgets_and_task_follow_layer(plugin, s1_layer, s2_layer):
     dock.set_layer(s1_layer)
     assert dock.task == "translate" and dock.band_set_combo.isEnabled()
     assert dock.tile_spin.value() == 256
+    from sar2eo_cloud_plugin.gui.layers import has_bundled_model
+
+    if not has_bundled_model("translate", "rgb"):  # Run needs weights: bundled ones or a model file
+        assert not dock.run_button.isEnabled()
+        assert "no bundled weights for RGB (B4, B3, B2)" in dock.status_label.text()
+    dock.model_file.setFilePath(str(tiny_models / "sar2eo_rgb.json"))
+    assert dock.status_label.text() == ""
     assert dock.run_button.isEnabled() and not dock.cancel_button.isEnabled()
+    # each task keeps its own model file
+    dock.set_task("cloud_mask")
+    assert dock.model_file.filePath() == ""
+    dock.model_file.setFilePath(str(tiny_models / "cloudmask.json"))
+    dock.set_task("translate")
+    assert dock.model_file.filePath() == str(tiny_models / "sar2eo_rgb.json")
+    dock.set_task("cloud_mask")
+    assert dock.model_file.filePath() == str(tiny_models / "cloudmask.json")
+    dock.set_task("translate")
     assert dock.output_file.lineEdit().placeholderText() == "[Save to temporary file]"
     dock.device_combo.setCurrentIndex(dock.device_combo.findData("cuda"))
     text = dock.describe_devices()
@@ -180,7 +196,7 @@ def test_settings_are_remembered(plugin, qgis_iface, tmp_path, s1_layer):
 
 
 def test_missing_package_disables_only_what_cannot_run(qgis_iface, qgis_new_project, clean_settings, monkeypatch,
-                                                        s1_layer, s2_layer):
+                                                        s1_layer, s2_layer, tiny_models):
     from sar2eo_cloud_plugin import classFactory
 
     real = importlib.util.find_spec
@@ -199,9 +215,11 @@ def test_missing_package_disables_only_what_cannot_run(qgis_iface, qgis_new_proj
         assert not acts.layer_actions["cloud_mask"].isEnabled() and not acts.dialog_actions["cloud_mask"].isEnabled()
         dock = plug.dock
         dock.set_layer(s2_layer)
+        dock.model_file.setFilePath(str(tiny_models / "cloudmask.json"))
         assert dock.task == "cloud_mask" and not dock.run_button.isEnabled()
         assert "segmentation-models-pytorch" in dock.status_label.text()
         dock.set_layer(s1_layer)
+        dock.model_file.setFilePath(str(tiny_models / "sar2eo_rgb.json"))
         assert dock.task == "translate" and dock.run_button.isEnabled()
         assert dock.status_label.text() == ""
     finally:

@@ -430,3 +430,53 @@ def test_outputs_open_styled(provider, s2_sample, model, tmp_path):
     if paths["OUTPUT_POLYGONS"] in by_source:
         assert by_source[paths["OUTPUT_POLYGONS"]].renderer().symbol().color().name() == "#ff00ff"
     project.removeAllMapLayers()
+
+
+def test_runs_inside_a_model(provider, s2_sample, model, tmp_path):
+    """A model built in code (as the modeler does): cloud mask child fed from model parameters, its mask
+    and polygons as model outputs, and the mask chained into a second algorithm."""
+    import processing
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource as Source,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterFile,
+        QgsProcessingParameterRasterLayer,
+    )
+
+    m = QgsProcessingModelAlgorithm("cloud mask test model", "tests")
+    m.addModelParameter(QgsProcessingParameterRasterLayer("s2", "Sentinel-2"), QgsProcessingModelParameter("s2"))
+    m.addModelParameter(QgsProcessingParameterFile("model", "Model", extension="json"),
+                        QgsProcessingModelParameter("model"))
+    mask = QgsProcessingModelChildAlgorithm(ALG)
+    mask.setChildId("mask")
+    mask.addParameterSources("INPUT", [Source.fromModelParameter("s2")])
+    mask.addParameterSources("MODEL_FILE", [Source.fromModelParameter("model")])
+    mask.addParameterSources("TILE_SIZE", [Source.fromStaticValue(FAST_TILE)])
+    mask.addParameterSources("THRESHOLD", [Source.fromStaticValue(0.3)])
+    outputs = {}
+    for name, child_output in (("mask_out", "OUTPUT"), ("clouds_out", "OUTPUT_POLYGONS")):
+        out = QgsProcessingModelOutput(name)
+        out.setChildId("mask")
+        out.setChildOutputName(child_output)
+        outputs[name] = out
+    mask.setModelOutputs(outputs)
+    m.addChildAlgorithm(mask)
+    stats = QgsProcessingModelChildAlgorithm("native:rasterlayerstatistics")
+    stats.setChildId("stats")
+    stats.addParameterSources("INPUT", [Source.fromChildOutput("mask", "OUTPUT")])
+    stats.addParameterSources("BAND", [Source.fromStaticValue(1)])
+    m.addChildAlgorithm(stats)
+    m.updateDestinationParameters()
+    dest = {p.name(): p for p in m.destinationParameterDefinitions()}
+    mask_param = next(n for n in dest if n.endswith("mask_out"))
+    clouds_param = next(n for n in dest if n.endswith("clouds_out"))
+
+    res = processing.run(m, {"s2": str(s2_sample), "model": model, mask_param: str(tmp_path / "mask.tif"),
+                             clouds_param: str(tmp_path / "clouds.gpkg")}, feedback=LogFeedback())
+    mask_arr = check_mask(tmp_path / "mask.tif", s2_sample)
+    assert Path(res[mask_param]) == tmp_path / "mask.tif"
+    assert QgsVectorLayer(str(tmp_path / "clouds.gpkg"), "c", "ogr").isValid()
+    assert (mask_arr != 255).all()

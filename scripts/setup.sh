@@ -5,7 +5,7 @@
 #   ./scripts/setup.sh        (`make demo` and `make test` run it first; re-running it is cheap)
 #
 # Every step is skipped when already done:
-#   1. apt: qgis python3-qgis qgis-providers xvfb python3-venv pyqt5-dev-tools — only the missing ones
+#   1. apt: qgis python3-qgis qgis-providers xvfb xauth python3-venv pyqt5-dev-tools — only the missing ones
 #      (needs root, or sudo). SKIP_APT=1 skips this step (e.g. a machine where someone else manages packages).
 #   2. .venv from /usr/bin/python3 with --system-site-packages (so `import qgis` works inside it).
 #   3. pip install -r requirements.txt — only when .venv/.requirements.stamp is missing or older than
@@ -18,7 +18,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 
-APT_PACKAGES=(qgis python3-qgis qgis-providers xvfb python3-venv pyqt5-dev-tools)
+# xauth: only a Recommends of xvfb, but xvfb-run (the real-QGIS-window test) refuses to start without it.
+APT_PACKAGES=(qgis python3-qgis qgis-providers xvfb xauth python3-venv pyqt5-dev-tools)
 VENV="$REPO/.venv"
 PY="$VENV/bin/python"
 STAMP="$VENV/.requirements.stamp"
@@ -52,7 +53,7 @@ else
     "${SUDO[@]}" apt-get update
     "${SUDO[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
 fi
-for cmd in qgis_process.bin pyrcc5 xvfb-run; do
+for cmd in qgis_process.bin pyrcc5 xvfb-run xauth; do
     command -v "$cmd" >/dev/null 2>&1 || { say "$cmd not found after installing ${APT_PACKAGES[*]}" >&2; exit 1; }
 done
 

@@ -351,3 +351,65 @@ def test_results_are_json_serialisable_for_batch_and_models(run, s1_sample, tiny
         outs.append(out)
     with rasterio.open(outs[0]) as a, rasterio.open(outs[1]) as b:
         assert np.array_equal(a.read(), b.read())   # auto decided dB, as given explicitly
+
+
+# ---------------------------------------------------------------------------------------- units, nodata, device
+@pytest.fixture
+def s1_linear(s1_sample, tmp_path):
+    """GENERATED from the real sample: the same backscatter as linear power (10^(dB/10)), no descriptions."""
+    path = tmp_path / "s1_linear.tif"
+    with rasterio.open(s1_sample) as src:
+        profile = src.profile
+        data = (10.0 ** (src.read().astype(np.float64) / 10.0)).astype(np.float32)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+@pytest.fixture
+def s1_nodata_block(s1_sample, tmp_path):
+    """GENERATED copy of the real sample with a 20 x 60 px block set to the nodata value -9999 (tagged)."""
+    path = tmp_path / "s1_nodata_block.tif"
+    with rasterio.open(s1_sample) as src:
+        profile = src.profile | {"nodata": -9999.0}
+        data = src.read()
+        descriptions = src.descriptions
+    data[:, 50:70, 30:90] = -9999.0
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        for i, d in enumerate(descriptions, start=1):
+            dst.set_band_description(i, d)
+    return path
+
+
+def test_linear_input_is_detected_and_gives_the_db_result(run, s1_sample, s1_linear, tiny_models, tmp_path):
+    model = str(tiny_models / "sar2eo_rgb.json")
+    ref, out = tmp_path / "db.tif", tmp_path / "lin.tif"
+    run({"INPUT": str(s1_sample), "MODEL_FILE": model, "OUTPUT": str(ref)})
+    res = run({"INPUT": str(s1_linear), "MODEL_FILE": model, "OUTPUT": str(out)})
+    assert res["INPUT_UNITS"] == "linear"
+    with rasterio.open(ref) as a, rasterio.open(out) as b:
+        diff = np.abs(a.read().astype(np.int32) - b.read().astype(np.int32))
+    assert diff.max() <= 2      # same backscatter, float round-off through log10 only
+
+
+def test_input_nodata_becomes_output_nodata(run, s1_nodata_block, tiny_models, tmp_path):
+    out = tmp_path / "eo.tif"
+    run({"INPUT": str(s1_nodata_block), "MODEL_FILE": str(tiny_models / "sar2eo_rgbn.json"), "BAND_SET": 2,
+         "OUTPUT": str(out)})
+    data = check_translation(out, s1_nodata_block, EXPECTED["rgbn"])
+    block = np.zeros(data.shape[1:], bool)
+    block[50:70, 30:90] = True
+    assert (data[:, block] == 0).all()
+    assert (data[:, ~block] > 0).all()
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(run, s1_sample, tiny_models, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present here: DEVICE=cuda is valid")
+    with pytest.raises(QgsProcessingException, match="CUDA was requested but is not available"):
+        run({"INPUT": str(s1_sample), "DEVICE": 2, "MODEL_FILE": str(tiny_models / "sar2eo_rgb.json"),
+             "OUTPUT": str(tmp_path / "o.tif")})
+    assert not (tmp_path / "o.tif").exists()

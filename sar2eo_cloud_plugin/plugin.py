@@ -120,9 +120,6 @@ class Sar2EoCloudPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
-        if self._resources is not None:
-            try:
-                self._resources.qCleanupResources()
-            except Exception:  # noqa: BLE001
-                pass
-            self._resources = None
+        # The compiled icons stay registered: the module stays imported, so a reload (same process)
+        # would not register them again if they were cleaned up here.
+        self._resources = None

@@ -12,7 +12,7 @@ whenever QGIS loads an output on completion (Toolbox, batch and modeler alike).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from qgis.core import (
     QgsContrastEnhancement,
@@ -113,8 +113,11 @@ def style_cloud_polygons(layer: QgsVectorLayer) -> None:
 class LayerStyler(QgsProcessingLayerPostProcessorInterface):
     """Post-processor that styles an output layer when Processing loads it on completion.
 
-    QGIS holds only a raw pointer to a post-processor, so instances must outlive the run:
-    use :func:`styler`, which keeps one instance per style for the whole session.
+    Lifetime: ``setPostProcessor`` transfers the C++ object to the QgsProcessingContext, which
+    deletes it when the context goes away; but QGIS holds no reference to the *Python* object, so
+    without one kept here it would be garbage-collected and the override lost. So: a fresh instance
+    per output (never reuse one, its C++ side dies with its context), created by :func:`styler`,
+    which keeps it in ``_LIVE`` until the context has deleted it.
     """
 
     def __init__(self, style: Callable[[QgsMapLayer], None]) -> None:
@@ -129,22 +132,33 @@ class LayerStyler(QgsProcessingLayerPostProcessorInterface):
                 feedback.reportError(f"Could not style layer '{layer.name()}': {exc}", False)
 
 
-_STYLERS: Dict[str, LayerStyler] = {}
+_LIVE: List[LayerStyler] = []
+
+
+def _prune() -> None:
+    """Forget post-processors whose C++ side their context has already deleted."""
+    from qgis.PyQt import sip
+
+    _LIVE[:] = [p for p in _LIVE if not sip.isdeleted(p)]
+
+
+def style_function(kind: str, band_set_key: Optional[str] = None) -> Callable[[QgsMapLayer], None]:
+    if kind == "translation":
+        key = band_set_key or "rgb"
+        return lambda layer: style_translation(layer, key)
+    if kind == "mask":
+        return style_cloud_mask
+    if kind == "probability":
+        return style_cloud_probability
+    if kind == "polygons":
+        return style_cloud_polygons
+    raise ValueError(f"unknown styler kind {kind}")
 
 
 def styler(kind: str, band_set_key: Optional[str] = None) -> LayerStyler:
-    """The session-wide post-processor for ``kind``: 'translation', 'mask', 'probability' or 'polygons'."""
-    key = f"{kind}:{band_set_key or ''}"
-    if key not in _STYLERS:
-        if kind == "translation":
-            style = lambda layer, k=band_set_key or "rgb": style_translation(layer, k)  # noqa: E731
-        elif kind == "mask":
-            style = style_cloud_mask
-        elif kind == "probability":
-            style = style_cloud_probability
-        elif kind == "polygons":
-            style = style_cloud_polygons
-        else:
-            raise ValueError(f"unknown styler kind {kind}")
-        _STYLERS[key] = LayerStyler(style)
-    return _STYLERS[key]
+    """A new post-processor for ``kind`` ('translation', 'mask', 'probability' or 'polygons'), kept
+    alive until its context deletes it. Pass it to ``LayerDetails.setPostProcessor`` once."""
+    _prune()
+    post_processor = LayerStyler(style_function(kind, band_set_key))
+    _LIVE.append(post_processor)
+    return post_processor

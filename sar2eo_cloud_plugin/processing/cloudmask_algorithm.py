@@ -235,11 +235,11 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
                 feedback.pushInfo(f"Cloud polygons: {n_parts} part(s), area {area:.6g} CRS units² "
                                   f"({n_dropped} part(s) smaller than {min_area:g} dropped)")
                 results[self.OUTPUT_POLYGONS] = dest_id
-                common.set_post_processor(context, dest_id, _styler("polygons"))
+                common.set_post_processor(context, dest_id, lambda: _styler("polygons"))
         feedback.setProgress(100)
-        common.set_post_processor(context, mask_path, _styler("mask"))
+        common.set_post_processor(context, mask_path, lambda: _styler("mask"))
         if prob_path:
-            common.set_post_processor(context, prob_path, _styler("probability"))
+            common.set_post_processor(context, prob_path, lambda: _styler("probability"))
         return results
 
 

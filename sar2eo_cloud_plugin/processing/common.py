@@ -247,10 +247,11 @@ def geotiff_destination(alg: QgsProcessingAlgorithm, parameters: Dict, name: str
     return path
 
 
-def set_post_processor(context: QgsProcessingContext, layer_id: str, post_processor) -> None:
-    """Attach a styling post-processor to an output that will be loaded on completion."""
+def set_post_processor(context: QgsProcessingContext, layer_id: str, make_post_processor: Callable) -> None:
+    """Attach a new styling post-processor (from ``make_post_processor()``) to an output that will be
+    loaded on completion (Toolbox, batch, modeler); nothing is created when it will not be loaded."""
     if layer_id and context.willLoadLayerOnCompletion(layer_id):
-        context.layerToLoadOnCompletionDetails(layer_id).setPostProcessor(post_processor)
+        context.layerToLoadOnCompletionDetails(layer_id).setPostProcessor(make_post_processor())
 
 
 def pixel_area(layer_or_path) -> float:

@@ -174,7 +174,7 @@ class TranslateSarToEoAlgorithm(QgsProcessingAlgorithm):
                 break
         feedback.pushInfo(f"Wrote {out_path} ({result.run.valid_pixels} valid of {result.run.total_pixels} "
                           f"pixels, {result.run.tiles} tile(s), device {result.device})")
-        common.set_post_processor(context, out_path, _translation_styler(band_set_key))
+        common.set_post_processor(context, out_path, lambda: _translation_styler(band_set_key))
         return {self.OUTPUT: out_path, self.DEVICE_USED: result.device, self.INPUT_UNITS: units}
 
 

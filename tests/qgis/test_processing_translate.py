@@ -199,33 +199,47 @@ def test_translate_bundled_model(run, s1_sample, tmp_path):
 
 
 def test_output_opens_styled_via_post_processor(provider, s1_sample, tiny_models, tmp_path):
-    """Loading on completion (Toolbox/batch/modeler path) styles the layer: multiband colour, stretched."""
-    import processing
-    from processing.gui.Postprocessing import handleAlgorithmResults
+    """Loading on completion (Toolbox/batch/modeler path) styles the layer: multiband colour, stretched.
+    Twice, each run with its own context deleted afterwards: a post-processor dies with its context, so
+    a second run in the same session must get a fresh one (regression: a reused one was deleted)."""
+    import gc
 
-    out = tmp_path / "eo_styled.tif"
-    context = QgsProcessingContext()
-    context.setProject(QgsProject.instance())
-    alg = QgsApplication.processingRegistry().createAlgorithmById(ALG)
-    feedback = QgsProcessingFeedback()
+    from processing.gui.Postprocessing import handleAlgorithmResults
     from qgis.core import QgsProcessingOutputLayerDefinition
 
-    params = {"INPUT": str(s1_sample), "BAND_SET": 1, "MODEL_FILE": str(tiny_models / "sar2eo_nir_swir_re.json"),
-              "OUTPUT": QgsProcessingOutputLayerDefinition(str(out), QgsProject.instance())}
-    results, ok = alg.run(params, context, feedback)
-    assert ok, results
-    details = context.layerToLoadOnCompletionDetails(str(out))
-    assert details.postProcessor() is not None
-    assert handleAlgorithmResults(alg, context, feedback, showResults=False, parameters=params)
-    layers = [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.source() == str(out)]
-    assert len(layers) == 1
-    renderer = layers[0].renderer()
-    assert renderer.type() == "multibandcolor"
-    assert (renderer.redBand(), renderer.greenBand(), renderer.blueBand()) == (1, 2, 3)
-    ce = renderer.redContrastEnhancement()
-    assert ce is not None and ce.maximumValue() > ce.minimumValue() >= 0
-    QgsProject.instance().removeAllMapLayers()
-    del processing
+    for attempt in range(2):
+        out = tmp_path / f"eo_styled{attempt}.tif"
+        context = QgsProcessingContext()
+        context.setProject(QgsProject.instance())
+        alg = QgsApplication.processingRegistry().createAlgorithmById(ALG)
+        feedback = QgsProcessingFeedback()
+        params = {"INPUT": str(s1_sample), "BAND_SET": 1, "MODEL_FILE": str(tiny_models / "sar2eo_nir_swir_re.json"),
+                  "OUTPUT": QgsProcessingOutputLayerDefinition(str(out), QgsProject.instance())}
+        results, ok = alg.run(params, context, feedback)
+        assert ok, results
+        details = context.layerToLoadOnCompletionDetails(str(out))
+        assert details.postProcessor() is not None
+        gc.collect()     # the Python side of the post-processor must survive a collection
+        assert handleAlgorithmResults(alg, context, feedback, showResults=False, parameters=params)
+        layers = [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.source() == str(out)]
+        assert len(layers) == 1
+        renderer = layers[0].renderer()
+        assert renderer.type() == "multibandcolor"
+        assert (renderer.redBand(), renderer.greenBand(), renderer.blueBand()) == (1, 2, 3)
+        ce = renderer.redContrastEnhancement()
+        assert ce is not None and ce.maximumValue() > ce.minimumValue() >= 0
+        QgsProject.instance().removeAllMapLayers()
+        del context, details
+        gc.collect()
+
+
+def test_no_post_processor_is_created_when_nothing_is_loaded(run, s1_sample, tiny_models, tmp_path):
+    from sar2eo_cloud_plugin import styling
+
+    styling._prune()
+    before = len(styling._LIVE)
+    run({"INPUT": str(s1_sample), "MODEL_FILE": str(tiny_models / "sar2eo_rgb.json"), "OUTPUT": str(tmp_path / "o.tif")})
+    assert len(styling._LIVE) == before
 
 
 # ---------------------------------------------------------------------------------------- errors

@@ -136,7 +136,11 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
     common.seed_everything(cfg["seed"] + dist.rank)
     dev = dist.device
     t_cfg, d_cfg = cfg["train"], cfg["data"]
+    if not dist.is_main:
+        dist.barrier()  # rank 0 localises CloudSEN12 first; the others then read the cache
     train_items, val_items, data_desc = build_cloud_items(d_cfg, cfg["seed"], log)
+    if dist.is_main:
+        dist.barrier()
     if not train_items:
         raise SystemExit("no training samples")
     ds = CloudArrays(train_items, train=True, resize=d_cfg.get("resize"), crop=d_cfg.get("crop"),
@@ -222,9 +226,8 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
         if val_items:
             if dist.is_main:
                 scores = run_validation(net, val_items, cfg, dev)["scores"]
-            iou = scores["iou"] if scores else 0.0
-            iou = dist.mean_scalar(iou if (iou is not None and not math.isnan(iou)) else -1.0) if dist.enabled \
-                else (iou if not math.isnan(iou) else -1.0)
+            iou = scores["iou"] if scores else -1.0
+            iou = dist.broadcast_scalar(-1.0 if math.isnan(iou) else iou)  # validation runs on rank 0 only
         else:
             iou = -train_loss  # no validation data: track the training loss instead (said in the log)
         sched.step(iou)
@@ -253,6 +256,9 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
             if dist.is_main:
                 common.save_checkpoint(last, {"unet": net}, {"opt": opt}, meta_dict(epochs_completed, scores))
             break
+    if dist.enabled:
+        checksum = float(sum(float(p.detach().double().sum()) for p in net.parameters()))
+        log(f"parameters identical on all {dist.world} ranks: {dist.same_on_all_ranks(checksum)}")
     dist.close()
     return {"run_dir": str(run_dir), "steps": step, "history": history, "best_iou": best_iou}
 

@@ -140,6 +140,30 @@ class Dist:
         dist.all_reduce(t)
         return t.cpu().numpy()
 
+    def broadcast_scalar(self, value: float) -> float:
+        """Rank 0's ``value`` on every process."""
+        if not self.enabled:
+            return float(value)
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
+        dist.broadcast(t, src=0)
+        return float(t.item())
+
+    def same_on_all_ranks(self, value: float) -> bool:
+        """True when ``value`` (e.g. a parameter checksum) is identical on every process."""
+        if not self.enabled:
+            return True
+        import torch
+        import torch.distributed as dist
+
+        lo = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
+        hi = lo.clone()
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        return bool(lo.item() == hi.item())
+
     def average_gradients(self, params) -> None:
         """Average the gradients of ``params`` over all processes (one flat all-reduce).
 

@@ -147,7 +147,11 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
     t_cfg = cfg["train"]
     dev = dist.device
 
+    if not dist.is_main:
+        dist.barrier()  # rank 0 extracts archives first; the others then find them extracted
     ds = build_sar2eo_dataset(cfg["data"], cfg["band_set"], "train", cfg["seed"], log=log)
+    if dist.is_main:
+        dist.barrier()
     if hasattr(ds, "report"):
         log(f"SEN12MS scan: {ds.report.summary()}")
     if len(ds) == 0:
@@ -174,9 +178,10 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
         start_epoch, step = int(meta["epochs_completed"]), int(meta["global_step"])
         history, wall_before = meta.get("history", []), float(meta.get("wall_seconds", 0.0))
         band_mean = meta.get("train_band_mean")
-        sched_G.last_epoch = sched_D.last_epoch = start_epoch - 1
-        for sch in (sched_G, sched_D):
-            sch.step()
+        for sch, opt in ((sched_G, opt_G), (sched_D, opt_D)):
+            sch.last_epoch = start_epoch
+            for group, base in zip(opt.param_groups, sch.base_lrs):
+                group["lr"] = base * lr_lambda(epochs, decay)(start_epoch)
         log(f"resumed from {stem} at epoch {start_epoch}, step {step} (the image pools start empty again)")
     if band_mean is None:
         band_mean = _train_band_mean(ds, int(cfg["data"]["baseline_pairs"]), log) if dist.is_main else []
@@ -290,6 +295,9 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
         save(epochs_completed)
     if not stopped_early and start_epoch >= epochs:
         log("nothing to do: all epochs already completed")
+    if dist.enabled:
+        checksum = float(sum(float(p.detach().double().sum()) for n in nets.values() for p in n.parameters()))
+        log(f"parameters identical on all {dist.world} ranks: {dist.same_on_all_ranks(checksum)}")
     dist.close()
     return {"run_dir": str(run_dir), "steps": step, "epochs_completed": epochs_completed, "history": history}
 
@@ -339,7 +347,7 @@ def evaluate(cfg: Dict[str, Any], checkpoint: Optional[str] = None) -> Dict[str,
     if n == 0:
         raise SystemExit("no held-out pairs to evaluate on")
     band_mean = np.asarray(meta["train_band_mean"], dtype=np.float32)
-    per_model, per_base, names = [], [], []
+    per_model, per_base, per_oracle, names = [], [], [], []
     fig_dir = run_dir / "eval"
     for i in range(n):
         try:
@@ -351,6 +359,8 @@ def evaluate(cfg: Dict[str, Any], checkpoint: Optional[str] = None) -> Dict[str,
         base = np.broadcast_to(band_mean[:, None, None], target.shape).astype(np.float32)
         per_model.append(metrics.translation_metrics(pred, target, bs.bands))
         per_base.append(metrics.translation_metrics(base, target, bs.bands))
+        oracle = np.broadcast_to(target.mean(axis=(1, 2), keepdims=True), target.shape).astype(np.float32)
+        per_oracle.append(metrics.translation_metrics(oracle, target, bs.bands))
         name = val.name(i)
         names.append(name)
         if i < int(cfg["eval"]["figures"]):
@@ -360,10 +370,13 @@ def evaluate(cfg: Dict[str, Any], checkpoint: Optional[str] = None) -> Dict[str,
     model_avg = metrics.average_translation(per_model)
     base_avg = metrics.average_translation(per_base)
     beats = {"psnr": model_avg["psnr"] > base_avg["psnr"], "ssim": model_avg["ssim"] > base_avg["ssim"]}
+    oracle_avg = metrics.average_translation(per_oracle)
     result = metrics.clean_nan({
         "band_set": cfg["band_set"], "bands": list(bs.bands), "held_out": names, "data_range": metrics.DATA_RANGE,
         "model": model_avg, "baseline": base_avg, "baseline_definition":
             "training-set per-band mean reflectance predicted at every pixel", "beats_baseline": beats,
+        "flat_target_mean": oracle_avg, "flat_target_mean_definition":
+            "each held-out image's own per-band mean everywhere (uses the answer; the best any flat image can do)",
         "checkpoint": str(stem), "epochs_completed": meta.get("epochs_completed"), "steps": meta.get("global_step"),
         "per_image": [{"name": nm, "model": m, "baseline": b} for nm, m, b in zip(names, per_model, per_base)]})
     common.write_json(fig_dir / "metrics.json", result)
@@ -429,6 +442,9 @@ def export(cfg: Dict[str, Any], checkpoint: Optional[str] = None, models_dir: Op
         "baseline": {"definition": ev["baseline_definition"], "psnr_db": ev["baseline"]["psnr"],
                      "ssim": ev["baseline"]["ssim"], "band_rmse": ev["baseline"]["band_rmse"],
                      "ndvi": ev["baseline"]["ndvi"], "band_mean_reflectance": meta.get("train_band_mean")},
+        "flat_target_mean": {"definition": ev.get("flat_target_mean_definition"),
+                             "psnr_db": (ev.get("flat_target_mean") or {}).get("psnr"),
+                             "ssim": (ev.get("flat_target_mean") or {}).get("ssim")},
         "beats_baseline": beats,
         "definitions": "reflectance 0..1, PSNR over all bands, SSIM skimage (channel_axis=0, 7x7), mean over "
                        "held-out images",

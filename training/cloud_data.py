@@ -64,9 +64,8 @@ def localise_cloudsen12(cache_dir, n: int, source: str = CLOUDSEN12_SOURCE, seed
         return have[:n]
     try:
         import rasterio
-        import tacoreader
 
-        ds = tacoreader.load(source)
+        ds = _open_taco(source)
         total = len(ds.data) if hasattr(ds, "data") else len(ds)
     except Exception as exc:  # noqa: BLE001 - no network, no package, unknown source: say what to do
         raise CloudDataUnavailable(_offline_message(cache_dir, n, len(have), source, exc)) from None
@@ -103,6 +102,22 @@ def localise_cloudsen12(cache_dir, n: int, source: str = CLOUDSEN12_SOURCE, seed
     bar.close()
     _write_index(cache_dir, ids, source)
     return ids[:n]
+
+
+def _open_taco(source: str):
+    """Open a TACO dataset. ``tacofoundation:<name>`` (the seed's identifier) and ``.taco`` files are the TACO v1
+    format, which tacoreader >= 2 reads only through ``tacoreader.v1`` (needs pandas); ``.tacozip`` files, folders
+    and ``.tacocat`` URLs go to tacoreader's current ``load``."""
+    if source.startswith("tacofoundation:") or source.endswith((".taco", ".tortilla")):
+        try:
+            import tacoreader.v1 as taco_v1
+        except ImportError as exc:
+            raise ImportError(f"reading '{source}' needs tacoreader's v1 reader, which needs pandas "
+                              f"(pip install pandas): {exc}") from exc
+        return taco_v1.load(source)
+    import tacoreader
+
+    return tacoreader.load(source)
 
 
 def _write_index(cache_dir: Path, ids: Sequence[str], source: str) -> None:

@@ -84,12 +84,10 @@ def test_cloudsen12_cache_is_reused_and_offline_message(cloudsen12_cache, tmp_pa
     items = cloud_data.load_cloudsen12_items(cloudsen12_cache)
     assert len(items) == 5 and items[0][0].dtype == np.uint16 and set(np.unique(items[0][1])) <= {0, 1}
 
-    import tacoreader
-
-    def offline(*a, **k):
+    def offline(source):
         raise ConnectionError("no network")
 
-    monkeypatch.setattr(tacoreader, "load", offline)
+    monkeypatch.setattr(cloud_data, "_open_taco", offline)
     with pytest.raises(SystemExit) as exc:
         cloud_data.localise_cloudsen12(tmp_path / "empty", 10, log=lambda m: None)
     msg = str(exc.value)

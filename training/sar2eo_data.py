@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,7 +249,11 @@ class SEN12MSPairs(_PairBase):
             try:
                 return self._item(i, j, self.pairs[j][2])
             except Exception as exc:  # noqa: BLE001 - bad file: record and serve the next pair
-                self.bad[self.pairs[j][2]] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                name = self.pairs[j][2]
+                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if name not in self.bad:  # printed too, because DataLoader workers' records stay in the worker
+                    print(f"warning: unreadable SEN12MS pair {name} skipped: {msg}", file=sys.stderr, flush=True)
+                self.bad[name] = msg
         raise RuntimeError("no readable SEN12MS pair left")
 
     def name(self, i: int) -> str:

@@ -12,6 +12,7 @@ import functools
 import html
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -63,11 +64,26 @@ def missing_packages_message(missing: Sequence[str]) -> str:
             f"e.g. `python3 -m pip install {' '.join(missing)}`, then restart QGIS.")
 
 
+def keep_triton_out() -> None:
+    """Make ``triton`` unimportable in this (QGIS) process, unless something already imported it.
+
+    Importing segmentation-models-pytorch imports ``torch._dynamo``, which imports triton when it is
+    installed (CUDA builds of torch ship it). libtriton.so carries its own LLVM, whose static
+    initialisers segfault in a QGIS desktop process that has already loaded Mesa's libLLVM for
+    OpenGL (seen here: QGIS 3.22 under Xvfb, llvmpipe, torch 2.14 -> "QGIS died on signal 11" in
+    ``_GLOBAL__sub_I_PassBuilder.cpp`` of libtriton.so). The plugin runs networks eagerly and never
+    compiles kernels, so torch without triton loses nothing here: it reports "no triton" and carries on.
+    """
+    if "triton" not in sys.modules:
+        sys.modules["triton"] = None  # type: ignore[assignment]  # `import triton` -> ImportError
+
+
 def import_inference(extra_packages: Optional[Dict[str, str]] = None):
     """Import and return ``core.inference`` (and so torch), or raise a clear QgsProcessingException."""
     missing = missing_packages(extra_packages)
     if missing:
         raise QgsProcessingException(missing_packages_message(missing))
+    keep_triton_out()
     try:
         import torch  # noqa: F401  (import here, not at plugin load)
 

@@ -480,3 +480,71 @@ def test_runs_inside_a_model(provider, s2_sample, model, tmp_path):
     assert Path(res[mask_param]) == tmp_path / "mask.tif"
     assert QgsVectorLayer(str(tmp_path / "clouds.gpkg"), "c", "ogr").isValid()
     assert (mask_arr != 255).all()
+
+
+REAL_QGIS_SCRIPT = r'''
+import json, sys, traceback
+sys.path.insert(0, {repo!r})
+report = {{"layers": [], "error": None}}
+try:
+    import gc
+    from qgis.core import QgsApplication, QgsProject
+    from sar2eo_cloud_plugin.processing.provider import Sar2EoCloudProvider
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById("sar2eo_cloud") is None:
+        registry.addProvider(Sar2EoCloudProvider())
+    import processing
+    for i in range(2):   # twice: the second run must get fresh styling post-processors
+        processing.runAndLoadResults("sar2eo_cloud:translate_sar_to_eo", {{
+            "INPUT": {s1!r}, "MODEL_FILE": {tmodel!r}, "OUTPUT": {out!r} + f"/eo{{i}}.tif"}})
+        processing.runAndLoadResults("sar2eo_cloud:cloud_mask", {{
+            "INPUT": {s2!r}, "MODEL_FILE": {cmodel!r}, "TILE_SIZE": 128, "THRESHOLD": 0.3,
+            "OUTPUT": {out!r} + f"/m{{i}}.tif", "OUTPUT_PROBABILITY": {out!r} + f"/p{{i}}.tif",
+            "OUTPUT_POLYGONS": {out!r} + f"/c{{i}}.gpkg"}})
+        gc.collect()
+    for layer in QgsProject.instance().mapLayers().values():
+        report["layers"].append([layer.source().split("|")[0], layer.renderer().type()])
+except Exception:
+    report["error"] = traceback.format_exc()
+with open({report!r}, "w") as fh:
+    json.dump(report, fh)
+from qgis.PyQt.QtCore import QTimer
+QTimer.singleShot(200, lambda: QgsApplication.exit(0))
+'''
+
+
+@pytest.mark.xvfb
+@pytest.mark.slow
+def test_real_qgis_desktop_runs_and_styles_both_algorithms(s1_sample, s2_sample, tiny_models, tmp_path):
+    """The real QGIS desktop under Xvfb: both algorithms twice through runAndLoadResults, layers loaded
+    styled. Regression: importing smp there pulled in triton, whose LLVM crashed QGIS (Mesa's LLVM)."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sysconfig
+
+    if not (shutil.which("xvfb-run") and shutil.which("qgis")):
+        pytest.skip("needs xvfb-run and the qgis desktop binary")
+    out = tmp_path / "out"
+    out.mkdir()
+    report = tmp_path / "report.json"
+    script = tmp_path / "script.py"
+    script.write_text(REAL_QGIS_SCRIPT.format(
+        repo=str(Path(__file__).resolve().parents[2]), s1=str(s1_sample), s2=str(s2_sample),
+        tmodel=str(tiny_models / "sar2eo_rgb.json"), cmodel=str(tiny_models / "cloudmask.json"),
+        out=str(out), report=str(report)))
+    env = dict(os.environ, PYTHONPATH=sysconfig.get_paths()["purelib"])
+    env.pop("QT_QPA_PLATFORM", None)
+    proc = subprocess.run(["xvfb-run", "-a", "qgis", "--nologo", "--noversioncheck", "--profiles-path",
+                           str(tmp_path / "profiles"), "--code", str(script)],
+                          env=env, capture_output=True, text=True, timeout=540)
+    assert report.is_file(), f"QGIS wrote no report (rc {proc.returncode}): {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+    data = json.loads(report.read_text())
+    assert data["error"] is None, data["error"]
+    kinds = {Path(src).name: kind for src, kind in data["layers"]}
+    for i in range(2):
+        assert kinds[f"eo{i}.tif"] == "multibandcolor"
+        assert kinds[f"m{i}.tif"] == "paletted"
+        assert kinds[f"p{i}.tif"] == "singlebandgray"
+        assert kinds[f"c{i}.gpkg"] == "singleSymbol"

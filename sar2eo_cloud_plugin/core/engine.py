@@ -35,6 +35,9 @@ import numpy as np
 
 from .errors import CancelledError, InputError
 
+# Both ``prepare`` and ``convert`` must work pixel by pixel: the engine calls them on column
+# chunks of a tile row (CHUNK_COLS wide) to keep their temporaries small.
+CHUNK_COLS = 2048
 # prepare(raw (C_in, h, w) float32 with NaN where the input is nodata) -> (x (C, h, w) float32, valid (h, w) bool)
 PrepareFn = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
 # predict(batch (N, C, T, T) float32) -> (N, C_out, T, T) float32
@@ -223,15 +226,25 @@ def run_tiled(
                 if nd is not None and not (isinstance(nd, float) and math.isnan(nd)):
                     band = raw[i]
                     band[band == np.float32(nd)] = np.nan
-            x_row, valid_row = prepare(raw)
-            valid_row = valid_row & np.isfinite(raw).all(axis=0)
-            return np.ascontiguousarray(x_row, dtype=np.float32), valid_row
+            # prepare column chunk by column chunk: its temporaries stay small however wide the raster
+            x_row = valid_row = None
+            for c0 in range(0, W, CHUNK_COLS):
+                part = raw[:, :, c0:c0 + CHUNK_COLS]
+                x, v = prepare(part)
+                if x_row is None:
+                    x_row = np.empty((x.shape[0], th, W), dtype=np.float32)
+                    valid_row = np.empty((th, W), dtype=bool)
+                x_row[:, :, c0:c0 + CHUNK_COLS] = x
+                valid_row[:, c0:c0 + CHUNK_COLS] = v & np.isfinite(part).all(axis=0)
+            return x_row, valid_row
 
         def write_rows(top: int, blended: np.ndarray, valid: np.ndarray) -> None:
-            window = Window(0, top, W, blended.shape[1])
-            for spec, dst in zip(outputs, writers):
-                data = spec.convert(blended, valid)
-                dst.write(np.asarray(data).astype(spec.dtype, copy=False), window=window)
+            for c0 in range(0, W, CHUNK_COLS):
+                window = Window(c0, top, min(CHUNK_COLS, W - c0), blended.shape[1])
+                b, v = blended[:, :, c0:c0 + CHUNK_COLS], valid[:, c0:c0 + CHUNK_COLS]
+                for spec, dst in zip(outputs, writers):
+                    data = spec.convert(b, v)
+                    dst.write(np.asarray(data).astype(spec.dtype, copy=False), window=window)
 
         # Accumulators for the current tile row; every tile row starts where the last flush ended,
         # so a buffer of one tile row's height is enough (the overlap is carried over).

@@ -291,3 +291,17 @@ def test_callbacks_run_on_the_calling_thread(tmp_path):
                  is_cancelled=lambda: threads.add(threading.get_ident()) or False,
                  predict=lambda b: threads.add(threading.get_ident()) or b)
     assert threads == {me}
+
+
+@pytest.mark.parametrize("chunk", [1, 37, 64])
+def test_column_chunks_give_the_same_result(tmp_path, monkeypatch, chunk):
+    """prepare/convert are called on column chunks of a tile row; results must not depend on the chunk width."""
+    monkeypatch.setattr(engine, "CHUNK_COLS", chunk)
+    data = np.random.default_rng(9).normal(size=(2, 150, 203)).astype(np.float32)
+    data[:, 40:60, 30:90] = -1e4
+    src = write_raster(tmp_path / "in.tif", data, nodata=-1e4)
+    run_identity(src, tmp_path / "out.tif")
+    out = read_raster(tmp_path / "out.tif")[0]
+    invalid = data[0] == -1e4
+    assert (out[:, invalid] == OUT_NODATA).all()
+    np.testing.assert_allclose(out[:, ~invalid], data[:, ~invalid], atol=1e-5)

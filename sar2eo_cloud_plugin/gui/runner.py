@@ -203,3 +203,13 @@ class AlgorithmRun(QObject):
             self.layers = load_results(self.alg, self.context, self.feedback)
             self.state = "ok"
         self.finished.emit(self.state, self.results, list(self.layers))
+        # The task is done with its context and feedback once it has emitted executed(); drop them on
+        # the next event-loop turn so no QGIS object outlives its use in a Python reference.
+        from qgis.PyQt.QtCore import QTimer
+
+        QTimer.singleShot(0, self._release)
+
+    def _release(self) -> None:
+        self.context = None
+        self.feedback = None
+        self.alg = None

@@ -34,6 +34,20 @@ def flush_deletes() -> None:
         QCoreApplication.processEvents()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _release_qgis_objects_before_exit(qgis_app):
+    """Tear down what the GUI tests created while QGIS is still initialised (pytest-qgis calls
+    exitQgis at the end of the session; QGIS objects destroyed after that can crash the exit)."""
+    yield
+    import gc
+
+    assert wait_until(lambda: QgsApplication.taskManager().countActiveTasks() == 0, 30)
+    QgsProject.instance().removeAllMapLayers()
+    flush_deletes()
+    gc.collect()
+    flush_deletes()
+
+
 @pytest.fixture()
 def clean_settings():
     QgsSettings().remove("sar2eo_cloud_plugin")

@@ -50,6 +50,11 @@ def test_load_creates_dock_actions_and_provider(plugin, qgis_iface):
     assert [a.objectName() for a in toolbar.actions()] == ["sar2eo_dock_toggle", "sar2eo_translate_menu",
                                                             "sar2eo_cloud_mask_menu"]
     assert all(not a.icon().isNull() for a in toolbar.actions())
+    if (Path(__file__).resolve().parents[2] / "sar2eo_cloud_plugin" / "resources.py").is_file():
+        from qgis.PyQt.QtCore import QFile
+
+        # built checkout: icons come from the compiled resources.qrc
+        assert QFile.exists(":/plugins/sar2eo_cloud_plugin/icons/dock.svg")
     # the dock toggle shows/hides the dock
     assert not dock.isVisible()
     plugin.dock_action.trigger()

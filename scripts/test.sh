@@ -20,7 +20,7 @@ export GDAL_PAM_ENABLED=NO
 export PYTHONDONTWRITEBYTECODE=1
 
 set +e
-"$REPO/.venv/bin/python" -m pytest -p no:cacheprovider -ra --durations=15 \
+"$REPO/.venv/bin/python" scripts/run_pytest.py -p no:cacheprovider -ra --durations=15 \
     --junitxml="$ART/junit.xml" -o junit_family=xunit2 "$@" 2>&1 | tee "$ART/pytest.log"
 rc=${PIPESTATUS[0]}
 set -e

@@ -121,8 +121,9 @@ def translate_and_cloud_mask() -> QgsProcessingModelAlgorithm:
             "layer with the chosen band set, and masks the clouds of a Sentinel-2 scene of the same area: "
             "the two products you compare when clouds hide the optical view. Runs the plugin's "
             "'Translate SAR to EO' and 'Cloud mask (Sentinel-2)' algorithms; open it in the Graphical "
-            "Modeler (Edit Model…) to change their options or add steps. The translated layer is a model "
-            "prediction, not an observation."),
+            "Modeler (Processing > Graphical Modeler > Open Model: the .model3 file in the plugin's "
+            "processing/models folder; save your copy elsewhere) to change their options or add steps. "
+            "The translated layer is a model prediction, not an observation."),
         "ALG_CREATOR": "SAR2EO & Cloud plugin",
         "ALG_HELP_CREATOR": "SAR2EO & Cloud plugin",
         "ALG_VERSION": "1",
@@ -197,7 +198,9 @@ def sar_under_clouds() -> QgsProcessingModelAlgorithm:
             "translates to: masks the clouds of the Sentinel-2 layer (cloud polygons), translates the "
             "Sentinel-1 layer to a Sentinel-2-like layer, and keeps the translated pixels inside the cloud "
             "polygons (GDAL 'Clip raster by mask layer'). Put the result above the Sentinel-2 layer to fill "
-            "its cloud gaps. The translated pixels are model predictions, not observations."),
+            "its cloud gaps. To change the steps, open the .model3 file (plugin folder processing/models) "
+            "in the Graphical Modeler and save your copy elsewhere. The translated pixels are model "
+            "predictions, not observations."),
         "ALG_CREATOR": "SAR2EO & Cloud plugin",
         "ALG_HELP_CREATOR": "SAR2EO & Cloud plugin",
         "ALG_VERSION": "1",

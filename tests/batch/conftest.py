@@ -105,3 +105,9 @@ def s2_folder(tmp_path_factory, s2_samples) -> Path:
     for f in sorted(folder.glob("S2B_*.tif")):
         f.rename(folder / "sub" / f.name)
     return folder
+
+
+@pytest.fixture(scope="session")
+def dem_factory():
+    """make_dem(path): writes the GENERATED 1-band non-Sentinel raster."""
+    return make_dem

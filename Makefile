@@ -6,7 +6,8 @@
 # Other targets: setup, zip, deploy, resources, metadata, icons, pb-deploy, pb-zip, clean. `make help` lists them.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-PY := .venv/bin/python
+# The venv's Python once set-up has run; building the zip needs only python3 and pyrcc5.
+PY := $(shell test -x .venv/bin/python && echo .venv/bin/python || echo python3)
 PLUGINS_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default/python/plugins
 
 .PHONY: help setup demo test zip deploy resources metadata icons pb-deploy pb-zip clean
@@ -23,10 +24,10 @@ demo:  ## set-up, then translate + cloud-mask the bundled real sample headless -
 test:  ## set-up, then the test suite -> artifacts/test/{junit.xml,pytest.log}
 	./scripts/test.sh
 
-zip: setup  ## build dist/sar2eo_cloud_plugin-<version>.zip (install it in QGIS: Plugins > Install from ZIP)
+zip:  ## build dist/sar2eo_cloud_plugin-<version>.zip (install it in QGIS: Plugins > Install from ZIP)
 	$(PY) scripts/build_plugin.py zip
 
-deploy: setup  ## build the zip and unpack it into PLUGINS_DIR (default: your QGIS default profile)
+deploy:  ## build the zip and unpack it into PLUGINS_DIR (default: your QGIS default profile)
 	$(PY) scripts/build_plugin.py deploy "$(PLUGINS_DIR)"
 
 resources:  ## compile resources.qrc -> sar2eo_cloud_plugin/resources.py (pyrcc5)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import fnmatch
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -122,7 +123,12 @@ def compile_resources(force: bool = False) -> Path:
         if RESOURCES_PY.stat().st_mtime >= newest:
             return RESOURCES_PY
     pyrcc5 = shutil.which("pyrcc5")
-    cmd = [pyrcc5] if pyrcc5 else [sys.executable, "-m", "PyQt5.pyrcc_main"]
+    if pyrcc5:
+        cmd = [pyrcc5]
+    elif importlib.util.find_spec("PyQt5") and importlib.util.find_spec("PyQt5.pyrcc_main"):
+        cmd = [sys.executable, "-m", "PyQt5.pyrcc_main"]
+    else:
+        raise SystemExit("pyrcc5 not found: apt-get install pyqt5-dev-tools (./scripts/setup.sh does it)")
     tmp = RESOURCES_PY.with_name("resources.py.tmp")
     # pyrcc5 resolves the <file> paths relative to the .qrc; run it from there.
     subprocess.run(cmd + ["-o", str(tmp), QRC.name], cwd=QRC.parent, check=True)

@@ -219,6 +219,40 @@ def test_zip_installs_and_loads_in_qgis_process(installed_plugin, tmp_path):
         assert alg in listing.stdout, f"{alg} not listed by the installed zip:\n{listing.stdout[-3000:]}"
 
 
+@pytest.mark.xvfb
+@pytest.mark.skipif(not (shutil.which("xvfb-run") and shutil.which("qgis")), reason="needs xvfb-run and qgis")
+def test_qgis_installs_the_zip_like_a_user(plugin_zip, tmp_path):
+    """The real QGIS desktop (under Xvfb), fresh profile: Plugins > Install from ZIP's own code installs the zip,
+    starts the plugin from the profile's plugin folder, and its algorithms are registered."""
+    import json
+
+    facts_path = tmp_path / "facts.json"
+    (tmp_path / "xdg").mkdir(mode=0o700)
+    (tmp_path / "home").mkdir()
+    env = dict(os.environ)
+    env.pop("QT_QPA_PLATFORM", None)
+    env.pop("QGIS_PLUGINPATH", None)
+    env.pop("QGIS_CUSTOM_CONFIG_PATH", None)  # pytest-qgis points it at its own settings folder
+    env.update(HOME=str(tmp_path / "home"), XDG_RUNTIME_DIR=str(tmp_path / "xdg"),
+               PYTHONPATH=sysconfig.get_paths()["purelib"],
+               SAR2EO_INSTALL_ZIP=str(plugin_zip), SAR2EO_INSTALL_JSON=str(facts_path))
+    profiles = tmp_path / "profiles"
+    cmd = ["xvfb-run", "-a", "qgis", "--nologo", "--noversioncheck", "--profiles-path", str(profiles),
+           "--code", str(Path(__file__).with_name("packaging_install_zip_script.py"))]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path,
+                          stdin=subprocess.DEVNULL)
+    log = (proc.stdout or "")[-3000:] + (proc.stderr or "")[-3000:]
+    assert facts_path.is_file(), f"QGIS wrote no facts (rc {proc.returncode}):\n{log}"
+    facts = json.loads(facts_path.read_text(encoding="utf-8"))
+    assert facts["errors"] == [], facts["errors"]
+    assert facts["installed"] and facts["active"], facts
+    assert str(profiles) in facts["home_plugin_path"], facts["home_plugin_path"]
+    assert facts["loaded_from"].startswith(facts["home_plugin_path"]), facts["loaded_from"]
+    meta = _metadata(REPO / "metadata.txt")
+    assert (facts["name"], facts["version"], facts["icon"]) == (meta["name"], meta["version"], meta["icon"])
+    assert set(ALGORITHM_IDS) <= set(facts["algorithms"]), facts["algorithms"]
+
+
 @pytest.mark.qgis_process
 def test_installed_zip_translates_the_real_sample(installed_plugin, tiny_models, tmp_path):
     """The unpacked zip runs end to end (with a GENERATED test model: checks the mechanics, not quality)."""

@@ -26,8 +26,12 @@ class Sar2EoCloudPlugin:
         from .processing.provider import Sar2EoCloudProvider
 
         if self.provider is None:
-            self.provider = Sar2EoCloudProvider()
-            QgsApplication.processingRegistry().addProvider(self.provider)
+            provider = Sar2EoCloudProvider()
+            if QgsApplication.processingRegistry().addProvider(provider):
+                self.provider = provider
+            else:  # already registered by someone else: not ours to remove at unload
+                QgsMessageLog.logMessage("The Processing provider 'sar2eo_cloud' was already registered; "
+                                         "using that one.", LOG_TAG, Qgis.Warning)
 
     # ---- GUI -------------------------------------------------------------------------------
     def initGui(self) -> None:  # noqa: N802

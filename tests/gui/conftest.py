@@ -48,6 +48,17 @@ def _release_qgis_objects_before_exit(qgis_app):
     flush_deletes()
 
 
+@pytest.fixture(autouse=True)
+def _plugin_owns_the_provider(qgis_app):
+    """Other test modules register the 'sar2eo_cloud' provider directly and leave it registered; the GUI
+    tests load the plugin, which must own (and on unload remove) the provider, so drop a leftover one."""
+    registry = QgsApplication.processingRegistry()
+    leftover = registry.providerById("sar2eo_cloud")
+    if leftover is not None:
+        registry.removeProvider(leftover)
+    yield
+
+
 @pytest.fixture()
 def clean_settings():
     QgsSettings().remove("sar2eo_cloud_plugin")

@@ -377,3 +377,21 @@ def test_one_click_without_bundled_weights_says_so(plugin, qgis_iface, s1_layer)
     assert any("No weights bundled" in e for e in run.errors), run.errors
     critical = qgis_iface.messageBar().get_messages(Qgis.Critical)
     assert any("No weights bundled" in m for m in critical), critical
+
+
+def test_provider_registered_elsewhere_is_left_alone(qgis_iface, qgis_new_project, clean_settings):
+    from sar2eo_cloud_plugin import classFactory
+    from sar2eo_cloud_plugin.processing.provider import Sar2EoCloudProvider
+
+    registry = QgsApplication.processingRegistry()
+    assert registry.addProvider(Sar2EoCloudProvider())
+    theirs = registry.providerById("sar2eo_cloud")
+    plug = classFactory(qgis_iface)
+    plug.initGui()
+    try:
+        assert plug.provider is None and registry.providerById("sar2eo_cloud") is theirs
+    finally:
+        plug.unload()
+        flush_deletes()
+    assert registry.providerById("sar2eo_cloud") is theirs
+    registry.removeProvider(theirs)

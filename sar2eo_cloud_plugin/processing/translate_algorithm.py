@@ -26,7 +26,6 @@ from qgis.PyQt.QtGui import QIcon
 from ..core.bands import BAND_SET_KEYS, BAND_SETS
 from . import common
 
-
 UNITS_KEYS = ("auto", "dB", "linear")
 UNITS_LABELS = ("Auto-detect (from the values and band descriptions)", "Decibels (dB)", "Linear power (sigma0)")
 
@@ -144,7 +143,7 @@ class TranslateSarToEoAlgorithm(QgsProcessingAlgorithm):
         units_index = self.parameterAsEnum(parameters, self.UNITS, context)
         if not 0 <= set_index < len(BAND_SET_KEYS):
             raise QgsProcessingException(f"Unknown band set option {set_index} "
-                                                f"(0..{len(BAND_SET_KEYS) - 1}: {', '.join(BAND_SET_KEYS)}).")
+                                         f"(0..{len(BAND_SET_KEYS) - 1}: {', '.join(BAND_SET_KEYS)}).")
         if not 0 <= units_index < len(UNITS_KEYS):
             raise QgsProcessingException(f"Unknown units option {units_index} (0 auto, 1 dB, 2 linear).")
         band_set_key = BAND_SET_KEYS[set_index]

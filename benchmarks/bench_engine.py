@@ -226,9 +226,15 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+GDAL_CACHE_MB = 64
+
+
 def memory(task: str, src: Path, workdir: Path, scale: int = 1) -> dict:
+    env = dict(os.environ)
+    if GDAL_CACHE_MB:
+        env["GDAL_CACHEMAX"] = str(GDAL_CACHE_MB)  # GDAL's own block cache (default 5 % of RAM), see README
     out = subprocess.run([sys.executable, __file__, "--child-memory", task, str(src), str(workdir), str(scale)],
-                         check=True, capture_output=True, text=True)
+                         check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -261,8 +267,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller rasters and one repeat")
     ap.add_argument("--workdir", help="keep generated rasters here (default: a temporary folder)")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: translate,memory,cloud,cloudmem,cloudtime")
+    ap.add_argument("--gdal-cache-mb", type=int, default=64,
+                    help="GDAL_CACHEMAX for the memory runs (0 = GDAL's default, 5%% of RAM)")
     ap.add_argument("--child-memory", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global GDAL_CACHE_MB
+    GDAL_CACHE_MB = args.gdal_cache_mb
     if args.child_memory:
         task, src, workdir, scale = args.child_memory
         child_memory(task, src, workdir, int(scale))
@@ -358,6 +368,9 @@ def main() -> None:
         print("| " + " | ".join(r) + " |")
     print()
     print(f"load average at end: {', '.join(f'{v:.1f}' for v in os.getloadavg())} (2 cores shared with other jobs)")
+    notes.append(f"Memory runs: fresh subprocess, peak RSS = VmHWM after resetting it once torch etc. are imported; "
+                 f"GDAL block cache {'capped at %d MB' % GDAL_CACHE_MB if GDAL_CACHE_MB else 'at its default'} "
+                 "(GDAL_CACHEMAX).")
     for n in notes:
         print(f"- {n}")
 

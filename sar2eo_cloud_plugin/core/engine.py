@@ -5,18 +5,19 @@ How a scene goes through a network:
 1. The raster is cut into square tiles of ``tile_size`` pixels that overlap by
    ``overlap`` pixels; the last row/column of tiles is moved back inside the
    raster, and a raster smaller than a tile is padded by reflection.
-2. Tiles are read window by window with rasterio (never the whole scene),
-   prepared by a task-specific ``prepare`` function and sent to ``predict`` in
-   batches.
+2. Tiles are read window by window with rasterio (never the whole scene; one
+   window per batch of tiles), prepared by a task-specific ``prepare`` function
+   and sent to ``predict`` in batches.
 3. Predictions are accumulated with smooth weights that ramp from the tile edge
    (weight > 0 everywhere, 1 in the middle and on the raster's own border), then
    divided by the summed weights: overlapping tiles blend without seams, and an
    identity network gives back its input exactly.
-4. Only one row of tiles is held at a time: once a tile row is done, the output
-   rows no later tile can touch are converted and written, so memory grows with
-   the raster's width (a few tile heights of it), not its area. Reading and
-   preparing the next tile row, and converting/writing finished rows, happen on
-   two helper threads while the network runs.
+4. Only the accumulators of one row of tiles are held: once a tile row is
+   done, the output rows no later tile can touch are converted and written, so
+   memory does not grow with the raster's height, and with its width only
+   through those accumulators (out_channels x tile height x width floats).
+   Reading and preparing the next batch, and converting/writing finished rows,
+   happen on two helper threads while the network runs.
 5. Outputs are written to hidden temporary files beside the destination and
    renamed only when the whole run succeeded; on error or cancel they are
    removed, so no half-written output is ever left behind.
@@ -35,8 +36,9 @@ import numpy as np
 
 from .errors import CancelledError, InputError
 
-# Both ``prepare`` and ``convert`` must work pixel by pixel: the engine calls them on column
-# chunks of a tile row (CHUNK_COLS wide) to keep their temporaries small.
+# Both ``prepare`` and ``convert`` must work pixel by pixel: the engine calls ``prepare`` on the
+# window under one batch of tiles and ``convert`` on column chunks (CHUNK_COLS wide) of finished
+# rows, so that their temporaries do not grow with the raster's width.
 CHUNK_COLS = 2048
 # prepare(raw (C_in, h, w) float32 with NaN where the input is nodata) -> (x (C, h, w) float32, valid (h, w) bool)
 PrepareFn = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
@@ -219,24 +221,17 @@ def run_tiled(
         # The reader thread has a dataset handle of its own (GDAL handles are not shared between threads).
         rsrc = rasterio.open(src_path)
 
-        def read_row(y0: int) -> Tuple[np.ndarray, np.ndarray]:
-            """Read tile row [y0, y0 + th) at full width, mark nodata as NaN, prepare it."""
-            raw = rsrc.read(bands, window=Window(0, y0, W, th), out_dtype="float32")
+        def read_batch(y0: int, group: Sequence[int]) -> Tuple[int, np.ndarray, np.ndarray]:
+            """Read the window under one batch of tiles (rows [y0, y0 + th)), mark nodata as NaN, prepare it."""
+            c0, c1 = group[0], group[-1] + tw
+            raw = rsrc.read(bands, window=Window(c0, y0, c1 - c0, th), out_dtype="float32")
             for i, nd in enumerate(nodatas):
                 if nd is not None and not (isinstance(nd, float) and math.isnan(nd)):
                     band = raw[i]
                     band[band == np.float32(nd)] = np.nan
-            # prepare column chunk by column chunk: its temporaries stay small however wide the raster
-            x_row = valid_row = None
-            for c0 in range(0, W, CHUNK_COLS):
-                part = raw[:, :, c0:c0 + CHUNK_COLS]
-                x, v = prepare(part)
-                if x_row is None:
-                    x_row = np.empty((x.shape[0], th, W), dtype=np.float32)
-                    valid_row = np.empty((th, W), dtype=bool)
-                x_row[:, :, c0:c0 + CHUNK_COLS] = x
-                valid_row[:, c0:c0 + CHUNK_COLS] = v & np.isfinite(part).all(axis=0)
-            return x_row, valid_row
+            x, valid = prepare(raw)
+            valid = valid & np.isfinite(raw).all(axis=0)
+            return c0, np.ascontiguousarray(x, dtype=np.float32), valid
 
         def write_rows(top: int, blended: np.ndarray, valid: np.ndarray) -> None:
             for c0 in range(0, W, CHUNK_COLS):
@@ -255,30 +250,33 @@ def run_tiled(
         done_tiles = 0
         valid_total = 0
 
-        pending_read = reader.submit(read_row, ys[0])
-        for row, y0 in enumerate(ys):
-            x_row, valid_row = pending_read.result()
-            pending_read = reader.submit(read_row, ys[row + 1]) if row + 1 < len(ys) else None
-            wy = edge_ramp(th, ov, y0 > 0, y0 + th < H).astype(np.float32)
-            valid_buf |= valid_row
-
-            for start in range(0, len(xs), options.batch_size):
-                if is_cancelled():
-                    raise CancelledError("Cancelled by the user; no output was written.")
-                group = xs[start:start + options.batch_size]
-                batch = np.stack([_pad_to(x_row[:, :, x0:x0 + tw], T, T) for x0 in group])
-                pred = np.asarray(predict(batch), dtype=np.float32)
-                if pred.shape[:2] != (len(group), out_channels) or pred.shape[2] < th or pred.shape[3] < tw:
-                    raise RuntimeError(f"network returned shape {pred.shape}, expected "
-                                       f"({len(group)}, {out_channels}, {T}, {T})")
-                for k, x0 in enumerate(group):
-                    w2 = wy[:, None] * wx_full[start + k][None, :]
-                    np.multiply(pred[k, :, :th, :tw], w2, out=scratch)
-                    acc[:, :, x0:x0 + tw] += scratch
-                    wsum[:, x0:x0 + tw] += w2
-                done_tiles += len(group)
-                progress(100.0 * done_tiles / n_tiles)
-            del x_row, valid_row
+        plan = [(row, y0, start, xs[start:start + options.batch_size])
+                for row, y0 in enumerate(ys) for start in range(0, len(xs), options.batch_size)]
+        pending_read = reader.submit(read_batch, plan[0][1], plan[0][3])
+        wy = None
+        for i, (row, y0, start, group) in enumerate(plan):
+            if is_cancelled():
+                raise CancelledError("Cancelled by the user; no output was written.")
+            c0, x, valid_in = pending_read.result()
+            pending_read = reader.submit(read_batch, plan[i + 1][1], plan[i + 1][3]) if i + 1 < len(plan) else None
+            if start == 0:
+                wy = edge_ramp(th, ov, y0 > 0, y0 + th < H).astype(np.float32)
+            valid_buf[:, c0:c0 + valid_in.shape[1]] |= valid_in
+            batch = np.stack([_pad_to(x[:, :, x0 - c0:x0 - c0 + tw], T, T) for x0 in group])
+            del x, valid_in
+            pred = np.asarray(predict(batch), dtype=np.float32)
+            if pred.shape[:2] != (len(group), out_channels) or pred.shape[2] < th or pred.shape[3] < tw:
+                raise RuntimeError(f"network returned shape {pred.shape}, expected "
+                                   f"({len(group)}, {out_channels}, {T}, {T})")
+            for k, x0 in enumerate(group):
+                w2 = wy[:, None] * wx_full[start + k][None, :]
+                np.multiply(pred[k, :, :th, :tw], w2, out=scratch)
+                acc[:, :, x0:x0 + tw] += scratch
+                wsum[:, x0:x0 + tw] += w2
+            done_tiles += len(group)
+            progress(100.0 * done_tiles / n_tiles)
+            if i + 1 < len(plan) and plan[i + 1][0] == row:
+                continue  # more batches in this tile row
 
             # Rows above the next tile row are final: blend, hand them to the writer, carry the rest.
             n = (ys[row + 1] if row + 1 < len(ys) else H) - y0

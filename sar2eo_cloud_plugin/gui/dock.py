@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 from qgis.core import QgsMapLayerProxyModel, QgsProject
 from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import Qt, QTimer, pyqtSignal
+from qgis.PyQt.QtCore import QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QComboBox,
     QDockWidget,
@@ -26,10 +26,10 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.bands import BAND_SET_KEYS, BAND_SETS
-from ..deps import FEATURE_LABELS, DependencyReport
+from ..deps import FEATURE_LABELS, FEATURES, DependencyReport
 from .layers import ALG_IDS, build_parameters, has_bundled_model, suggested_task
 from .runner import AlgorithmRun
-from .settings import DEFAULT_TILE_SIZE, DEVICES, PluginSettings
+from .settings import DEVICES, PluginSettings
 
 DOCK_OBJECT_NAME = "Sar2EoCloudDock"
 TASK_LABELS = {"translate": "Translate SAR to EO", "cloud_mask": "Cloud mask"}
@@ -239,13 +239,16 @@ class Sar2EoCloudDock(QDockWidget):
     def blocked_reason(self, task: Optional[str] = None) -> str:
         task = task or self.task
         if self.deps is not None and not self.deps.can_run(task):
+            needed = FEATURES[task]
             return (f"{FEATURE_LABELS[task]} cannot run: " +
-                    "; ".join(p.problem for p in self.deps.problems if p.problem) +
+                    "; ".join(p.problem for p in self.deps.problems if p.problem and p.key in needed) +
                     f". Install with: {self.deps.pip_command()}")
         if not self.model_file.filePath().strip() and not has_bundled_model(task, self.band_set):
-            what = BAND_SETS[self.band_set].label if task == "translate" else "the cloud mask"
-            return (f"{FEATURE_LABELS[task]} cannot run: this plugin build has no bundled weights for {what}. "
-                    "Choose a model file (Advanced) or another band set.")
+            if task == "translate":
+                return (f"{FEATURE_LABELS[task]} cannot run: this plugin build has no bundled weights for "
+                        f"{BAND_SETS[self.band_set].label}. Choose a model file (Advanced) or another band set.")
+            return (f"{FEATURE_LABELS[task]} cannot run: this plugin build has no bundled cloud-mask weights. "
+                    "Choose a model file (Advanced).")
         return ""
 
     def _update_buttons(self) -> None:

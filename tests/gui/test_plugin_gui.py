@@ -6,7 +6,6 @@ Real data: the Sentinel-1 / Sentinel-2 samples in sample_data/. Models: the GENE
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest

@@ -243,6 +243,8 @@ def raster_source(alg: QgsProcessingAlgorithm, parameters: Dict, name: str,
         raise QgsProcessingException(
             f"Layer '{layer_name}' is not a file on disk (source '{source}'). Save it as a GeoTIFF first "
             "(right-click > Export > Save As…) and run the algorithm on that file.")
+    if "|" in source and os.path.isfile(path) and not decoded.get("layerName"):
+        source = path   # QGIS-only suffixes such as "|option:..." mean nothing to rasterio
     return source, layer_name, layer
 
 

@@ -181,10 +181,11 @@ def save_model(net, card: ModelCard, out_dir: PathLike, dtype: str = "float16") 
     return out / (card.name + ".json")
 
 
-def bundled_model_path(name: str, label: Optional[str] = None, models_dir: PathLike = BUNDLED_DIR) -> Path:
+def bundled_model_path(name: str, label: Optional[str] = None, models_dir: Optional[PathLike] = None) -> Path:
     """Path of a bundled model's card; raises :class:`NoBundledWeightsError` if the
-    plugin ships none (never fall back to untrained weights)."""
-    card = Path(models_dir) / f"{name}.json"
+    plugin ships none (never fall back to untrained weights). ``BUNDLED_DIR`` is
+    looked up at call time so tests and packagers can point it elsewhere."""
+    card = Path(models_dir if models_dir is not None else BUNDLED_DIR) / f"{name}.json"
     if not card.is_file():
         what = label or name
         raise NoBundledWeightsError(f"No weights bundled for {what}: {card} is not part of this plugin build. "

@@ -175,6 +175,11 @@ def run_tiled(
     log = log or (lambda _m: None)
     T, ov = options.tile_size, options.overlap
     bands = list(bands)
+    out_real = [os.path.realpath(spec.path) for spec in outputs]
+    if os.path.realpath(src_path) in out_real:
+        raise InputError(f"The output file '{src_path}' is the input raster itself; choose another output file.")
+    if len(set(out_real)) < len(out_real):
+        raise InputError(f"Two outputs of this run point to the same file ({', '.join(s.path for s in outputs)}).")
 
     try:
         src = rasterio.open(src_path)

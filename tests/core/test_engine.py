@@ -73,7 +73,7 @@ def test_edge_ramp_positive_and_one_in_the_middle():
 
 
 @pytest.mark.parametrize("shape", [(300, 517), (40, 50), (64, 64), (1, 200), (200, 1), (1, 1), (65, 129),
-                                   (130, 64)])
+                                   (130, 64), (2, 300), (3, 3), (63, 65)])
 def test_identity_exact_across_tile_borders(tmp_path, shape):
     src, data = random_raster(tmp_path, *shape)
     result = run_identity(src, tmp_path / "out.tif")
@@ -305,3 +305,15 @@ def test_column_chunks_give_the_same_result(tmp_path, monkeypatch, chunk):
     invalid = data[0] == -1e4
     assert (out[:, invalid] == OUT_NODATA).all()
     np.testing.assert_allclose(out[:, ~invalid], data[:, ~invalid], atol=1e-5)
+
+
+def test_output_over_the_input_or_twice_the_same_file_refused(tmp_path):
+    src, data = random_raster(tmp_path, 50, 50, count=1)
+    before = src.read_bytes()
+    with pytest.raises(InputError, match="is the input raster itself"):
+        run_identity(src, src, count=1)
+    assert src.read_bytes() == before
+    outs = [float_output(tmp_path / "o.tif", 1), float_output(tmp_path / "." / "o.tif", 1)]
+    with pytest.raises(InputError, match="same file"):
+        run_tiled(str(src), [1], identity_prepare, identity_predict, 1, outs, TilingOptions(64, 16, 2))
+    assert sorted(os.listdir(tmp_path)) == ["in.tif"]

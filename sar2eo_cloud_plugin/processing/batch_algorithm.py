@@ -202,6 +202,39 @@ def unreadable_reason(path: Path) -> Optional[str]:
     return None
 
 
+def check_batch_wide(task: str, band_set_key: str, model_file: Optional[str], device_index: int) -> List[str]:
+    """Problems that would fail every file the same way (no weights bundled, a model card for another
+    task or band set, CUDA asked for but absent): raised once, before any file, instead of N failures.
+
+    Returns log lines describing the model and device that will be used.
+    """
+    from ..core.errors import Sar2EoError
+    from ..core.modelfile import bundled_model_path, read_card, weights_path
+
+    try:
+        if task == "translate":
+            bs = BAND_SETS[band_set_key]
+            card_path = Path(model_file) if model_file else bundled_model_path(f"sar2eo_{bs.key}", f"band set {bs.label}")
+            card = read_card(card_path, "sar2eo")
+            if list(card.output.get("bands", [])) != list(bs.bands):
+                raise Sar2EoError(f"Model {card_path} writes bands {card.output.get('bands')}, not {list(bs.bands)} "
+                                  f"(band set {bs.label}); choose the matching band set or model file.")
+        else:
+            card_path = Path(model_file) if model_file else bundled_model_path("cloudmask", "the cloud mask")
+            card = read_card(card_path, "cloudmask")
+        weights = weights_path(card_path, card)
+        if not weights.is_file():
+            raise Sar2EoError(f"Model weights {weights} (named by {card_path.name}) are missing.")
+        from ..core.inference import DEVICES, resolve_device
+
+        device = resolve_device(DEVICES[device_index] if 0 <= device_index < len(DEVICES) else "auto")
+    except Sar2EoError as exc:
+        raise QgsProcessingException(f"{exc} Nothing was processed.") from exc
+    except ImportError as exc:
+        raise QgsProcessingException(f"PyTorch or another run-time package failed to import: {exc}") from exc
+    return [f"Model: {card.name} ({card_path}), device: {device}"]
+
+
 def _first_line(message: str) -> str:
     lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
     # processing.run prefixes parameter-check failures with "Unable to execute algorithm".
@@ -275,7 +308,8 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
             "reported as failed with the reason; the batch goes on with the next file.</p>"
             "<p>Running the batch again skips every input whose outputs are already complete (they exist, "
             "open, and have the expected bands, size and CRS), so an interrupted batch resumes where it "
-            "stopped. Tick <i>Overwrite</i> to redo them.</p>"
+            "stopped. Options are not compared: after changing the model, threshold or another option, "
+            "tick <i>Overwrite</i> to redo the outputs.</p>"
             "<p>Cancelling stops the scene being processed (no partial file is left) and the batch.</p>"
             "<p>Results: PROCESSED, SKIPPED and FAILED counts and SUMMARY, a JSON file in the output folder "
             "listing every input with its status, reason and outputs. The log ends with the same table.</p>"
@@ -396,6 +430,9 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
         if QgsApplication.processingRegistry().algorithmById(child_id) is None:
             raise QgsProcessingException(f"Algorithm {child_id} is not available; is the plugin's provider loaded?")
 
+        for line in check_batch_wide(task, band_set_key, model_file, opts["DEVICE"]):
+            feedback.pushInfo(line)
+
         in_root, out_root = Path(in_folder), Path(out_folder)
         out_root.mkdir(parents=True, exist_ok=True)
         inputs, left_out = find_inputs(in_folder, pattern, recursive, exclude_dir=out_folder)
@@ -443,7 +480,9 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
                 processing.run(child_id, self._child_parameters(task, src, outs, opts), feedback=steps,
                                context=child_context, is_child_algorithm=True)
             except Exception as exc:  # noqa: BLE001 - every failure is this file's, not the batch's
-                removed = _remove(list(outs.values()), t0)
+                # Files this attempt wrote (1 s slack for coarse file-system clocks): a cloud mask
+                # whose polygons failed must not look complete on the next run.
+                removed = _remove(list(outs.values()), t0 - 1.0)
                 if feedback.isCanceled():
                     record.update(status="cancelled", reason="cancelled while processing; no output left")
                     feedback.pushInfo(f"  cancelled; removed {len(removed)} partial output(s)" if removed
@@ -457,7 +496,7 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
                 del child_context
             missing = [p for p in outs.values() if not os.path.exists(p)]
             if missing:
-                _remove(list(outs.values()), t0)
+                _remove(list(outs.values()), t0 - 1.0)
                 record.update(status="failed", reason=f"the algorithm wrote no {', '.join(Path(m).name for m in missing)}")
                 feedback.reportError(f"  failed: {record['reason']}", fatalError=False)
                 continue

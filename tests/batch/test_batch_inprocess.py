@@ -134,24 +134,41 @@ def test_completeness_checks_bands_grid_and_readability(tmp_path):
     assert not ba.completeness(src, outs, "translate", "rgb")[0]
 
 
-def test_batch_without_model_file_uses_bundled_weights_or_says_none(provider, s1_copies, s1_samples, tmp_path):
-    """No MODEL_FILE: the bundled model. Until trained weights are exported every scene fails with the
-    core's "no weights bundled" message (never random weights) and the batch still completes."""
+def test_batch_without_model_file_uses_bundled_weights_or_stops_before_any_file(provider, s1_copies, s1_samples,
+                                                                               tmp_path):
+    """No MODEL_FILE: the bundled model. Until trained weights are exported the batch stops at once with
+    the core's "No weights bundled" message (never random weights), before touching any file."""
     import processing
+    from qgis.core import QgsProcessingException
     from sar2eo_cloud_plugin.core.modelfile import BUNDLED_DIR
 
     out = tmp_path / "out"
     params = {"INPUT_FOLDER": str(s1_copies), "PATTERN": "*_VVVH.tif", "OUTPUT_FOLDER": str(out), "TASK": 0,
               "BAND_SET": 0, "DEVICE": 1}
-    results = processing.run("sar2eo_cloud:batch_folder", params, feedback=QgsProcessingFeedback(),
-                             context=QgsProcessingContext())
-    summary = json.loads(Path(results["SUMMARY"]).read_text())
     if (BUNDLED_DIR / "sar2eo_rgb.json").is_file():
+        results = processing.run("sar2eo_cloud:batch_folder", params, feedback=QgsProcessingFeedback(),
+                                 context=QgsProcessingContext())
         assert (results["PROCESSED"], results["FAILED"]) == (5, 0)
         for src in s1_samples:
             with rasterio.open(out / f"{src.stem}_eo_rgb.tif") as ds, rasterio.open(src) as s:
                 assert (ds.count, ds.crs, ds.transform) == (3, s.crs, s.transform)
     else:
-        assert (results["PROCESSED"], results["FAILED"]) == (0, 5)
-        assert all("bundled" in r["reason"].lower() for r in summary["files"]), summary["files"]
-        assert sorted(p.name for p in out.iterdir()) == ["sar2eo_batch_translate_summary.json"]
+        with pytest.raises(QgsProcessingException, match="No weights bundled"):
+            processing.run("sar2eo_cloud:batch_folder", params, feedback=QgsProcessingFeedback(),
+                           context=QgsProcessingContext())
+        assert not out.exists() or not any(out.iterdir())
+
+
+def test_batch_refuses_a_model_for_another_band_set(provider, s1_copies, tiny_models, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    params = {"INPUT_FOLDER": str(s1_copies), "OUTPUT_FOLDER": str(tmp_path / "out"), "TASK": 0, "BAND_SET": 1,
+              "DEVICE": 1, "MODEL_FILE": str(tiny_models / "sar2eo_rgb.json")}
+    with pytest.raises(QgsProcessingException, match="not .*B8"):
+        processing.run("sar2eo_cloud:batch_folder", params, feedback=QgsProcessingFeedback(),
+                       context=QgsProcessingContext())
+    params.update(TASK=1)  # a translation card for the cloud mask
+    with pytest.raises(QgsProcessingException, match="not a 'cloudmask' model"):
+        processing.run("sar2eo_cloud:batch_folder", params, feedback=QgsProcessingFeedback(),
+                       context=QgsProcessingContext())

@@ -381,9 +381,11 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
 
     def _child_parameters(self, task, src: Path, outputs: Dict[str, str], opts: Dict) -> Dict:
         params = {"INPUT": str(src), "DEVICE": opts["DEVICE"]}
-        for key in ("TILE_SIZE", "OVERLAP", "BATCH_SIZE", "MODEL_FILE"):
+        for key in ("TILE_SIZE", "BATCH_SIZE", "MODEL_FILE"):
             if opts.get(key):  # None/0/"" = leave the single-scene algorithm's default
                 params[key] = opts[key]
+        if opts.get("OVERLAP") is not None:  # 0 is a real choice (no overlap)
+            params["OVERLAP"] = opts["OVERLAP"]
         if task == "translate":
             params.update(VV_BAND=opts["VV_BAND"], VH_BAND=opts["VH_BAND"], UNITS=opts["UNITS"],
                           BAND_SET=opts["BAND_SET"])

@@ -23,9 +23,13 @@ def provider(qgis_app, qgis_processing):
     from sar2eo_cloud_plugin.processing.provider import Sar2EoCloudProvider
 
     registry = QgsApplication.processingRegistry()
+    added = None
     if registry.providerById(PROVIDER_ID) is None:
-        assert registry.addProvider(Sar2EoCloudProvider())
-    return registry.providerById(PROVIDER_ID)
+        added = Sar2EoCloudProvider()
+        assert registry.addProvider(added)
+    yield registry.providerById(PROVIDER_ID)
+    if added is not None:  # leave the registry as other test modules expect it
+        registry.removeProvider(added)
 
 
 @pytest.fixture()

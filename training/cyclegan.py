@@ -453,6 +453,10 @@ def export(cfg: Dict[str, Any], checkpoint: Optional[str] = None, models_dir: Op
                "It does NOT beat the baseline of predicting the training set's mean reflectance everywhere on "
                + " and ".join(k.upper() for k, v in beats.items() if not v)
                + ": on this evidence it has learned nothing useful and its output is not a reflectance estimate.")
+    flat = (ev.get("flat_target_mean") or {}).get("psnr")
+    if flat is not None and ev["model"]["psnr"] < flat:
+        verdict += (f" Its PSNR ({ev['model']['psnr']:.2f} dB) is also below that of a flat image holding the held-out "
+                    f"patch's own mean ({flat:.2f} dB): its spatial detail is worse than none.")
     card.notes = " ".join(x for x in [cfg["export"].get("notes") or "", verdict] if x)
     out = common.resolve_path(models_dir or cfg["export"]["models_dir"])
     path = modelfile.save_model(G, card, out, dtype=cfg["export"]["dtype"])

@@ -190,5 +190,6 @@ def bundled_model_path(name: str, label: Optional[str] = None, models_dir: Optio
         what = label or name
         raise NoBundledWeightsError(f"No weights bundled for {what}: {card} is not part of this plugin build. "
                                     "Train and export them with the training package "
-                                    "(see README, 'Retraining'), or choose another band set.")
+                                    "(see README, 'Retraining')"
+                                    + (", or choose another band set." if name.startswith("sar2eo_") else "."))
     return card

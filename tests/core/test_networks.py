@@ -68,4 +68,4 @@ def test_init_weights_normal_002():
     net = networks.init_weights(networks.ResnetGenerator(2, 3, ngf=16, n_blocks=2))
     w = torch.cat([m.weight.detach().flatten() for m in net.modules() if isinstance(m, nn.Conv2d)])
     assert abs(float(w.std()) - 0.02) < 0.002
-    assert all(float(m.bias.abs().max()) == 0 for m in net.modules() if isinstance(m, nn.Conv2d))
+    assert all(float(m.bias.detach().abs().max()) == 0 for m in net.modules() if isinstance(m, nn.Conv2d))

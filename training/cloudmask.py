@@ -347,6 +347,18 @@ def export(cfg: Dict[str, Any], checkpoint: Optional[str] = None, models_dir: Op
                     "cloud_fraction_predicted": s["positive_fraction_pred"],
                     "baseline_all_clear_accuracy": 1.0 - s["positive_fraction_target"]
                     if s["positive_fraction_target"] is not None else None}
+    card.metrics["selection_note"] = ("the same held-out data chose the exported checkpoint (early stopping and "
+                                      "best-checkpoint selection on val IoU), so these figures are optimistic")
+    if cfg["data"]["kind"] == "bigearthnet_pseudo":
+        card.metrics["what_is_measured"] = ("agreement with rule-based pseudo-labels on a held-out patch, NOT cloud "
+                                            "detection accuracy (there are no cloud labels in the training data)")
+    last = run_dir / "ckpt_last.json"
+    if last.is_file() and last != stem.with_suffix(".json"):
+        lm = json.loads(last.read_text(encoding="utf-8"))
+        card.training["run"] = {"epochs_run": lm.get("epochs_completed"), "steps_run": lm.get("global_step"),
+                                "stop_reason": lm.get("stop_reason"),
+                                "wall_minutes": round(float(lm.get("wall_seconds", 0)) / 60, 2),
+                                "exported_epoch": meta.get("epochs_completed")}
     card.notes = cfg["export"].get("notes") or ""
     out = common.resolve_path(models_dir or cfg["export"]["models_dir"])
     path = modelfile.save_model(net, card, out, dtype=cfg["export"]["dtype"])

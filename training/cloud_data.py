@@ -250,7 +250,7 @@ def build_cloud_items(data_cfg: Dict, seed: int, log=print) -> Tuple[List[Item],
                         f"in {data_cfg['cache_dir']}, {len(tr)} train / {len(va)} val (scikit-learn split, seed {seed})")
     if kind == "bigearthnet_pseudo":
         root = common.resolve_path(data_cfg["root"])
-        held = list(data_cfg.get("holdout", []))
+        held = common.names(data_cfg.get("holdout"), "data.holdout")
         t = float(data_cfg.get("rule_threshold", 0.15))
         tr = bigearthnet_pseudo_items(root, exclude=held, threshold=t)
         va = bigearthnet_pseudo_items(root, patches=held, threshold=t) if held else []

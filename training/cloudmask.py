@@ -153,7 +153,8 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        model = DDP(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+        # smp's EfficientNet encoder keeps the classifier head's last layers, which take no part in the U-Net
+        model = DDP(net, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True)
     opt = torch.optim.AdamW(net.parameters(), lr=t_cfg["lr"], weight_decay=t_cfg["weight_decay"])
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=t_cfg["plateau_factor"],
                                                        patience=t_cfg["plateau_patience"])

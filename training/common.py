@@ -48,6 +48,16 @@ def load_config(path: Optional[str], overrides: Iterable[str] = ()) -> Dict[str,
     return cfg
 
 
+def names(values, key: str):
+    """A config list of patch names, refusing YAML's surprises (``36_85`` unquoted is the integer 3685)."""
+    out = []
+    for v in values or []:
+        if not isinstance(v, str):
+            raise SystemExit(f"{key}: entry {v!r} is not a string; quote patch names in YAML (e.g. '36_85')")
+        out.append(v)
+    return out
+
+
 def merged(defaults: Dict[str, Any], cfg: Dict[str, Any]) -> Dict[str, Any]:
     """Deep-merge ``cfg`` over ``defaults`` (returns a new dict)."""
     out = copy.deepcopy(defaults)

@@ -377,9 +377,11 @@ def build_sar2eo_dataset(data_cfg: Dict, band_set_key: str, split: str, seed: in
                             split=split, val_fraction=data_cfg.get("val_fraction", 0.1), seed=seed,
                             verify=data_cfg.get("verify", False), log=log)
     if kind == "bigearthnet":
-        held = list(data_cfg.get("holdout", []))
+        held = common.names(data_cfg.get("holdout"), "data.holdout")
         if train:
-            return BigEarthNetPairs(root, band_set_key, patches=data_cfg.get("train_patches"), exclude=held,
+            return BigEarthNetPairs(root, band_set_key, patches=common.names(data_cfg.get("train_patches"),
+                                                                             "data.train_patches") or None,
+                                    exclude=held,
                                     crop_size=data_cfg.get("crop_size", 96), augment=data_cfg.get("flip", True),
                                     samples_per_epoch=data_cfg.get("samples_per_epoch"), seed=seed)
         return BigEarthNetPairs(root, band_set_key, patches=held or None, crop_size=None, augment=False, seed=seed)

@@ -118,3 +118,12 @@ def test_pseudo_label_rule_by_hand():
     put(2, 500, 600, 400, 2000)      # dark vegetation -> clear
     put(3, 1000, 2500, 4000, 3000)   # bright but not white (whiteness 0.8) -> clear
     assert cloud_data.pseudo_cloud_labels(dn).ravel().tolist() == [1, 0, 0, 0]
+
+
+def test_unquoted_yaml_patch_names_are_refused():
+    import yaml
+
+    held = yaml.safe_load("holdout: [36_85]")["holdout"]  # YAML reads this as the integer 3685
+    with pytest.raises(SystemExit, match="quote patch names"):
+        cloud_data.build_cloud_items({"kind": "bigearthnet_pseudo", "root": str(REPO / "sample_data"),
+                                      "holdout": held}, 0, log=lambda m: None)

@@ -75,8 +75,11 @@ def build_model(cfg: Dict[str, Any], log=print):
 
             sd = torch.load(str(p), map_location="cpu", weights_only=True)
         sd = {k[len("encoder."):] if k.startswith("encoder.") else k: v for k, v in sd.items()}
-        missing, unexpected = net.encoder.load_state_dict(sd, strict=False)
-        loaded = len(net.encoder.state_dict()) - len(missing)
+        own = net.encoder.state_dict()
+        usable = {k: v for k, v in sd.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+        net.encoder.load_state_dict(usable, strict=False)  # smp's encoders return None here: count ourselves
+        missing = [k for k in own if k not in usable]
+        loaded = len(usable)
         if loaded == 0:
             raise SystemExit(f"model.imagenet_weights: no tensor of {p} matches the {cfg['model']['encoder']} encoder")
         note = f"encoder initialised from ImageNet weights in {p.name} ({loaded} tensors, {len(missing)} missing)"
@@ -288,7 +291,8 @@ def evaluate(cfg: Dict[str, Any], checkpoint: Optional[str] = None) -> Dict[str,
     _, val_items, desc = build_cloud_items(cfg["data"], cfg["seed"], log)
     if not val_items:
         raise SystemExit("no held-out samples to evaluate on (data.holdout / data.val_fraction)")
-    res = run_validation(net, val_items, cfg, "cpu")
+    dev = common.eval_device(cfg["device"])
+    res = run_validation(net.to(dev), val_items, cfg, dev)
     s = res["scores"]
     examples = []
     for b, p in res["examples"]:

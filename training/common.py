@@ -48,6 +48,13 @@ def load_config(path: Optional[str], overrides: Iterable[str] = ()) -> Dict[str,
     return cfg
 
 
+def eval_device(pref: str = "auto") -> str:
+    """Device for single-process evaluation: CUDA when present and allowed, else CPU."""
+    import torch
+
+    return "cuda" if pref in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+
+
 def names(values, key: str):
     """A config list of patch names, refusing YAML's surprises (``36_85`` unquoted is the integer 3685)."""
     out = []

@@ -338,7 +338,8 @@ def evaluate(cfg: Dict[str, Any], checkpoint: Optional[str] = None) -> Dict[str,
     tensors = load_file(str(stem.with_suffix(".safetensors")))
     G = nets["G_A"]
     G.load_state_dict({k[len("net.G_A."):]: v for k, v in tensors.items() if k.startswith("net.G_A.")})
-    G.eval()
+    dev = common.eval_device(cfg["device"])
+    G.eval().to(dev)
     bs = band_set(cfg["band_set"])
     val = build_sar2eo_dataset(cfg["data"], cfg["band_set"], "val", cfg["seed"], log=log)
     n = val.n_pairs if hasattr(val, "n_pairs") else len(val)
@@ -355,7 +356,7 @@ def evaluate(cfg: Dict[str, Any], checkpoint: Optional[str] = None) -> Dict[str,
         except Exception as exc:  # noqa: BLE001 - reported, skipped
             log(f"evaluate: skipping unreadable pair {i}: {exc}")
             continue
-        pred = predict_full(G, sar)
+        pred = predict_full(G, sar, dev)
         base = np.broadcast_to(band_mean[:, None, None], target.shape).astype(np.float32)
         per_model.append(metrics.translation_metrics(pred, target, bs.bands))
         per_base.append(metrics.translation_metrics(base, target, bs.bands))

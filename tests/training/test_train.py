@@ -105,3 +105,23 @@ def test_cli_parses_and_refuses_export_without_evaluation(tmp_path, sen12ms_root
         main(["sar2eo", "export", "--config", str(cfg), "--set", "train.epochs=1"])
     loaded = common.load_config(str(cfg), ["train.epochs=7", "data.flip=false"])
     assert loaded["train"]["epochs"] == 7 and loaded["data"]["flip"] is False
+
+
+def test_imagenet_encoder_weights_only_from_a_local_file(tmp_path):
+    """GENERATED stand-in for an ImageNet checkpoint: a random encoder's tensors saved as safetensors."""
+    import torch
+    from safetensors.torch import save_file
+
+    from sar2eo_cloud_plugin.core import networks
+
+    src = networks.build_cloud_unet()
+    save_file({k: v.contiguous() for k, v in src.encoder.state_dict().items()}, str(tmp_path / "enc.safetensors"))
+    cfg = cloudmask.config({"model": {"imagenet_weights": str(tmp_path / "enc.safetensors")}})
+    net, note = cloudmask.build_model(cfg, log=lambda m: None)
+    assert note.startswith("encoder initialised from ImageNet weights")
+    k = next(iter(src.encoder.state_dict()))
+    assert torch.equal(net.encoder.state_dict()[k], src.encoder.state_dict()[k])
+    _, note = cloudmask.build_model(cloudmask.config({}), log=lambda m: None)
+    assert note.startswith("trained from scratch")
+    with pytest.raises(SystemExit, match="does not exist"):
+        cloudmask.build_model(cloudmask.config({"model": {"imagenet_weights": str(tmp_path / "nope.pth")}}))

@@ -160,9 +160,10 @@ def run_tiled(
     other error) no output file is left behind, and a file already at an output
     path is replaced only when the whole run succeeded.
 
-    ``predict`` runs on the calling thread; reading + ``prepare`` of the next tile
-    row and ``convert`` + writing of finished rows run on two helper threads, so
-    the network is not kept waiting for I/O (GDAL and numpy release the GIL).
+    ``predict`` runs on the calling thread; reading + ``prepare`` of the next
+    batch's window and ``convert`` + writing of finished rows run on two helper
+    threads, so the network is not kept waiting for I/O (GDAL and numpy release
+    the GIL).
     ``progress``, ``is_cancelled`` and ``log`` are only called from the calling thread.
     """
     import rasterio

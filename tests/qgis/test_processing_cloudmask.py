@@ -393,10 +393,9 @@ def test_cancel_while_polygonising_removes_the_rasters(run, s2_sample, model, tm
 
 
 # ---------------------------------------------------------------------------------------- bundled, styling
-@pytest.mark.xfail(not BUNDLED_CLOUD.is_file(), reason="bundled weights not yet exported", strict=False)
 def test_cloud_mask_bundled_model(run, s2_samples, tmp_path):
-    """The BUNDLED cloud model (no MODEL_FILE) on real data. xfail only while the weights are absent."""
-    assert BUNDLED_CLOUD.is_file(), f"bundled weights not yet exported: {BUNDLED_CLOUD} is missing"
+    """The BUNDLED cloud model (no MODEL_FILE) on real data. The weights ship with the plugin."""
+    assert BUNDLED_CLOUD.is_file(), f"bundled weights missing: {BUNDLED_CLOUD}"
     for i, s2 in enumerate(s2_samples):
         out = tmp_path / f"m{i}.tif"
         res = run({"INPUT": str(s2), "OUTPUT": str(out)}, default_tile=True)

@@ -187,10 +187,9 @@ def test_translate_with_advanced_parameters_and_explicit_units(run, s1_samples, 
     check_translation(out, s1_samples[1], EXPECTED["rgb"])
 
 
-@pytest.mark.xfail(not BUNDLED_RGB.is_file(), reason="bundled weights not yet exported", strict=False)
 def test_translate_bundled_model(run, s1_sample, tmp_path):
-    """The BUNDLED RGB model (no MODEL_FILE) on real data. xfail only while the weights are absent."""
-    assert BUNDLED_RGB.is_file(), f"bundled weights not yet exported: {BUNDLED_RGB} is missing"
+    """The BUNDLED RGB model (no MODEL_FILE) on real data. The weights ship with the plugin."""
+    assert BUNDLED_RGB.is_file(), f"bundled weights missing: {BUNDLED_RGB}"
     out = tmp_path / "eo_bundled.tif"
     res = run({"INPUT": str(s1_sample), "OUTPUT": str(out)})
     data = check_translation(Path(res["OUTPUT"]), s1_sample, EXPECTED["rgb"])

@@ -204,7 +204,8 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
         loader = DataLoader(ds, batch_size=int(t_cfg["batch_size"]), sampler=sampler, shuffle=sampler is None,
                             generator=g if sampler is None else None, num_workers=int(d_cfg.get("num_workers") or 0),
                             drop_last=len(ds) >= int(t_cfg["batch_size"]) * dist.world,
-                            pin_memory=dev.type == "cuda")
+                            pin_memory=dev.type == "cuda",
+                            **common.loader_worker_kwargs(dist, int(d_cfg.get("num_workers") or 0)))
         model.train()
         tot, nb = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t_cfg['epochs']}", disable=not dist.is_main, mininterval=5,

@@ -212,6 +212,15 @@ class Dist:
                 dist.destroy_process_group()
 
 
+def loader_worker_kwargs(dist_: "Dist", num_workers: int) -> dict:
+    """DataLoader worker start method. Under DDP, workers must not be forked from a process that
+    already runs the process group's (gloo/NCCL) threads: a forked copy of those threads aborts at
+    exit ("terminate called without an active exception"). Spawned workers start clean."""
+    if num_workers > 0 and dist_.enabled:
+        return {"multiprocessing_context": "spawn"}
+    return {}
+
+
 def broadcast_module(dist_: Dist, module) -> None:
     """Make every rank start from rank 0's weights."""
     if not dist_.enabled:

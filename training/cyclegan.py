@@ -198,7 +198,8 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
     g.manual_seed(cfg["seed"])
     nw = int(cfg["data"].get("num_workers") or 0)
     loader_kwargs = dict(batch_size=int(t_cfg["batch_size"]), num_workers=nw, drop_last=len(ds) >= t_cfg["batch_size"] * dist.world,
-                         pin_memory=dev.type == "cuda", persistent_workers=False)
+                         pin_memory=dev.type == "cuda")
+    loader_kwargs.update(common.loader_worker_kwargs(dist, nw) or {"persistent_workers": False})
     pool_A, pool_B = ImagePool(int(t_cfg["pool_size"])), ImagePool(int(t_cfg["pool_size"]))
     mse, l1 = torch.nn.MSELoss(), torch.nn.L1Loss()
     lam = float(t_cfg["lambda_cycle"])

@@ -127,3 +127,19 @@ def test_decide_units_amplitude_in_thousands_refused():
     amp = rng.uniform(50, 3000, (2, 32, 32)).astype(np.float32)
     with pytest.raises(InputError, match="does not look like Sentinel-1"):
         norm.decide_sar_units(amp, [None, None], "float32")
+
+
+def test_fast_cloud_preprocess_matches_the_training_definition(s2_sample):
+    """The engine's fused cloud preprocessing equals normalisation.cloud_preprocess (the one training uses)
+    on the real sample and on GENERATED edge values (NaN, inf, negative, above the clip)."""
+    from sar2eo_cloud_plugin.core.inference import fast_cloud_preprocess
+
+    with rasterio.open(s2_sample) as src:
+        rgb = src.read([4, 3, 2]).astype(np.float32)
+    np.testing.assert_allclose(fast_cloud_preprocess(rgb), norm.cloud_preprocess(rgb), rtol=0, atol=2e-6)
+    edge = np.array([np.nan, np.inf, -np.inf, -5, 0, 1, 3999.5, 4000, 4001, 65535], dtype=np.float32)
+    edge = np.stack([edge, edge[::-1], edge])[:, None, :]
+    np.testing.assert_allclose(fast_cloud_preprocess(edge), norm.cloud_preprocess(edge), rtol=0, atol=2e-6)
+    mean, std = (0.1, 0.2, 0.3), (0.5, 0.6, 0.7)
+    np.testing.assert_allclose(fast_cloud_preprocess(rgb, mean, std, 3000.0),
+                               norm.cloud_preprocess(rgb, mean, std, 3000.0), rtol=0, atol=2e-6)

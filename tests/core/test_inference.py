@@ -263,3 +263,23 @@ def test_cloud_mask_scale_default_comes_from_the_card(tmp_path, s2_sample, tiny_
     res = inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(tmp_path / "m.tif"), device="cpu", scale=1,
                                                 model_path=str(tmp_path / "cloudmask.json"), tile_size=128))
     assert res.extra["SCALE"] == 1
+
+
+def test_cancelled_translation_leaves_nothing_and_keeps_an_existing_output(tmp_path, s1_sample, tiny_models):
+    from sar2eo_cloud_plugin.core.errors import CancelledError
+
+    dst = tmp_path / "eo.tif"
+    dst.write_bytes(b"an earlier result")
+    calls = {"n": 0}
+
+    def cancel_on_second_batch():
+        calls["n"] += 1
+        return calls["n"] >= 2
+
+    with pytest.raises(CancelledError):
+        inference.translate_sar_to_eo(TranslationRequest(str(s1_sample), str(dst), device="cpu", tile_size=64,
+                                                         overlap=16, batch_size=1,
+                                                         model_path=str(tiny_models / "sar2eo_rgb.json")),
+                                      is_cancelled=cancel_on_second_batch)
+    assert dst.read_bytes() == b"an earlier result"
+    assert sorted(os.listdir(tmp_path)) == ["eo.tif"]

@@ -146,8 +146,10 @@ def bare_forward(predictor, batches) -> float:
         tensors = [F.avg_pool2d(t, predictor.scale) for t in tensors]
     if getattr(predictor, "channels_last", False):
         tensors = [t.contiguous(memory_format=torch.channels_last) for t in tensors]
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if getattr(predictor, "precision", "") == "bfloat16"
+                else contextlib.nullcontext())
     t0 = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast:
         for t in tensors:
             predictor.net(t)
     return time.perf_counter() - t0
@@ -251,7 +253,7 @@ def memory(task: str, src: Path, workdir: Path, scale: int = 1) -> dict:
 
 # --------------------------------------------------------------------------- cloud time at full size
 def cloud_strip_time(workdir: Path, model: Path, full: int, rows: int, tile: int, overlap: int, scale: int = 1,
-                     repeats: int = 1) -> dict:
+                     repeats: int = 1, precision: str = "float32") -> dict:
     """Time ``rows`` tile rows of a full-width scene with the real U-Net and extrapolate to
     the full square scene by the number of tile rows (every tile row has the same tiles).
     ``tile``/``overlap`` are in network pixels, as in the card."""
@@ -264,7 +266,7 @@ def cloud_strip_time(workdir: Path, model: Path, full: int, rows: int, tile: int
     for _ in range(repeats):
         t0 = time.perf_counter()
         res = run_task("cloudmask", src, workdir / "strip_mask.tif", model, tile_size=t_in, overlap=ov_in,
-                       scale=scale)
+                       scale=scale, precision=precision)
         times.append(time.perf_counter() - t0)
         loads.append(os.getloadavg()[0])
     elapsed = min(times)
@@ -279,7 +281,9 @@ def cloud_strip_time(workdir: Path, model: Path, full: int, rows: int, tile: int
     net = net.to(memory_format=torch.channels_last)
     x = torch.randn(2, 3, tile, tile).contiguous(memory_format=torch.channels_last)
     per_tile = []
-    with torch.inference_mode():
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bfloat16"
+                else contextlib.nullcontext())
+    with torch.inference_mode(), autocast:
         net(x)
         for _ in range(3):
             t0 = time.perf_counter()
@@ -362,13 +366,16 @@ def main() -> None:
 
         cloud_model = random_model(workdir, "cloudmask") if not {"cloud", "cloudtime"} <= skip else None
         scales = [1, 2]
+        variants = [(1, "float32"), (2, "float32"), (1, "bfloat16")]
         if "cloud" not in skip:
             size = 1024 if q else 2048
             src = mosaic_raster(workdir / f"s2_{size}.tif", size, "s2")
-            for scale in scales:
-                r = e2e_vs_bare("cloudmask", src, workdir, cloud_model, repeats, scale=scale)
+            for scale, precision in variants:
+                r = e2e_vs_bare("cloudmask", src, workdir, cloud_model, repeats, scale=scale, precision=precision)
                 what = ("(c) cloud mask, U-Net EfficientNet-B2, tile 512/32, batch 2, 10 m native" if scale == 1 else
                         f"(c) cloud mask, same, network at 1/{scale} resolution (tile {512 * scale}/{32 * scale} input px)")
+                if precision != "float32":
+                    what += f", {precision} autocast"
                 rows.append((what, f"{size}² (real S2 tiled)", f"{fmt(r['e2e_s'])} s", f"{fmt(r['bare_s'])} s",
                              f"**{fmt(r['ratio'])}** (target ≤ 1.15)",
                              f"{r['tiles']} tiles, in predict {fmt(r['inside_predict_s'])} s, ratios of the runs "
@@ -389,9 +396,12 @@ def main() -> None:
         if "cloudtime" not in skip:
             full = 10980
             strip_rows = 1 if q else 2
-            for scale in scales:
-                r = cloud_strip_time(workdir, cloud_model, full, strip_rows, 512, 32, scale, repeats=1 if q else 2)
+            for scale, precision in variants:
+                r = cloud_strip_time(workdir, cloud_model, full, strip_rows, 512, 32, scale, repeats=1 if q else 2,
+                                     precision=precision)
                 res_txt = "10 m native" if scale == 1 else f"network at 1/{scale} resolution"
+                if precision != "float32":
+                    res_txt += f", {precision} autocast"
                 rows.append((f"(c) cloud mask TIME, real U-Net, {res_txt}",
                              f"{full}² (extrapolated from {r['rows_done']} of {r['rows_full']} full-width tile rows)",
                              f"**{fmt(r['full_s'], 0)} s** (target ≤ 120 s)",

@@ -283,3 +283,24 @@ def test_cancelled_translation_leaves_nothing_and_keeps_an_existing_output(tmp_p
                                       is_cancelled=cancel_on_second_batch)
     assert dst.read_bytes() == b"an earlier result"
     assert sorted(os.listdir(tmp_path)) == ["eo.tif"]
+
+
+def test_cloud_mask_bfloat16_close_to_float32(tmp_path, s2_sample, tiny_models):
+    model = str(tiny_models / "cloudmask.json")
+    probs = {}
+    for precision in ("float32", "bfloat16"):
+        logs = []
+        inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(tmp_path / f"m_{precision}.tif"), device="cpu",
+                                              probability_path=str(tmp_path / f"p_{precision}.tif"),
+                                              model_path=model, tile_size=128, precision=precision),
+                             log=logs.append)
+        with rasterio.open(tmp_path / f"p_{precision}.tif") as p:
+            probs[precision] = p.read(1)
+        assert any("precision: bfloat16" in m for m in logs) == (precision == "bfloat16")
+    diff = np.abs(probs["float32"] - probs["bfloat16"])
+    assert diff.max() < 0.05
+    assert ((probs["float32"] >= 0.5) == (probs["bfloat16"] >= 0.5)).mean() > 0.99
+    with pytest.raises(InputError, match="Unknown precision 'int8'"):
+        inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(tmp_path / "x.tif"), device="cpu",
+                                              model_path=model, precision="int8"))
+    assert not (tmp_path / "x.tif").exists()

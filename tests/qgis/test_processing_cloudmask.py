@@ -405,6 +405,20 @@ def test_cloud_mask_bundled_model(run, s2_samples, tmp_path):
         assert res["THRESHOLD_USED"] == pytest.approx(card.output["threshold"])
 
 
+def test_bfloat16_precision_close_to_float32(run, s2_samples, tmp_path):
+    """PRECISION=1 (bfloat16 autocast, the faster option) on the bundled model and a real patch: the
+    probabilities stay close to float32's and the masks agree except at the threshold's edge."""
+    outs = {}
+    for precision in (0, 1):
+        mask, prob = tmp_path / f"m{precision}.tif", tmp_path / f"p{precision}.tif"
+        run({"INPUT": str(s2_samples[0]), "PRECISION": precision, "OUTPUT": str(mask),
+             "OUTPUT_PROBABILITY": str(prob)})
+        outs[precision] = (read(mask)[0], read(prob)[0])
+    (m32, p32), (m16, p16) = outs[0], outs[1]
+    assert np.abs(p32 - p16).max() < 0.02
+    assert np.mean(m32 == m16) > 0.99
+
+
 def test_outputs_open_styled(provider, s2_sample, model, tmp_path):
     from processing.gui.Postprocessing import handleAlgorithmResults
 

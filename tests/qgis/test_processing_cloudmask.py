@@ -138,15 +138,17 @@ def test_cloud_mask_parameters_follow_the_contract(provider):
     alg = QgsApplication.processingRegistry().algorithmById(ALG)
     names = [p.name() for p in alg.parameterDefinitions()]
     assert names == ["INPUT", "RED_BAND", "GREEN_BAND", "BLUE_BAND", "DEVICE", "THRESHOLD", "TILE_SIZE", "OVERLAP",
-                     "BATCH_SIZE", "MODEL_FILE", "MIN_AREA", "OUTPUT", "OUTPUT_PROBABILITY", "OUTPUT_POLYGONS"]
+                     "BATCH_SIZE", "MODEL_FILE", "PRECISION", "MIN_AREA", "OUTPUT", "OUTPUT_PROBABILITY",
+                     "OUTPUT_POLYGONS"]
     adv = {p.name() for p in alg.parameterDefinitions() if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced}
-    assert adv == {"THRESHOLD", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "MODEL_FILE", "MIN_AREA"}
+    assert adv == {"THRESHOLD", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "MODEL_FILE", "PRECISION", "MIN_AREA"}
     optional = {p.name() for p in alg.parameterDefinitions() if p.flags() & QgsProcessingParameterDefinition.FlagOptional}
     assert {"RED_BAND", "GREEN_BAND", "BLUE_BAND", "THRESHOLD", "MODEL_FILE", "OUTPUT_PROBABILITY",
             "OUTPUT_POLYGONS"} <= optional
     p = alg.parameterDefinition
     assert (p("TILE_SIZE").defaultValue(), p("OVERLAP").defaultValue(), p("BATCH_SIZE").defaultValue()) == (512, 32, 2)
     assert p("MIN_AREA").defaultValue() == 0
+    assert p("PRECISION").defaultValue() == 0  # float32, as the card's metrics were measured
     assert {o.name() for o in alg.outputDefinitions()} >= {
         "OUTPUT", "OUTPUT_PROBABILITY", "OUTPUT_POLYGONS", "CLOUD_FRACTION", "CLOUD_PIXELS", "VALID_PIXELS",
         "DEVICE_USED"}

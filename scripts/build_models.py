@@ -75,12 +75,12 @@ def _child(alg_id, child_id, description, x, y, params, outputs):
     return child
 
 
-def translate_and_cloud_mask() -> QgsProcessingModelAlgorithm:
+def _scene_inputs(model, sentinel2_label: str) -> None:
+    """The inputs both shipped models share: the scene pair, band set, device, polygon area, model files."""
     from sar2eo_cloud_plugin.core.bands import BAND_SET_KEYS, BAND_SETS
 
-    model = QgsProcessingModelAlgorithm("Translate SAR and mask clouds of the same area", GROUP, GROUP_ID)
     _param(model, QgsProcessingParameterRasterLayer("SENTINEL1", "Sentinel-1 layer (VV and VH backscatter)"), 120, 80)
-    _param(model, QgsProcessingParameterRasterLayer("SENTINEL2", "Sentinel-2 layer of the same area"), 120, 320)
+    _param(model, QgsProcessingParameterRasterLayer("SENTINEL2", sentinel2_label), 120, 320)
     _param(model, QgsProcessingParameterEnum("BAND_SET", "Translated band set",
                                              options=[BAND_SETS[k].label for k in BAND_SET_KEYS], defaultValue=0),
            120, 160)
@@ -97,7 +97,10 @@ def translate_and_cloud_mask() -> QgsProcessingModelAlgorithm:
         "CLOUD_MODEL_FILE", "Cloud model file (.json card; empty = the bundled model)",
         behavior=QgsProcessingParameterFile.File, extension="json", optional=True), 120, 560, advanced=True)
 
-    model.addChildAlgorithm(_child(
+
+def _translate_child(outputs) -> QgsProcessingModelChildAlgorithm:
+    """Translate SAR to EO fed from the shared inputs (VV band 1, VH band 2, units detected)."""
+    return _child(
         "sar2eo_cloud:translate_sar_to_eo", "translate", "Translate SAR to EO", 480, 140,
         {"INPUT": Source.fromModelParameter("SENTINEL1"),
          "VV_BAND": Source.fromStaticValue(1), "VH_BAND": Source.fromStaticValue(2),
@@ -105,15 +108,31 @@ def translate_and_cloud_mask() -> QgsProcessingModelAlgorithm:
          "BAND_SET": Source.fromModelParameter("BAND_SET"),
          "DEVICE": Source.fromModelParameter("DEVICE"),
          "MODEL_FILE": Source.fromModelParameter("SAR2EO_MODEL_FILE")},
-        {"EO": ("OUTPUT", "Translated Sentinel-2-like layer", True)}))
-    model.addChildAlgorithm(_child(
+        outputs)
+
+
+CLOUD_MASK_OUTPUT = ("OUTPUT", "Cloud mask (0 clear, 1 cloud, 255 nodata)", True)
+
+
+def _cloudmask_child(extra_params, outputs) -> QgsProcessingModelChildAlgorithm:
+    """Cloud mask fed from the shared inputs; ``extra_params`` adds or overrides child parameters."""
+    return _child(
         "sar2eo_cloud:cloud_mask", "cloudmask", "Cloud mask (Sentinel-2)", 480, 380,
         {"INPUT": Source.fromModelParameter("SENTINEL2"),
          "DEVICE": Source.fromModelParameter("DEVICE"),
          "MIN_AREA": Source.fromModelParameter("MIN_AREA"),
-         "MODEL_FILE": Source.fromModelParameter("CLOUD_MODEL_FILE")},
-        {"CLOUD_MASK": ("OUTPUT", "Cloud mask (0 clear, 1 cloud, 255 nodata)", True),
-         "CLOUD_POLYGONS": ("OUTPUT_POLYGONS", "Cloud polygons", False)}))
+         "MODEL_FILE": Source.fromModelParameter("CLOUD_MODEL_FILE"),
+         **extra_params},
+        outputs)
+
+
+def translate_and_cloud_mask() -> QgsProcessingModelAlgorithm:
+    model = QgsProcessingModelAlgorithm("Translate SAR and mask clouds of the same area", GROUP, GROUP_ID)
+    _scene_inputs(model, "Sentinel-2 layer of the same area")
+
+    model.addChildAlgorithm(_translate_child({"EO": ("OUTPUT", "Translated Sentinel-2-like layer", True)}))
+    model.addChildAlgorithm(_cloudmask_child({}, {"CLOUD_MASK": CLOUD_MASK_OUTPUT,
+                                                  "CLOUD_POLYGONS": ("OUTPUT_POLYGONS", "Cloud polygons", False)}))
     model.updateDestinationParameters()
     model.setHelpContent({
         "ALG_DESC": (
@@ -144,43 +163,11 @@ def translate_and_cloud_mask() -> QgsProcessingModelAlgorithm:
 
 def sar_under_clouds() -> QgsProcessingModelAlgorithm:
     """A chain: the cloud polygons of the Sentinel-2 scene cut the translated Sentinel-1 scene."""
-    from sar2eo_cloud_plugin.core.bands import BAND_SET_KEYS, BAND_SETS
-
     model = QgsProcessingModelAlgorithm("Translated SAR under the clouds of a Sentinel-2 scene", GROUP, GROUP_ID)
-    _param(model, QgsProcessingParameterRasterLayer("SENTINEL1", "Sentinel-1 layer (VV and VH backscatter)"), 120, 80)
-    _param(model, QgsProcessingParameterRasterLayer("SENTINEL2", "Cloudy Sentinel-2 layer of the same area"), 120, 320)
-    _param(model, QgsProcessingParameterEnum("BAND_SET", "Translated band set",
-                                             options=[BAND_SETS[k].label for k in BAND_SET_KEYS], defaultValue=0),
-           120, 160)
-    _param(model, QgsProcessingParameterEnum("DEVICE", "Compute device",
-                                             options=["Auto (CUDA GPU if available, else CPU)", "CPU",
-                                                      "CUDA (NVIDIA GPU)"], defaultValue=0), 120, 240)
-    _param(model, QgsProcessingParameterNumber("MIN_AREA", "Minimum cloud polygon area (m²)",
-                                               QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0),
-           120, 400, advanced=True)
-    _param(model, QgsProcessingParameterFile(
-        "SAR2EO_MODEL_FILE", "Translation model file (.json card; empty = the bundled model)",
-        behavior=QgsProcessingParameterFile.File, extension="json", optional=True), 120, 480, advanced=True)
-    _param(model, QgsProcessingParameterFile(
-        "CLOUD_MODEL_FILE", "Cloud model file (.json card; empty = the bundled model)",
-        behavior=QgsProcessingParameterFile.File, extension="json", optional=True), 120, 560, advanced=True)
-    model.addChildAlgorithm(_child(
-        "sar2eo_cloud:translate_sar_to_eo", "translate", "Translate SAR to EO", 480, 140,
-        {"INPUT": Source.fromModelParameter("SENTINEL1"),
-         "VV_BAND": Source.fromStaticValue(1), "VH_BAND": Source.fromStaticValue(2),
-         "UNITS": Source.fromStaticValue(0),
-         "BAND_SET": Source.fromModelParameter("BAND_SET"),
-         "DEVICE": Source.fromModelParameter("DEVICE"),
-         "MODEL_FILE": Source.fromModelParameter("SAR2EO_MODEL_FILE")},
-        {}))
-    model.addChildAlgorithm(_child(
-        "sar2eo_cloud:cloud_mask", "cloudmask", "Cloud mask (Sentinel-2)", 480, 380,
-        {"INPUT": Source.fromModelParameter("SENTINEL2"),
-         "DEVICE": Source.fromModelParameter("DEVICE"),
-         "MIN_AREA": Source.fromModelParameter("MIN_AREA"),
-         "MODEL_FILE": Source.fromModelParameter("CLOUD_MODEL_FILE"),
-         "OUTPUT_POLYGONS": Source.fromStaticValue("TEMPORARY_OUTPUT")},
-        {"CLOUD_MASK": ("OUTPUT", "Cloud mask (0 clear, 1 cloud, 255 nodata)", True)}))
+    _scene_inputs(model, "Cloudy Sentinel-2 layer of the same area")
+    model.addChildAlgorithm(_translate_child({}))
+    model.addChildAlgorithm(_cloudmask_child({"OUTPUT_POLYGONS": Source.fromStaticValue("TEMPORARY_OUTPUT")},
+                                             {"CLOUD_MASK": CLOUD_MASK_OUTPUT}))
     # Output of the two steps in, one layer out: the translated pixels that fall inside the clouds,
     # on the Sentinel-1 grid (not cropped, so it overlays the scene pixel for pixel); 0 = nodata.
     model.addChildAlgorithm(_child(

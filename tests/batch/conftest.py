@@ -13,31 +13,23 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.plugin_install import copy_plugin, qgis_process_env
+
 REPO = Path(__file__).resolve().parents[2]
 QGIS_PROCESS = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"
-SITE_PACKAGES = REPO / ".venv" / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 
 
 @pytest.fixture(scope="session")
 def plugin_dir(tmp_path_factory) -> Path:
     """A folder holding a copy of the plugin (what QGIS_PLUGINPATH points at)."""
-    metadata = REPO / "metadata.txt"
-    if not metadata.is_file():
-        pytest.skip("top-level metadata.txt is missing (the packaging helper creates it); "
-                    "QGIS cannot load the plugin without it")
     if not os.path.exists(QGIS_PROCESS):
         pytest.skip("qgis_process.bin not found (install QGIS 3.22 from apt)")
     root = tmp_path_factory.mktemp("plugins")
-    dst = root / "sar2eo_cloud_plugin"
-    shutil.copytree(REPO / "sar2eo_cloud_plugin", dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    if (dst / "metadata.txt").is_symlink() or not (dst / "metadata.txt").exists():
-        (dst / "metadata.txt").unlink(missing_ok=True)
-    shutil.copy2(metadata, dst / "metadata.txt")
+    copy_plugin(root)
     return root
 
 
@@ -45,9 +37,7 @@ def plugin_dir(tmp_path_factory) -> Path:
 def qgis_process(plugin_dir, tmp_path_factory):
     """run(*args, json_output=True) -> (returncode, parsed JSON or text, stderr) of qgis_process.bin."""
     profile = tmp_path_factory.mktemp("qgis_profile")
-    env = dict(os.environ)
-    env.update(PYTHONPATH=str(SITE_PACKAGES), QGIS_PLUGINPATH=str(plugin_dir), QGIS_CUSTOM_CONFIG_PATH=str(profile),
-               QT_QPA_PLATFORM="offscreen", OMP_NUM_THREADS="2")
+    env = qgis_process_env(plugin_dir, profile, OMP_NUM_THREADS="2")
 
     def run(*args, json_output=True, timeout=600):
         cmd = [QGIS_PROCESS] + (["--json"] if json_output else []) + [str(a) for a in args]

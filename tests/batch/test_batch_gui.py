@@ -15,33 +15,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.plugin_install import install_plugin_in_profile
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-PLUGIN = "sar2eo_cloud_plugin"
 
 pytestmark = [pytest.mark.xvfb, pytest.mark.slow,
               pytest.mark.skipif(not (shutil.which("xvfb-run") and shutil.which("qgis")),
                                  reason="needs xvfb-run and the qgis binary")]
 
 
-def _install(profiles: Path) -> None:
-    if not (REPO / "metadata.txt").is_file():
-        pytest.skip("top-level metadata.txt is missing; QGIS cannot load the plugin without it")
-    profile = profiles / "profiles" / "default"
-    dest = profile / "python" / "plugins" / PLUGIN
-    shutil.copytree(REPO / PLUGIN, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    if not (dest / "metadata.txt").is_file():
-        shutil.copyfile(REPO / "metadata.txt", dest / "metadata.txt")
-    ini = profile / "QGIS" / "QGIS3.ini"
-    ini.parent.mkdir(parents=True, exist_ok=True)
-    ini.write_text(f"[PythonPlugins]\n{PLUGIN}=true\nprocessing=true\n\n[qgis]\ncheckVersion=false\n"
-                   "showTips=false\nallowVersionCheck=false\n", encoding="utf-8")
-    (profiles / "profiles" / "profiles.ini").write_text("[core]\ndefaultProfile=default\n", encoding="utf-8")
-
-
 def test_batch_and_model_in_real_qgis(tmp_path, s1_samples, s2_sample, tiny_models, dem_factory):
     profiles = tmp_path / "profiles"
-    _install(profiles)
+    install_plugin_in_profile(profiles)
     in_dir, out_dir = tmp_path / "in", tmp_path / "out"
     in_dir.mkdir()
     for f in s1_samples[:3]:

@@ -17,35 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.plugin_install import install_plugin_in_profile
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-PLUGIN = "sar2eo_cloud_plugin"
 
 pytestmark = [pytest.mark.xvfb, pytest.mark.slow,
               pytest.mark.skipif(not (shutil.which("xvfb-run") and shutil.which("qgis")),
                                  reason="needs xvfb-run and the qgis binary")]
-
-
-def install_plugin(profiles: Path) -> Path:
-    """Copy the package (symlinks resolved, so metadata.txt is a real file) into a fresh default profile
-    and enable it in that profile's QGIS3.ini."""
-    profile = profiles / "profiles" / "default"
-    dest = profile / "python" / "plugins" / PLUGIN
-    shutil.copytree(REPO / PLUGIN, dest, symlinks=False,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    if not (dest / "metadata.txt").is_file():
-        shutil.copyfile(REPO / "metadata.txt", dest / "metadata.txt")
-    ini = profile / "QGIS" / "QGIS3.ini"
-    ini.parent.mkdir(parents=True, exist_ok=True)
-    ini.write_text("[PythonPlugins]\n"
-                   f"{PLUGIN}=true\n"
-                   "processing=true\n"
-                   "\n[qgis]\n"
-                   "checkVersion=false\n"
-                   "showTips=false\n"
-                   "allowVersionCheck=false\n", encoding="utf-8")
-    (profiles / "profiles" / "profiles.ini").write_text("[core]\ndefaultProfile=default\n", encoding="utf-8")
-    return dest
 
 
 def test_dock_in_real_qgis_window(tmp_path, s1_sample, tiny_models):
@@ -57,7 +36,7 @@ def test_dock_in_real_qgis_window(tmp_path, s1_sample, tiny_models):
         if f.exists():
             f.unlink()
     profiles = tmp_path / "profiles"
-    install_plugin(profiles)
+    install_plugin_in_profile(profiles)
     home = tmp_path / "home"
     home.mkdir()
     env = dict(os.environ)

@@ -7,7 +7,6 @@ Inputs are the REAL samples; model files are the GENERATED random-weight ``tiny_
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import rasterio
+
+from tests.plugin_install import copy_plugin, qgis_process_env
 
 pytestmark = pytest.mark.qgis_process
 
@@ -28,25 +29,11 @@ CLOUD = "sar2eo_cloud:cloud_mask"
 def qp_env(tmp_path_factory, repo_root):
     if shutil.which(EXE) is None:
         pytest.skip(f"{EXE} is not installed (apt install qgis)")
-    metadata = repo_root / "metadata.txt"
-    if not metadata.is_file():
-        pytest.skip("top-level metadata.txt does not exist yet (created by the build/setup work); "
-                    "QGIS cannot load the plugin without it")
     base = tmp_path_factory.mktemp("qgis_process")
-    plugin_dir = base / "plugins" / "sar2eo_cloud_plugin"
-    shutil.copytree(repo_root / "sar2eo_cloud_plugin", plugin_dir,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.partial.tif"))
-    (plugin_dir / "metadata.txt").unlink(missing_ok=True)
-    shutil.copyfile(metadata, plugin_dir / "metadata.txt")
+    copy_plugin(base / "plugins")
     config = base / "config"
     config.mkdir()
-    env = dict(os.environ)
-    env.update({
-        "QT_QPA_PLATFORM": "offscreen",
-        "PYTHONPATH": os.pathsep.join(p for p in (sysconfig.get_paths()["purelib"], env.get("PYTHONPATH", "")) if p),
-        "QGIS_PLUGINPATH": str(base / "plugins"),
-        "QGIS_CUSTOM_CONFIG_PATH": str(config),
-    })
+    env = qgis_process_env(base / "plugins", config)
     out = qgis_process(env, "plugins", "enable", "sar2eo_cloud_plugin")
     assert out.returncode == 0, out.stdout + out.stderr
     return env

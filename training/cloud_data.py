@@ -15,7 +15,6 @@ CloudSEN12 cache layout (``data.cache_dir``)::
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 

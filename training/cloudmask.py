@@ -132,11 +132,7 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
     from tqdm import tqdm
 
     cfg = config(cfg)
-    common.set_threads(cfg["threads"])
-    dist = common.Dist(cfg["device"])
-    run_dir = common.resolve_path(cfg["run_dir"])
-    log = common.RunLog(run_dir, dist.is_main)
-    common.seed_everything(cfg["seed"] + dist.rank)
+    dist, run_dir, log = common.start_training(cfg)
     dev = dist.device
     t_cfg, d_cfg = cfg["train"], cfg["data"]
     if not dist.is_main:

@@ -221,6 +221,17 @@ def loader_worker_kwargs(dist_: "Dist", num_workers: int) -> dict:
     return {}
 
 
+def start_training(cfg: Dict[str, Any]) -> Tuple["Dist", Path, "RunLog"]:
+    """What every trainer does first: threads, the (possibly distributed) process group, the run
+    folder and its log (written by rank 0 only), and a per-rank seed."""
+    set_threads(cfg["threads"])
+    dist_ = Dist(cfg["device"])
+    run_dir = resolve_path(cfg["run_dir"])
+    log = RunLog(run_dir, dist_.is_main)
+    seed_everything(cfg["seed"] + dist_.rank)
+    return dist_, run_dir, log
+
+
 def broadcast_module(dist_: Dist, module) -> None:
     """Make every rank start from rank 0's weights."""
     if not dist_.enabled:

@@ -15,7 +15,6 @@ averaged over ranks after each backward pass; rank 0 alone writes checkpoints, l
 """
 from __future__ import annotations
 
-import math
 import os
 import random
 import sys
@@ -139,11 +138,7 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
     from tqdm import tqdm
 
     cfg = config(cfg)
-    common.set_threads(cfg["threads"])
-    dist = common.Dist(cfg["device"])
-    run_dir = common.resolve_path(cfg["run_dir"])
-    log = common.RunLog(run_dir, dist.is_main)
-    common.seed_everything(cfg["seed"] + dist.rank)
+    dist, run_dir, log = common.start_training(cfg)
     t_cfg = cfg["train"]
     dev = dist.device
 
@@ -321,8 +316,6 @@ def predict_full(G, sar_norm: np.ndarray, device: str = "cpu") -> np.ndarray:
 
 def evaluate(cfg: Dict[str, Any], checkpoint: Optional[str] = None) -> Dict[str, Any]:
     """Held-out metrics of G_A and of the mean-reflectance baseline; figures; writes <run>/eval/metrics.json."""
-    import torch
-
     cfg = config(cfg)
     common.set_threads(cfg["threads"])
     run_dir = common.resolve_path(cfg["run_dir"])

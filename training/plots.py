@@ -19,6 +19,18 @@ def _mpl():
     return plt
 
 
+def _save(plt, fig, path: Path, title: str = "") -> Path:
+    """Title, lay out and write a figure (folders created), then free it."""
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def _stretch(img: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.clip((img - lo[:, None, None]) / np.maximum(hi - lo, 1e-6)[:, None, None], 0, 1).transpose(1, 2, 0)
 
@@ -60,14 +72,7 @@ def translation_figure(path: Path, sar_norm: np.ndarray, pred: np.ndarray, targe
         ax.axvline(float(baseline[b].mean()), color="k", ls="--", lw=1, label="baseline")
         ax.set_title(f"{bands[b]} reflectance", fontsize=9)
         ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, title)
 
 
 def cloud_figure(path: Path, items: Sequence[Dict[str, np.ndarray]], title: str = "") -> Path:
@@ -85,11 +90,4 @@ def cloud_figure(path: Path, items: Sequence[Dict[str, np.ndarray]], title: str 
             ax.imshow(im, cmap=cmap, vmin=0 if cmap else None, vmax=1 if cmap else None)
             ax.set_title(t, fontsize=9)
             ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, title)

@@ -351,7 +351,7 @@ def main() -> None:
             for key, (w, h) in (("small", (small, small)), ("tall", (small, large)), ("large", (large, large))):
                 src = mosaic_raster(workdir / f"s1_{w}x{h}.tif", w, "s1", h)
                 res[key] = m = memory("sar2eo", src, workdir)
-                rows.append((f"(b) translation memory, 1x1-conv stand-in", f"{w} x {h} (real S1 tiled)",
+                rows.append(("(b) translation memory, 1x1-conv stand-in", f"{w} x {h} (real S1 tiled)",
                              f"{fmt(m['seconds'], 1)} s", "-",
                              f"peak RSS {m['peak_mb']:.0f} MB (+{m['delta_mb']:.0f} over imports), numpy peak "
                              f"{m['tracemalloc_mb']:.0f} MB", f"{m['tiles']} tiles, load {fmt(m['load'], 1)}"))

@@ -13,7 +13,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 

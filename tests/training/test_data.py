@@ -1,7 +1,6 @@
 """Data pipelines on small on-disk fixtures in the real formats (see conftest.py for what they are built from)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +8,7 @@ import pytest
 
 from sar2eo_cloud_plugin.core import normalisation as norm
 from training import cloud_data
-from training.sar2eo_data import BigEarthNetPairs, SEN12MSPairs, dn_to_reflectance
+from training.sar2eo_data import BigEarthNetPairs, SEN12MSPairs
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data" / "bigearthnet-example"

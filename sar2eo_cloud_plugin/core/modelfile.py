@@ -42,6 +42,8 @@ class ModelCard:
     training: Dict[str, Any] = field(default_factory=dict)   # data, epochs, command
     metrics: Dict[str, Any] = field(default_factory=dict)    # measured on held-out data
     weights: Dict[str, Any] = field(default_factory=dict)    # file, sha256, bytes, dtype
+    # Where weights made elsewhere came from: package, version, licence, citation (docs/model_cards.md).
+    source: Dict[str, Any] = field(default_factory=dict)
     format: int = CARD_FORMAT
     notes: str = ""
 

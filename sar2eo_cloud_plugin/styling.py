@@ -3,8 +3,8 @@
 - Translation outputs (uint16 reflectance x 10,000): multiband colour renderer on bands 1, 2, 3
   (true colour B4/B3/B2 for "rgb" and "rgbn", false colour B8/B11/B5 for "nir_swir_re"), each band
   stretched between its 2 % and 98 % cumulative cut (fallback 0..3000 DN = reflectance 0..0.3).
-- Cloud mask (uint8 0 clear / 1 cloud / 255 nodata): paletted renderer with named classes.
-- Cloud probability (float32 0..1, nodata -1): grey stretch 0..1.
+- Cloud mask (uint8 0 clear / 1 cloud / 2 shadow / 255 nodata): paletted renderer with named classes.
+- Class probabilities (float32 0..1, one band per class, nodata -1): grey stretch 0..1 of the cloud band.
 - Cloud polygons: magenta outline, light translucent fill.
 
 The Processing algorithms attach :class:`LayerStyler` post-processors so that styling happens
@@ -35,6 +35,7 @@ CUMULATIVE_CUT: Tuple[float, float] = (0.02, 0.98)
 MASK_CLASSES = (
     (0, QColor(0, 0, 0, 0), "Clear"),            # transparent: the imagery below shows through
     (1, QColor(255, 0, 255, 200), "Cloud"),      # magenta, readable over white clouds and imagery
+    (2, QColor(255, 190, 0, 200), "Cloud shadow"),  # amber: readable over dark shadows and water
     (255, QColor(0, 0, 0, 0), "No data"),
 )
 
@@ -78,7 +79,7 @@ def style_translation(layer: QgsRasterLayer, band_set_key: str = "rgb") -> None:
 
 
 def style_cloud_mask(layer: QgsRasterLayer) -> None:
-    """Paletted renderer: Clear (transparent), Cloud (magenta), No data (transparent)."""
+    """Paletted renderer: Clear (transparent), Cloud (magenta), Cloud shadow (amber), No data (transparent)."""
     if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
         return
     classes = [QgsPalettedRasterRenderer.Class(value, color, label) for value, color, label in MASK_CLASSES]
@@ -87,12 +88,14 @@ def style_cloud_mask(layer: QgsRasterLayer) -> None:
 
 
 def style_cloud_probability(layer: QgsRasterLayer) -> None:
-    """Grey stretch from 0 (black, clear) to 1 (white, cloud)."""
+    """Grey stretch of the cloud probability from 0 (black) to 1 (white). The bands are one per class,
+    clear first and cloud second (docs/model_cards.md); a one-band file is the cloud probability."""
     if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
         return
     provider = layer.dataProvider()
-    renderer = QgsSingleBandGrayRenderer(provider, 1)
-    ce = QgsContrastEnhancement(provider.dataType(1))
+    band = 2 if layer.bandCount() >= 2 else 1
+    renderer = QgsSingleBandGrayRenderer(provider, band)
+    ce = QgsContrastEnhancement(provider.dataType(band))
     ce.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum, False)
     ce.setMinimumValue(0.0)
     ce.setMaximumValue(1.0)

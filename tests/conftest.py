@@ -72,4 +72,22 @@ def tiny_models(tmp_path_factory) -> Path:
     card = cards.cloudmask_card()
     card.notes = "GENERATED for tests: random weights"
     modelfile.save_model(networks.build_network(card.architecture, card.architecture_args), card, out)
+    card = tiny_cloud_shadow_card()
+    modelfile.save_model(networks.build_network(card.architecture, card.architecture_args), card, out)
     return out
+
+
+def tiny_cloud_shadow_card():
+    """GENERATED test-only card in the ukis-csmask form (docs/model_cards.md): B2, B3, B4, B8 reflectance
+    at 30 m, mean/std normalisation, softmax over clear / cloud / shadow; a small random EfficientNet-B0."""
+    from sar2eo_cloud_plugin.core.modelfile import ModelCard
+
+    return ModelCard(
+        task="cloudmask", name="tiny_cloud_shadow", architecture="unet",
+        architecture_args={"encoder_name": "efficientnet-b0", "in_channels": 4, "classes": 3},
+        input={"bands": ["B2", "B3", "B4", "B8"], "units": "reflectance", "level": "L2A", "resolution_m": 30},
+        normalisation={"method": "mean_std", "mean": [0.1, 0.1, 0.1, 0.2], "std": [0.05, 0.05, 0.05, 0.1]},
+        output={"classes": [{"value": 0, "name": "clear"}, {"value": 1, "name": "cloud"},
+                            {"value": 2, "name": "shadow"}], "activation": "softmax"},
+        tiling={"tile_size": 64, "overlap": 16, "batch_size": 2},
+        notes="GENERATED for tests: random weights")

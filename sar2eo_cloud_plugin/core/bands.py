@@ -54,7 +54,16 @@ def band_set(key: str) -> BandSet:
 
 
 _S2_RE = re.compile(r"\bB0?(1[0-2]|[1-9]|8A)\b", re.IGNORECASE)
-_COLOUR_NAMES = {"red": "B4", "green": "B3", "blue": "B2", "nir": "B8"}
+# Band names that other software writes into band descriptions, most specific first: "Red Edge 1"
+# must not be read as "red" (B4), nor "NIR narrow" as B8.
+_WORD_NAMES: Tuple[Tuple[str, Optional[str]], ...] = (
+    (r"red[\s_-]*edge[\s_-]*1|vre1|re1\b", "B5"), (r"red[\s_-]*edge[\s_-]*2|vre2|re2\b", "B6"),
+    (r"red[\s_-]*edge[\s_-]*3|vre3|re3\b", "B7"), (r"red[\s_-]*edge", None),
+    (r"nir[\s_-]*(narrow|2)|narrow[\s_-]*nir|nir08", "B8A"),
+    (r"swir[\s_-]*(1|16|1\.6)(?!\d)|swir16", "B11"), (r"swir[\s_-]*(2|22|2\.2)(?!\d)|swir22", "B12"),
+    (r"swir", None), (r"coastal|aerosol", "B1"), (r"water[\s_-]*vapou?r", "B9"), (r"cirrus", "B10"),
+    (r"\bred\b", "B4"), (r"\bgreen\b", "B3"), (r"\bblue\b", "B2"), (r"\bnir\b|near[\s_-]*infra", "B8"),
+)
 
 
 def canonical_s2_band(description: Optional[str]) -> Optional[str]:
@@ -62,6 +71,8 @@ def canonical_s2_band(description: Optional[str]) -> Optional[str]:
 
     >>> canonical_s2_band("B04"), canonical_s2_band("b8a"), canonical_s2_band("Red")
     ('B4', 'B8A', 'B4')
+    >>> canonical_s2_band("Red Edge 1"), canonical_s2_band("Red edge"), canonical_s2_band("SWIR 1.6")
+    ('B5', None, 'B11')
     """
     if not description:
         return None
@@ -70,33 +81,76 @@ def canonical_s2_band(description: Optional[str]) -> Optional[str]:
     if match:
         return "B" + match.group(1).upper()
     lowered = text.lower()
-    for word, band in _COLOUR_NAMES.items():
-        if re.search(rf"\b{word}\b", lowered):
+    for pattern, band in _WORD_NAMES:
+        if re.search(pattern, lowered):
             return band
     return None
 
 
-def find_rgb_bands(count: int, descriptions: Sequence[Optional[str]]) -> Tuple[Tuple[int, int, int], str]:
-    """Map a Sentinel-2 layer's bands to (B4, B3, B2) as 1-based band numbers.
+# Layouts a Sentinel-2 stack without band descriptions is taken to have, by band count. A 4-band
+# raster without descriptions is NOT among them: B2,B3,B4,B8 and R,G,B,NIR orders are both common.
+KNOWN_LAYOUTS: Dict[int, Tuple[str, Tuple[str, ...]]] = {
+    13: ("13-band L1C stack (B1..B12 with B8A and B10)", S2_L1C_ORDER),
+    12: ("12-band L2A stack (B1..B12 with B8A, no B10)", S2_L2A_ORDER),
+}
 
-    Returns the band numbers and a sentence saying how they were found. Raises
-    :class:`InputError` that lists what was seen when the layout is ambiguous.
+
+def describe_bands(descriptions: Sequence[Optional[str]]) -> str:
+    return ", ".join(f"{i + 1}:{d or '(no description)'}" for i, d in enumerate(descriptions))
+
+
+def available_s2_bands(count: int, descriptions: Sequence[Optional[str]]) -> Tuple[Dict[str, int], str]:
+    """Sentinel-2 band name -> 1-based band number for every band that can be identified, and how.
+
+    Band descriptions win; a stack without any is read by its band count (:data:`KNOWN_LAYOUTS`);
+    otherwise nothing is identified (an empty dict), never guessed.
     """
     named = [canonical_s2_band(d) for d in descriptions]
-    wanted = ("B4", "B3", "B2")
-    if all(b in named for b in wanted):
-        numbers = tuple(named.index(b) + 1 for b in wanted)
-        return numbers, f"found from band descriptions: B4={numbers[0]}, B3={numbers[1]}, B2={numbers[2]}"  # type: ignore[return-value]
-    layouts = {13: ("13-band L1C stack (B1..B12 with B8A, B10)", S2_L1C_ORDER),
-               12: ("12-band L2A stack (B1..B12 with B8A, no B10)", S2_L2A_ORDER),
-               4: ("4-band 10 m stack (B2, B3, B4, B8)", S2_10M_ORDER)}
-    if count in layouts and not any(named):
-        name, order = layouts[count]
-        numbers = tuple(order.index(b) + 1 for b in wanted)
-        return numbers, f"assumed {name}: B4={numbers[0]}, B3={numbers[1]}, B2={numbers[2]}"  # type: ignore[return-value]
-    seen = ", ".join(f"{i + 1}:{d or '(no description)'}" for i, d in enumerate(descriptions))
-    raise InputError(
-        f"Cannot tell which bands are B4, B3, B2 in a {count}-band layer (bands seen: {seen}). "
-        "Known layouts are 13-band L1C, 12-band L2A, 4-band B2,B3,B4,B8, or bands whose descriptions "
-        "name B4/B3/B2 (or red/green/blue). Set the red, green and blue band numbers by hand."
-    )
+    if any(named):
+        found: Dict[str, int] = {}
+        for i, name in enumerate(named):
+            if name and name not in found:
+                found[name] = i + 1
+        return found, "from the band descriptions"
+    if count in KNOWN_LAYOUTS:
+        label, order = KNOWN_LAYOUTS[count]
+        return {b: i + 1 for i, b in enumerate(order)}, f"assumed {label}, the layer has no band descriptions"
+    return {}, "the layer has no band descriptions and no known band count"
+
+
+def parse_band_map(text: str, count: int) -> Dict[str, int]:
+    """``"B2=1, B3=2, B4=3, B8=4"`` -> {"B2": 1, ...}; every name a Sentinel-2 band, every number a band."""
+    mapping: Dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in re.split(r"[,;]", text or ""))):
+        name, sep, number = item.partition("=")
+        band = canonical_s2_band(name.strip()) if sep else None
+        if band is None or not re.fullmatch(r"\d+", number.strip()):
+            raise InputError(f"Band map item '{item}' is not of the form B2=1 (a Sentinel-2 band name, '=', a "
+                             "band number of the layer).")
+        value = int(number)
+        if not 1 <= value <= count:
+            raise InputError(f"Band map item '{item}': the layer has {count} band(s); band {value} does not exist.")
+        mapping[band] = value
+    return mapping
+
+
+def find_s2_bands(wanted: Sequence[str], count: int, descriptions: Sequence[Optional[str]],
+                  band_map: Optional[Dict[str, int]] = None) -> Tuple[Tuple[int, ...], str]:
+    """1-based band numbers of the Sentinel-2 bands ``wanted`` (in that order), and how they were found.
+
+    ``band_map`` (the user's) wins over descriptions and layouts. Raises :class:`InputError` that lists
+    the bands seen and says which parameter fixes it when a wanted band cannot be identified.
+    """
+    found, how = available_s2_bands(count, descriptions)
+    if band_map:
+        found = {**found, **band_map}
+        how = "set by the user" + (f", the rest {how}" if set(wanted) - set(band_map) else "")
+    missing = [b for b in wanted if b not in found]
+    if missing:
+        raise InputError(
+            f"Cannot tell which bands are {', '.join(missing)} in this {count}-band layer ({how}; bands seen: "
+            f"{describe_bands(descriptions)}). Known without descriptions are the 13-band L1C and 12-band L2A "
+            "stacks; otherwise name the bands with the Band map parameter, e.g. "
+            + ", ".join(f"{b}={i + 1}" for i, b in enumerate(wanted)) + ".")
+    numbers = tuple(found[b] for b in wanted)
+    return numbers, how + ": " + ", ".join(f"{b}={n}" for b, n in zip(wanted, numbers))

@@ -6,7 +6,7 @@ for the small model files they create. Names of bundled models:
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Optional
 
 from . import normalisation as norm
 from .bands import S1_BANDS, band_set
@@ -42,29 +42,18 @@ def sar2eo_card(band_set_key: str, ngf: int = 64, n_blocks: int = 9, name: Optio
 
 def cloudmask_card(encoder_name: str = "efficientnet-b2", name: str = CLOUDMASK_MODEL_NAME, threshold: float = 0.5,
                    tile_size: int = 512, overlap: int = 32) -> ModelCard:
+    """The seed's RGB cloud/clear U-Net (docs/model_cards.md): B4, B3, B2 digital numbers clipped at
+    4,000 and scaled to 0..1, ImageNet statistics, one sigmoid channel."""
     return ModelCard(
         task="cloudmask",
         name=name,
         architecture="unet",
         architecture_args={"encoder_name": encoder_name, "in_channels": 3, "classes": 1},
-        input={"bands": ["B4", "B3", "B2"], "units": "Sentinel-2 digital numbers (reflectance x 10000)"},
-        normalisation={"clip_dn": norm.CLOUD_CLIP_DN, "scale_to": 255, "mean": list(norm.IMAGENET_MEAN),
+        input={"bands": ["B4", "B3", "B2"], "units": "dn", "level": "any", "resolution_m": None,
+               "description": "Sentinel-2 digital numbers (reflectance x 10000), L1C or L2A"},
+        normalisation={"method": "clip_mean_std", "clip": [norm.CLOUD_CLIP_DN] * 3, "mean": list(norm.IMAGENET_MEAN),
                        "std": list(norm.IMAGENET_STD)},
-        output={"classes": {"0": "clear", "1": "cloud (thin + thick)"}, "activation": "sigmoid",
+        output={"classes": [{"value": 1, "name": "cloud"}], "activation": "sigmoid",
                 "threshold": threshold, "written_as": "uint8 mask 0 clear / 1 cloud / 255 nodata"},
         tiling={"tile_size": tile_size, "overlap": overlap, "batch_size": 2},
     )
-
-
-def card_for(task: str, band_set_key: Optional[str] = None, **kwargs: Any) -> ModelCard:
-    if task == "sar2eo":
-        return sar2eo_card(band_set_key or "rgb", **kwargs)
-    if task == "cloudmask":
-        return cloudmask_card(**kwargs)
-    raise ValueError(f"unknown task {task}")
-
-
-def summary(card: ModelCard) -> Dict[str, Any]:
-    """The few facts a dialog or log shows about a model."""
-    return {"name": card.name, "task": card.task, "bands": card.output.get("bands"),
-            "metrics": card.metrics, "training_data": card.training.get("data")}

@@ -14,6 +14,7 @@ from qgis.PyQt.QtCore import QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QComboBox,
     QDockWidget,
+    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -27,6 +28,7 @@ from qgis.PyQt.QtWidgets import (
 
 from ..core.bands import BAND_SET_KEYS, BAND_SETS
 from ..deps import FEATURE_LABELS, FEATURES, DependencyReport
+from ..core.cloud import model_choices as cloud_model_choices
 from .layers import ALG_IDS, build_parameters, has_bundled_model, suggested_task
 from .runner import AlgorithmRun
 from .settings import DEVICES, PluginSettings
@@ -83,6 +85,26 @@ class Sar2EoCloudDock(QDockWidget):
         for key in BAND_SET_KEYS:
             self.band_set_combo.addItem(BAND_SETS[key].label, key)
         form.addRow("Band set", self.band_set_combo)
+
+        # Cloud mask only: the model (auto picks by the layer's bands), classes and buffer.
+        self.cloud_model_combo = QComboBox(body)
+        self.cloud_model_combo.setObjectName("cloudModelCombo")
+        for index, key in enumerate(cloud_model_choices()):
+            self.cloud_model_combo.addItem("Auto (best for the layer's bands)" if key == "auto" else key, index)
+        form.addRow("Cloud model", self.cloud_model_combo)
+        self.cloud_mode_combo = QComboBox(body)
+        self.cloud_mode_combo.setObjectName("cloudModeCombo")
+        self.cloud_mode_combo.addItem("Cloud + shadow (0 clear, 1 cloud, 2 shadow)", 0)
+        self.cloud_mode_combo.addItem("Cloud only (0 clear, 1 cloud)", 1)
+        form.addRow("Classes", self.cloud_mode_combo)
+        self.buffer_spin = QDoubleSpinBox(body)
+        self.buffer_spin.setObjectName("bufferSpin")
+        self.buffer_spin.setRange(0.0, 10000.0)
+        self.buffer_spin.setDecimals(0)
+        self.buffer_spin.setSingleStep(10.0)
+        self.buffer_spin.setSuffix(" m")
+        self.buffer_spin.setToolTip("Dilate cloud and shadow by this distance (0: none).")
+        form.addRow("Buffer", self.buffer_spin)
 
         self.device_combo = QComboBox(body)
         self.device_combo.setObjectName("deviceCombo")
@@ -234,7 +256,10 @@ class Sar2EoCloudDock(QDockWidget):
         self._update_buttons()
 
     def _update_task_widgets(self) -> None:
-        self.band_set_combo.setEnabled(self.task == "translate" and not self.is_running())
+        idle = not self.is_running()
+        self.band_set_combo.setEnabled(self.task == "translate" and idle)
+        for widget in (self.cloud_model_combo, self.cloud_mode_combo, self.buffer_spin):
+            widget.setEnabled(self.task == "cloud_mask" and idle)
 
     def blocked_reason(self, task: Optional[str] = None) -> str:
         task = task or self.task
@@ -312,7 +337,10 @@ class Sar2EoCloudDock(QDockWidget):
         return build_parameters(self.task, layer, device=self.device, band_set=self.band_set,
                                 tile_size=self.tile_spin.value(), overlap=self.overlap_spin.value(),
                                 model_file=self.model_file.filePath().strip(),
-                                output=self.output_file.filePath().strip(), project=QgsProject.instance())
+                                output=self.output_file.filePath().strip(), project=QgsProject.instance(),
+                                cloud_model=self.cloud_model_combo.currentData() or 0,
+                                cloud_mode=self.cloud_mode_combo.currentData() or 0,
+                                buffer_m=self.buffer_spin.value())
 
     def start_run(self) -> Optional[AlgorithmRun]:
         """Start the selected task on the selected layer in the background."""
@@ -362,7 +390,11 @@ class Sar2EoCloudDock(QDockWidget):
             names = ", ".join(f"'{lay.name()}'" for lay in layers) or "no layer"
             extra = ""
             if "CLOUD_FRACTION" in results:
-                extra = f", cloud fraction {100 * float(results['CLOUD_FRACTION']):.1f} %"
+                extra = f", cloud {100 * float(results['CLOUD_FRACTION']):.1f} %"
+                if results.get("SHADOW_FRACTION") is not None:
+                    extra += f", shadow {100 * float(results['SHADOW_FRACTION']):.1f} %"
+                if results.get("MODEL_USED"):
+                    extra += f", model {results['MODEL_USED']}"
             if results.get("DEVICE_USED"):
                 extra += f", device {results['DEVICE_USED']}"
             self.append_log(f"Done in {elapsed:.1f} s: added {names}{extra}.")

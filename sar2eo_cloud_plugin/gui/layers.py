@@ -99,8 +99,10 @@ def unique_output_path(folder: str, task: str, layer: QgsMapLayer, band_set: str
 
 def build_parameters(task: str, layer: QgsMapLayer, *, device: str = "auto", band_set: str = "rgb",
                      tile_size: Optional[int] = None, overlap: Optional[int] = None,
-                     model_file: str = "", output: str = "", project: Optional[QgsProject] = None) -> Dict:
+                     model_file: str = "", output: str = "", project: Optional[QgsProject] = None,
+                     cloud_model: int = 0, cloud_mode: int = 0, buffer_m: float = 0.0) -> Dict:
     """Parameters for the plugin's Processing algorithm (names per the Processing contract).
+    ``cloud_model``, ``cloud_mode`` and ``buffer_m`` apply to the cloud mask only.
 
     ``output`` empty = a temporary output. The destination is an output layer definition bound to
     ``project`` so the finished layer is loaded like the Processing dialog loads it.
@@ -115,7 +117,11 @@ def build_parameters(task: str, layer: QgsMapLayer, *, device: str = "auto", ban
         vv_vh = sar_bands(layer)
         if vv_vh:
             params["VV_BAND"], params["VH_BAND"] = vv_vh
-    elif task != "cloud_mask":
+    elif task == "cloud_mask":
+        # enum indices of the cloud-mask algorithm: MODEL (0 auto, then the bundled cards), MODE (0 classes,
+        # 1 cloud only), BUFFER in metres
+        params.update({"MODEL": int(cloud_model), "MODE": int(cloud_mode), "BUFFER": float(buffer_m)})
+    else:
         raise ValueError(f"unknown task {task!r}")
     if tile_size:
         params["TILE_SIZE"] = int(tile_size)

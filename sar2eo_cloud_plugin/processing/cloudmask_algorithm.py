@@ -1,9 +1,9 @@
-"""Processing algorithm ``sar2eo_cloud:cloud_mask`` — cloud mask of a Sentinel-2 layer.
+"""Processing algorithm ``sar2eo_cloud:cloud_mask`` — cloud and cloud-shadow mask of a Sentinel-2 layer.
 
-A thin shell over :func:`sar2eo_cloud_plugin.core.inference.cloud_mask` (U-Net/EfficientNet-B2,
-tiled and blended), plus optional cloud polygons: the mask's cloud pixels (value 1) are
-polygonised with GDAL (4-connected regions, which are already disjoint) and dissolved into one
-multipolygon, and parts smaller than MIN_AREA are dropped. torch is imported only inside ``processAlgorithm``.
+A thin shell over :func:`sar2eo_cloud_plugin.core.cloud.cloud_mask`: the model card says which bands,
+units, resolution and classes; this file reads the parameters, reports what the core decided and
+builds the optional polygons (one dissolved multipolygon per class, parts smaller than MIN_AREA
+dropped). torch is imported only inside ``processAlgorithm``.
 """
 from __future__ import annotations
 
@@ -24,36 +24,50 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
-    QgsProcessingParameterBand,
-    QgsProcessingParameterFeatureSink,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSink,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
     QgsProcessingUtils,
     QgsVectorLayer,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtCore import QCoreApplication, QVariant
 from qgis.PyQt.QtGui import QIcon
 
+from ..core import s2product
+from ..core.cloud import CLASS_NAMES, CLOUD, SHADOW, model_choices
 from . import common
 
-MASK_CLOUD = 1
-
+POLYGON_CLASSES = (CLOUD, SHADOW)
 
 # (core precision key, label) in the order of the PRECISION enum.
 PRECISIONS = (("float32", "float32 (as measured in the model card)"),
               ("bfloat16", "bfloat16 (faster on recent CPUs/GPUs, probabilities within ~0.002)"))
+MODES = (("classes", "Cloud and shadow classes (0 clear, 1 cloud, 2 shadow)"),
+         ("cloud_only", "Cloud only (0 clear, 1 cloud)"))
+LEVEL_LABELS = ("Auto-detect (bands, metadata, file name)", "L1C (top of atmosphere)", "L2A (surface reflectance)")
+OFFSET_LABELS = ("Auto (metadata, processing baseline or date)", "None (products before baseline 04.00)",
+                 "-1000 (baseline 04.00 and later, since 2022-01-25)")
+
+
+def tr(text: str) -> str:
+    return QCoreApplication.translate("CloudMaskAlgorithm", text)
 
 
 class CloudMaskAlgorithm(QgsProcessingAlgorithm):
     INPUT = "INPUT"
-    RED_BAND = "RED_BAND"
-    GREEN_BAND = "GREEN_BAND"
-    BLUE_BAND = "BLUE_BAND"
+    MODEL = "MODEL"
+    BAND_MAP = "BAND_MAP"
+    LEVEL = "LEVEL"
+    OFFSET = "OFFSET"
+    MODE = "MODE"
+    BUFFER = "BUFFER"
     DEVICE = "DEVICE"
     THRESHOLD = "THRESHOLD"
+    RESOLUTION = "RESOLUTION"
     TILE_SIZE = "TILE_SIZE"
     OVERLAP = "OVERLAP"
     BATCH_SIZE = "BATCH_SIZE"
@@ -64,27 +78,36 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
     OUTPUT_PROBABILITY = "OUTPUT_PROBABILITY"
     OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
     CLOUD_FRACTION = "CLOUD_FRACTION"
+    SHADOW_FRACTION = "SHADOW_FRACTION"
     CLOUD_PIXELS = "CLOUD_PIXELS"
+    SHADOW_PIXELS = "SHADOW_PIXELS"
     VALID_PIXELS = "VALID_PIXELS"
     THRESHOLD_USED = "THRESHOLD_USED"
     DEVICE_USED = "DEVICE_USED"
+    MODEL_USED = "MODEL_USED"
+    LEVEL_USED = "LEVEL_USED"
+    OFFSET_USED = "OFFSET_USED"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.models = model_choices()
 
     # ------------------------------------------------------------------ metadata
     def name(self) -> str:
         return "cloud_mask"
 
     def displayName(self) -> str:  # noqa: N802
-        return "Cloud mask (Sentinel-2)"
+        return tr("Cloud and shadow mask (Sentinel-2)")
 
     def group(self) -> str:
-        return "Cloud masking"
+        return tr("Cloud masking")
 
     def groupId(self) -> str:  # noqa: N802
         return "cloud_masking"
 
     def tags(self):
-        return ["sentinel-2", "cloud", "mask", "u-net", "efficientnet", "segmentation", "deep learning",
-                "polygons"]
+        return [tr(t) for t in ("sentinel-2", "cloud", "shadow", "mask", "u-net", "efficientnet", "segmentation",
+                                "deep learning", "polygons", "l1c", "l2a", "ukis-csmask")]
 
     def icon(self) -> QIcon:
         return QIcon(common.icon_path("cloud.svg"))
@@ -96,165 +119,236 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         return common.help_url()
 
     def shortHelpString(self) -> str:  # noqa: N802
-        return (
-            "<p>Detects clouds (thick and thin) in a Sentinel-2 image with a U-Net segmentation network "
-            "(EfficientNet-B2 encoder) and writes a cloud mask, optionally the cloud probability and "
-            "cloud polygons.</p>"
+        return tr(
+            "<p>Marks <b>clouds and cloud shadows</b> in a Sentinel-2 image with a U-Net segmentation network and "
+            "writes a class raster, optionally the per-class probabilities and polygons.</p>"
             "<h3>Input</h3>"
-            "<p>A file-based Sentinel-2 raster in <b>digital numbers</b> (reflectance &times; 10,000, L1C or "
-            "L2A). Only the red, green and blue bands (B4, B3, B2) are used. They are found automatically for "
-            "a 13-band L1C stack (B1..B12 with B8A and B10), a 12-band L2A stack (no B10), a 4-band 10 m stack "
-            "(B2, B3, B4, B8), or any layer whose band descriptions name B4/B3/B2 (or red/green/blue); "
-            "otherwise set <i>Red/Green/Blue band</i> by hand (all three). Ambiguous layouts are refused with a "
-            "message listing the bands seen. Pixels that are nodata, or 0 in every band, are nodata.</p>"
-            "<p>Preprocessing as in training: DN clipped at 4,000, scaled to 0–255, then the encoder's "
-            "ImageNet mean/std normalisation.</p>"
+            "<p>A file-based Sentinel-2 raster in <b>digital numbers</b> (reflectance &times; 10,000), L1C or L2A, "
+            "or a .SAFE product / its zip. The model decides which bands it needs (e.g. B2, B3, B4, B8); they "
+            "are found from the band descriptions, or for a 13-band L1C / 12-band L2A stack from the band "
+            "count. Anything else (a 4-band raster without descriptions, bands described as 'Red Edge', "
+            "8-bit renderings, 0–1 reflectance) is refused with a message listing the bands seen: name the "
+            "bands with <i>Band map</i>, e.g. <code>B2=1, B3=2, B4=3, B8=4</code>. Pixels that are nodata, or 0 "
+            "in every band, stay nodata.</p>"
+            "<p><i>Product level</i> (L1C/L2A) is detected from the bands, metadata or file name (MSIL1C / "
+            "MSIL2A) and picks the model trained on that level. <i>Offset</i>: products of processing baseline "
+            "04.00 and later (since 2022-01-25) store DN = 10,000 &times; reflectance + 1,000; the offset is "
+            "taken from the BOA_ADD_OFFSET / RADIO_ADD_OFFSET metadata, the baseline or the date. The log says "
+            "what was decided.</p>"
+            "<h3>Model</h3>"
+            "<p><i>Auto</i> picks the best bundled model for the bands present: with B2, B3, B4 and B8 the 4-band "
+            "ukis-csmask U-Net (EfficientNet-B4, cloud + shadow, runs at 30 m; chosen over the 6-band model "
+            "because it measured better on the hand-labelled scene, see the README); with RGB only the seed's "
+            "RGB U-Net (cloud / clear only, weaker: bright surfaces come out as cloud). The network runs at "
+            "the model's resolution and its probabilities are resampled back to the layer's grid.</p>"
             "<h3>Outputs</h3><ul>"
-            "<li><b>Cloud mask</b>: GeoTIFF uint8 in the input's CRS and grid: <b>0 clear, 1 cloud, "
-            "255 nodata</b>; opens with a paletted style (clear transparent, cloud magenta).</li>"
-            "<li><b>Cloud probability</b> (optional): float32 0..1 (blended over tile overlaps), nodata "
-            "&minus;1.</li>"
-            "<li><b>Cloud polygons</b> (optional): the cloud pixels (value 1) polygonised, dissolved into one "
-            "multipolygon feature in the input's CRS (fields: class, value, area, parts); parts smaller than "
+            "<li><b>Cloud mask</b>: GeoTIFF uint8 on the input's grid: <b>0 clear, 1 cloud, 2 shadow, 255 "
+            "nodata</b> (<i>Cloud only</i> mode: 0 clear, 1 cloud), with a palette and legend in QGIS.</li>"
+            "<li><b>Class probabilities</b> (optional): float32, one band per class, nodata &minus;1.</li>"
+            "<li><b>Polygons</b> (optional): one dissolved multipolygon per class (field <i>class</i>: cloud or "
+            "shadow, <i>value</i>, <i>area</i>, <i>parts</i>) in the input's CRS; parts smaller than "
             "<i>minimum polygon area</i> are dropped.</li>"
-            "<li>Results and log: CLOUD_FRACTION (cloud pixels / valid pixels, 0..1), CLOUD_PIXELS, "
-            "VALID_PIXELS, THRESHOLD_USED, DEVICE_USED.</li></ul>"
-            "<h3>Advanced</h3>"
-            "<p><i>Threshold</i>: probability at or above which a pixel is cloud; empty = the model card's "
-            "value. <i>Minimum polygon area</i> is in the layer CRS's units squared — <b>m&sup2;</b> for "
-            "projected CRSs in metres such as UTM (for a geographic CRS it would be degrees&sup2;: reproject "
-            "first). Tile size (a multiple of 32), overlap and batch size control memory; the "
-            "probabilities of overlapping tiles are blended before thresholding. <i>Model file</i>: a model card "
-            "(.json beside its .safetensors weights) instead of the bundled model; its sha256 is checked.</p>"
-            "<h3>Limits</h3>"
-            "<p>An RGB-only model: bright surfaces (snow, ice, white roofs, salt pans) can be mistaken for "
-            "cloud and thin cirrus can be missed; cloud shadows are not detected. Check the mask before using it "
-            "to discard data.</p>"
-            + common.bundled_models_help("cloudmask")
-        )
+            "<li>Results: CLOUD_FRACTION, SHADOW_FRACTION (of valid pixels), CLOUD_PIXELS, SHADOW_PIXELS, "
+            "VALID_PIXELS, MODEL_USED, LEVEL_USED, OFFSET_USED, THRESHOLD_USED, DEVICE_USED.</li></ul>"
+            "<p><i>Buffer</i> dilates cloud and shadow by that many metres (cloud wins where both grow), as "
+            "users of every cloud masker ask, to catch thin edges.</p>"
+            "<h3>Limits</h3><p>Thin cirrus, snow and bright salt pans remain hard; check the mask before using "
+            "it to discard data.</p>"
+        ) + common.bundled_models_help("cloudmask")
 
     # ------------------------------------------------------------------ parameters
+    def _add(self, param, help_text: str, advanced: bool = False) -> None:
+        param.setHelp(tr(help_text))
+        self.addParameter(common.advanced(param) if advanced else param)
+
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Sentinel-2 layer (digital numbers)"))
-        for name, label in ((self.RED_BAND, "Red band (B4) — empty: detect"),
-                            (self.GREEN_BAND, "Green band (B3) — empty: detect"),
-                            (self.BLUE_BAND, "Blue band (B2) — empty: detect")):
-            self.addParameter(QgsProcessingParameterBand(name, label, parentLayerParameterName=self.INPUT,
-                                                         optional=True))
-        self.addParameter(common.device_parameter(self.DEVICE))
-        threshold = QgsProcessingParameterNumber(self.THRESHOLD, "Cloud probability threshold (empty: the model's)",
-                                                 QgsProcessingParameterNumber.Double, optional=True,
-                                                 minValue=0.0, maxValue=1.0)
-        self.addParameter(common.advanced(threshold))
-        self.addParameter(common.advanced(common.int_parameter(self.TILE_SIZE, "Tile size (pixels, multiple of 32)",
-                                                               512, 32, 4096)))
-        self.addParameter(common.advanced(common.int_parameter(self.OVERLAP, "Tile overlap (pixels)", 32, 0, 2048)))
-        self.addParameter(common.advanced(common.int_parameter(self.BATCH_SIZE, "Batch size (tiles per step)",
-                                                               2, 1, 256)))
-        self.addParameter(common.advanced(common.model_file_parameter(self.MODEL_FILE)))
-        # bfloat16 autocast is ~1.8x faster for the U-Net on a CPU (a 10,980² scene: 81 s instead of 143 s on
-        # 2 cores, benchmarks/README.md) with probabilities within ~2e-3 of float32; float32 stays the default
-        # because the card's metrics were measured in float32.
-        self.addParameter(common.advanced(QgsProcessingParameterEnum(
-            self.PRECISION, "Network precision", options=[label for _key, label in PRECISIONS], defaultValue=0)))
-        min_area = QgsProcessingParameterNumber(self.MIN_AREA, "Minimum polygon area (layer CRS units², m² in UTM)",
-                                                QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0)
-        self.addParameter(common.advanced(min_area))
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Cloud mask"))
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_PROBABILITY, "Cloud probability",
-                                                                  optional=True, createByDefault=False))
-        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT_POLYGONS, "Cloud polygons",
-                                                            QgsProcessing.TypeVectorPolygon, optional=True,
-                                                            createByDefault=False))
-        self.addOutput(QgsProcessingOutputNumber(self.CLOUD_FRACTION, "Cloud fraction of valid pixels (0..1)"))
-        self.addOutput(QgsProcessingOutputNumber(self.CLOUD_PIXELS, "Cloud pixels"))
-        self.addOutput(QgsProcessingOutputNumber(self.VALID_PIXELS, "Valid pixels"))
-        self.addOutput(QgsProcessingOutputNumber(self.THRESHOLD_USED, "Threshold used"))
-        self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, "Device used"))
+        self._add(QgsProcessingParameterRasterLayer(self.INPUT, tr("Sentinel-2 layer (digital numbers)")),
+                  "A Sentinel-2 L1C or L2A raster in digital numbers (reflectance x 10,000), or a .SAFE product.")
+        labels = [tr("Auto (best bundled model for the layer's bands)")] + self.models[1:]
+        self._add(QgsProcessingParameterEnum(self.MODEL, tr("Model"), options=labels, defaultValue=0),
+                  "Which bundled model to run. Auto: the 4-band cloud + shadow model when B2, B3, B4, B8 are present, "
+                  "the RGB-only model otherwise. A Model file (advanced) wins over this choice.")
+        self._add(QgsProcessingParameterString(self.BAND_MAP, tr("Band map (empty: detect), e.g. B2=1, B3=2, B4=3, B8=4"),
+                                               optional=True),
+                  "Which band of the layer holds which Sentinel-2 band, for layers whose bands are not described. "
+                  "Entries override the detected bands.")
+        self._add(QgsProcessingParameterEnum(self.LEVEL, tr("Product level"), options=[tr(x) for x in LEVEL_LABELS],
+                                             defaultValue=0),
+                  "L1C (top of atmosphere) or L2A (surface reflectance); auto-detected from a B10 band, the "
+                  "metadata or MSIL1C/MSIL2A in the file name.")
+        self._add(QgsProcessingParameterEnum(self.MODE, tr("Output classes"), options=[tr(x) for _k, x in MODES],
+                                             defaultValue=0),
+                  "Cloud and shadow classes, or the seed's binary cloud mask (shadow written as clear).")
+        self._add(QgsProcessingParameterNumber(self.BUFFER, tr("Buffer around cloud and shadow (m)"),
+                                               QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0,
+                                               maxValue=10000.0),
+                  "Dilate cloud and shadow by this distance in metres (0: none). Cloud wins where both grow.")
+        self._add(common.device_parameter(self.DEVICE), "Where the network runs: auto (CUDA if available), CPU or CUDA.")
+        self._add(QgsProcessingParameterEnum(self.OFFSET, tr("DN offset"), options=[tr(x) for x in OFFSET_LABELS],
+                                             defaultValue=0),
+                  "Products of processing baseline 04.00 and later store DN = 10,000 x reflectance + 1,000. Auto "
+                  "reads it from the metadata, the baseline or the acquisition date.", advanced=True)
+        self._add(QgsProcessingParameterNumber(self.THRESHOLD, tr("Cloud probability threshold (binary models; empty: "
+                                                                  "the model's)"),
+                                               QgsProcessingParameterNumber.Double, optional=True, minValue=0.0,
+                                               maxValue=1.0),
+                  "Only for one-channel (sigmoid) models such as the RGB model: probability at or above which a pixel "
+                  "is cloud. Cloud + shadow models take the most probable class.", advanced=True)
+        self._add(QgsProcessingParameterNumber(self.RESOLUTION, tr("Network resolution (m; empty: the model's)"),
+                                               QgsProcessingParameterNumber.Double, optional=True, minValue=0.0,
+                                               maxValue=1000.0),
+                  "Run the network at this ground resolution instead of the one in its card (30 m for the "
+                  "ukis-csmask models). The result is always written on the layer's grid.", advanced=True)
+        for name, label, default, lo, hi, help_text in (
+                (self.TILE_SIZE, "Tile size (network pixels, multiple of 32; empty: the model's)", None, 32, 4096,
+                 "Tile edge in pixels at the network's resolution. Larger tiles are faster and use more memory."),
+                (self.OVERLAP, "Tile overlap (network pixels; empty: the model's)", None, 0, 2048,
+                 "Overlap between tiles, blended smoothly."),
+                (self.BATCH_SIZE, "Batch size (tiles per step; empty: the model's)", None, 1, 256,
+                 "Tiles sent to the network at once.")):
+            self._add(QgsProcessingParameterNumber(name, tr(label), QgsProcessingParameterNumber.Integer,
+                                                   defaultValue=default, optional=True, minValue=lo, maxValue=hi),
+                      help_text, advanced=True)
+        self._add(common.model_file_parameter(self.MODEL_FILE),
+                  "A model card (.json beside its .safetensors) instead of a bundled model; its sha256 is checked.",
+                  advanced=True)
+        self._add(QgsProcessingParameterEnum(self.PRECISION, tr("Network precision"),
+                                             options=[tr(label) for _key, label in PRECISIONS], defaultValue=0),
+                  "float32 as the card's metrics were measured, or bfloat16 autocast (about 1.8x faster on CPUs "
+                  "with bfloat16 instructions).", advanced=True)
+        self._add(QgsProcessingParameterNumber(self.MIN_AREA, tr("Minimum polygon area (layer CRS units², m² in UTM)"),
+                                               QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0),
+                  "Polygon parts smaller than this are dropped (only the polygons; the raster is not changed).",
+                  advanced=True)
+        self._add(QgsProcessingParameterRasterDestination(self.OUTPUT, tr("Cloud mask")),
+                  "uint8 GeoTIFF: 0 clear, 1 cloud, 2 shadow, 255 nodata.")
+        self._add(QgsProcessingParameterRasterDestination(self.OUTPUT_PROBABILITY, tr("Class probabilities"),
+                                                          optional=True, createByDefault=False),
+                  "float32 GeoTIFF, one band per class of the model, nodata -1.")
+        self._add(QgsProcessingParameterFeatureSink(self.OUTPUT_POLYGONS, tr("Cloud and shadow polygons"),
+                                                    QgsProcessing.TypeVectorPolygon, optional=True,
+                                                    createByDefault=False),
+                  "One dissolved multipolygon per class (cloud, shadow).")
+        for name, label in ((self.CLOUD_FRACTION, "Cloud fraction of valid pixels (0..1)"),
+                            (self.SHADOW_FRACTION, "Shadow fraction of valid pixels (0..1)"),
+                            (self.CLOUD_PIXELS, "Cloud pixels"), (self.SHADOW_PIXELS, "Shadow pixels"),
+                            (self.VALID_PIXELS, "Valid pixels"), (self.THRESHOLD_USED, "Threshold used"),
+                            (self.OFFSET_USED, "DN offset used")):
+            self.addOutput(QgsProcessingOutputNumber(name, tr(label)))
+        for name, label in ((self.DEVICE_USED, "Device used"), (self.MODEL_USED, "Model used"),
+                            (self.LEVEL_USED, "Product level used")):
+            self.addOutput(QgsProcessingOutputString(name, tr(label)))
 
     def canExecute(self):  # noqa: N802
         return common.can_execute(common.CLOUD_PACKAGES)
 
     # ------------------------------------------------------------------ run
+    def _optional_number(self, parameters, name, context, as_int=False):
+        if parameters.get(name) in (None, ""):
+            return None
+        return self.parameterAsInt(parameters, name, context) if as_int else \
+            self.parameterAsDouble(parameters, name, context)
+
+    def _enum_key(self, parameters, name, context, keys) -> str:
+        index = self.parameterAsEnum(parameters, name, context)
+        if not 0 <= index < len(keys):
+            raise QgsProcessingException(tr(f"{name}: option {index} does not exist (0..{len(keys) - 1})."))
+        return keys[index]
+
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:  # noqa: N802
-        inference = common.import_inference(common.CLOUD_PACKAGES)
+        common.import_inference(common.CLOUD_PACKAGES)
+        from ..core import cloud
+
         src, layer_name, layer = common.raster_source(self, parameters, self.INPUT, context)
         mask_path = common.geotiff_destination(self, parameters, self.OUTPUT, context, inputs=[src])
         prob_path = common.geotiff_destination(self, parameters, self.OUTPUT_PROBABILITY, context, inputs=[src])
         if prob_path and os.path.abspath(prob_path) == os.path.abspath(mask_path):
-            raise QgsProcessingException("The cloud mask and the cloud probability need different file names.")
+            raise QgsProcessingException(tr("The cloud mask and the class probabilities need different file names."))
         want_polygons = parameters.get(self.OUTPUT_POLYGONS) not in (None, "")
         min_area = self.parameterAsDouble(parameters, self.MIN_AREA, context)
         if min_area < 0:
-            raise QgsProcessingException(f"Minimum polygon area must be 0 or more, not {min_area}.")
-
-        req = inference.CloudMaskRequest(
+            raise QgsProcessingException(tr(f"Minimum polygon area must be 0 or more, not {min_area}."))
+        resolution = self._optional_number(parameters, self.RESOLUTION, context)
+        req = cloud.CloudMaskRequest(
             src_path=src, dst_path=mask_path,
-            red_band=common.optional_int(self, parameters, self.RED_BAND, context),
-            green_band=common.optional_int(self, parameters, self.GREEN_BAND, context),
-            blue_band=common.optional_int(self, parameters, self.BLUE_BAND, context),
-            threshold=common.optional_double(self, parameters, self.THRESHOLD, context),
+            model=self._enum_key(parameters, self.MODEL, context, self.models),
+            model_path=common.model_path(self, parameters, context, self.MODEL_FILE),
+            band_map=self.parameterAsString(parameters, self.BAND_MAP, context) or "",
+            level=self._enum_key(parameters, self.LEVEL, context, s2product.LEVEL_CHOICES),
+            offset=self._enum_key(parameters, self.OFFSET, context, s2product.OFFSET_CHOICES),
+            mode=self._enum_key(parameters, self.MODE, context, [k for k, _l in MODES]),
+            buffer_m=self.parameterAsDouble(parameters, self.BUFFER, context),
+            threshold=self._optional_number(parameters, self.THRESHOLD, context),
             probability_path=prob_path or None,
             device=common.device_key(self, parameters, context, self.DEVICE),
-            tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
-            overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            model_path=common.model_path(self, parameters, context, self.MODEL_FILE),
+            tile_size=self._optional_number(parameters, self.TILE_SIZE, context, as_int=True),
+            overlap=self._optional_number(parameters, self.OVERLAP, context, as_int=True),
+            batch_size=self._optional_number(parameters, self.BATCH_SIZE, context, as_int=True),
+            resolution_m=resolution if resolution else None,
+            precision=self._enum_key(parameters, self.PRECISION, context, [k for k, _l in PRECISIONS]),
             layer_name=layer_name,
-            precision=PRECISIONS[self.parameterAsEnum(parameters, self.PRECISION, context)][0],
         )
-        feedback.pushInfo(f"Cloud mask of '{layer_name}'")
+        feedback.pushInfo(tr(f"Cloud mask of '{layer_name}'"))
         bridge = common.FeedbackAdapter(feedback, 0.0, 90.0 if want_polygons else 100.0)
-        written = [mask_path, prob_path]
-        with common.core_errors(cleanup=written):
+        with common.core_errors():
             common.check_cancelled(feedback)
-            result = inference.cloud_mask(req, bridge.progress, bridge.is_cancelled, bridge.log)
-            extra = result.extra
-            fraction = float(extra.get("CLOUD_FRACTION", 0.0))
-            feedback.pushInfo(f"CLOUD_FRACTION = {fraction:.4f} ({100 * fraction:.2f} % of valid pixels); "
-                              f"CLOUD_PIXELS = {int(extra.get('CLOUD_PIXELS', 0))}; "
-                              f"VALID_PIXELS = {int(extra.get('VALID_PIXELS', 0))}; "
-                              f"threshold {extra.get('THRESHOLD', 0):g}; device {result.device}")
+            result = cloud.cloud_mask(req, bridge.progress, bridge.is_cancelled, bridge.log)
+            pixels = result.class_pixels
             results: Dict[str, Any] = {
                 self.OUTPUT: mask_path,
                 self.OUTPUT_PROBABILITY: prob_path or None,
                 self.OUTPUT_POLYGONS: None,
-                self.CLOUD_FRACTION: fraction,
-                self.CLOUD_PIXELS: int(extra.get("CLOUD_PIXELS", 0)),
-                self.VALID_PIXELS: int(extra.get("VALID_PIXELS", 0)),
-                self.THRESHOLD_USED: float(extra.get("THRESHOLD", 0.0)),
+                self.CLOUD_FRACTION: result.fraction("cloud"),
+                self.SHADOW_FRACTION: result.fraction("shadow"),
+                self.CLOUD_PIXELS: pixels["cloud"],
+                self.SHADOW_PIXELS: pixels["shadow"],
+                self.VALID_PIXELS: result.valid_pixels,
+                self.THRESHOLD_USED: result.threshold,
                 self.DEVICE_USED: result.device,
+                self.MODEL_USED: result.model,
+                self.LEVEL_USED: result.level or "unknown",
+                self.OFFSET_USED: result.offset,
             }
+            feedback.pushInfo(
+                f"CLOUD_FRACTION = {results[self.CLOUD_FRACTION]:.4f}; SHADOW_FRACTION = "
+                f"{results[self.SHADOW_FRACTION]:.4f}; CLOUD_PIXELS = {pixels['cloud']}; SHADOW_PIXELS = "
+                f"{pixels['shadow']}; VALID_PIXELS = {result.valid_pixels}; model {result.model}; device {result.device}")
             if want_polygons:
-                if layer.crs().isGeographic() and min_area > 0:
-                    feedback.pushWarning(f"Layer '{layer_name}' is in a geographic CRS: the minimum polygon area "
-                                         f"{min_area:g} is read in degrees², not m². Reproject to UTM for m².")
-                geometry, n_parts, n_dropped = cloud_polygons(mask_path, min_area, context, feedback, 90.0, 100.0)
-                fields = QgsFields()
-                fields.append(QgsField("class", QVariant.String))
-                fields.append(QgsField("value", QVariant.Int))
-                fields.append(QgsField("area", QVariant.Double))
-                fields.append(QgsField("parts", QVariant.Int))
-                sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT_POLYGONS, context, fields,
-                                                     QgsWkbTypes.MultiPolygon, layer.crs())
-                if sink is None:
-                    raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT_POLYGONS))
-                if geometry is not None:
-                    feature = QgsFeature(fields)
-                    feature.setGeometry(geometry)
-                    feature.setAttributes(["cloud", MASK_CLOUD, geometry.area(), n_parts])
-                    sink.addFeature(feature, QgsFeatureSink.FastInsert)
-                area = geometry.area() if geometry is not None else 0.0
-                feedback.pushInfo(f"Cloud polygons: {n_parts} part(s), area {area:.6g} CRS units² "
-                                  f"({n_dropped} part(s) smaller than {min_area:g} dropped)")
-                results[self.OUTPUT_POLYGONS] = dest_id
-                common.set_post_processor(context, dest_id, lambda: _styler("polygons"))
+                results[self.OUTPUT_POLYGONS] = self._write_polygons(parameters, context, feedback, layer, layer_name,
+                                                                     mask_path, min_area)
         feedback.setProgress(100)
         common.set_post_processor(context, mask_path, lambda: _styler("mask"))
         if prob_path:
             common.set_post_processor(context, prob_path, lambda: _styler("probability"))
         return results
+
+    def _write_polygons(self, parameters, context, feedback, layer, layer_name, mask_path, min_area) -> str:
+        if layer.crs().isGeographic() and min_area > 0:
+            feedback.pushWarning(tr(f"Layer '{layer_name}' is in a geographic CRS: the minimum polygon area "
+                                    f"{min_area:g} is read in degrees², not m². Reproject to UTM for m²."))
+        per_class = class_polygons(mask_path, min_area, feedback, 90.0, 100.0)
+        fields = QgsFields()
+        fields.append(QgsField("class", QVariant.String))
+        fields.append(QgsField("value", QVariant.Int))
+        fields.append(QgsField("area", QVariant.Double))
+        fields.append(QgsField("parts", QVariant.Int))
+        sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT_POLYGONS, context, fields,
+                                             QgsWkbTypes.MultiPolygon, layer.crs())
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT_POLYGONS))
+        for value, (geometry, n_parts, n_dropped) in per_class.items():
+            area = geometry.area() if geometry is not None else 0.0
+            feedback.pushInfo(f"{CLASS_NAMES[value].capitalize()} polygons: {n_parts} part(s), area {area:.6g} CRS "
+                              f"units² ({n_dropped} part(s) smaller than {min_area:g} dropped)")
+            if geometry is None:
+                continue
+            feature = QgsFeature(fields)
+            feature.setGeometry(geometry)
+            feature.setAttributes([CLASS_NAMES[value], value, area, n_parts])
+            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        common.set_post_processor(context, dest_id, lambda: _styler("polygons"))
+        return dest_id
 
 
 def _styler(kind: str):
@@ -264,14 +358,15 @@ def _styler(kind: str):
 
 
 # ---------------------------------------------------------------------- polygons
-def _write_cloud_only(mask_path: str, out_path: str, rows: int = 1024) -> Tuple[Any, float]:
-    """Copy the mask as 1 = cloud, 0 = anything else (nodata 0), strip by strip (bounded memory)."""
+def _write_classes(mask_path: str, out_path: str, rows: int = 1024) -> Any:
+    """Copy the mask keeping only the polygon classes (cloud, shadow; everything else 0 = nodata),
+    strip by strip (bounded memory). Returns (dataset, spatial reference)."""
     import numpy as np
     from osgeo import gdal
 
     src = gdal.Open(mask_path)
     if src is None:
-        raise QgsProcessingException(f"Cannot reopen the cloud mask {mask_path} to polygonise it.")
+        raise QgsProcessingException(tr(f"Cannot reopen the cloud mask {mask_path} to polygonise it."))
     band = src.GetRasterBand(1)
     w, h = src.RasterXSize, src.RasterYSize
     dst = gdal.GetDriverByName("GTiff").Create(out_path, w, h, 1, gdal.GDT_Byte,
@@ -280,32 +375,30 @@ def _write_cloud_only(mask_path: str, out_path: str, rows: int = 1024) -> Tuple[
     dst.SetProjection(src.GetProjection())
     out = dst.GetRasterBand(1)
     out.SetNoDataValue(0)
+    keep = np.zeros(256, dtype=np.uint8)
+    keep[list(POLYGON_CLASSES)] = POLYGON_CLASSES
     for y in range(0, h, rows):
         n = min(rows, h - y)
-        data = band.ReadAsArray(0, y, w, n)
-        out.WriteArray((data == MASK_CLOUD).astype(np.uint8), 0, y)
+        out.WriteArray(keep[band.ReadAsArray(0, y, w, n)], 0, y)
     out.FlushCache()
-    gt = src.GetGeoTransform()
-    pixel_area = abs(gt[1] * gt[5] - gt[2] * gt[4])
     srs = src.GetSpatialRef()
     src = None  # noqa: F841 - close
-    return (dst, srs), pixel_area
+    return dst, srs
 
 
-def cloud_polygons(mask_path: str, min_area: float, context: QgsProcessingContext,
-                   feedback: QgsProcessingFeedback, start: float = 0.0,
-                   end: float = 100.0) -> Tuple[Optional[QgsGeometry], int, int]:
-    """Polygonise the mask's cloud pixels, dissolve them and drop parts smaller than ``min_area``
-    (CRS units squared). Returns (multipolygon or None, parts kept, parts dropped)."""
+def class_polygons(mask_path: str, min_area: float, feedback: QgsProcessingFeedback, start: float = 0.0,
+                   end: float = 100.0) -> Dict[int, Tuple[Optional[QgsGeometry], int, int]]:
+    """Polygonise the mask's cloud and shadow pixels, dissolve them per class and drop parts smaller
+    than ``min_area`` (CRS units squared). Returns {class value: (multipolygon or None, kept, dropped)}."""
     from osgeo import gdal, ogr
 
     tmp_dir = QgsProcessingUtils.tempFolder()
     stem = os.path.join(tmp_dir, f"sar2eo_clouds_{uuid.uuid4().hex[:8]}")
-    cloud_tif, polys_gpkg = stem + "_cloud.tif", stem + "_polygons.gpkg"
-    temps = [cloud_tif, polys_gpkg]
+    classes_tif, polys_gpkg = stem + "_classes.tif", stem + "_polygons.gpkg"
+    temps = [classes_tif, polys_gpkg]
     span = end - start
     try:
-        (dst, srs), _pixel_area = _write_cloud_only(mask_path, cloud_tif)
+        dst, srs = _write_classes(mask_path, classes_tif)
         common.check_cancelled(feedback)
         band = dst.GetRasterBand(1)
         ds = ogr.GetDriverByName("GPKG").CreateDataSource(polys_gpkg)
@@ -316,42 +409,43 @@ def cloud_polygons(mask_path: str, min_area: float, context: QgsProcessingContex
             feedback.setProgress(start + 0.6 * span * complete)
             return 0 if feedback.isCanceled() else 1
 
-        # 4-connected regions of value 1; pixels that are not cloud are masked out (nodata 0).
+        # 4-connected regions of one value each; clear and nodata pixels are masked out (nodata 0).
         err = gdal.Polygonize(band, band.GetMaskBand(), out_layer, 0, [], callback=on_progress)
         count = out_layer.GetFeatureCount()
         ds = out_layer = band = dst = None  # noqa: F841 - close and flush the files
         common.check_cancelled(feedback)
         if err != 0:
-            raise QgsProcessingException(f"GDAL could not polygonise the cloud mask {mask_path} ({gdal.GetLastErrorMsg()}).")
-        if count == 0:
-            return None, 0, 0
-
-        # Dissolve. GDAL gives one polygon per 4-connected region of cloud pixels, with its holes, so
-        # the regions are already disjoint: no two share an edge, at most a corner (diagonal pixels).
-        # Their union is therefore their collection: a valid multipolygon with no internal boundaries,
-        # the same geometry native:dissolve returns, without GEOS unioning thousands of ragged
-        # polygons (measured on a noisy 4096 x 4096 mask, 10,943 regions: dissolve 85 s, this < 2 s).
-        polygons = QgsVectorLayer(f"{polys_gpkg}|layername=clouds", "clouds", "ogr")
-        if not polygons.isValid():
-            raise QgsProcessingException(f"Cannot read the polygonised clouds back from {polys_gpkg}.")
-        parts: List[QgsGeometry] = []
-        for i, feat in enumerate(polygons.getFeatures()):
-            if i % 1000 == 0:
-                common.check_cancelled(feedback)
-                feedback.setProgress(start + span * (0.6 + 0.35 * i / count))
-            geom = feat.geometry()
-            if geom is None or geom.isEmpty():
-                continue
-            parts.extend(geom.asGeometryCollection() if geom.isMultipart() else [geom])
-        polygons = None
-        kept = [p for p in parts if p.area() >= min_area]
-        dropped = len(parts) - len(kept)
+            raise QgsProcessingException(tr(f"GDAL could not polygonise the cloud mask {mask_path} "
+                                            f"({gdal.GetLastErrorMsg()})."))
+        parts: Dict[int, List[QgsGeometry]] = {value: [] for value in POLYGON_CLASSES}
+        if count:
+            # Dissolve. GDAL gives one polygon per 4-connected region of one value, with its holes, so the
+            # regions of a class are already disjoint: no two share an edge, at most a corner. Their union
+            # is therefore their collection, a valid multipolygon without internal boundaries, the same
+            # geometry native:dissolve returns without GEOS unioning thousands of ragged polygons
+            # (measured on a noisy 4096 x 4096 mask, 10,943 regions: dissolve 85 s, this < 2 s).
+            polygons = QgsVectorLayer(f"{polys_gpkg}|layername=clouds", "clouds", "ogr")
+            if not polygons.isValid():
+                raise QgsProcessingException(tr(f"Cannot read the polygonised clouds back from {polys_gpkg}."))
+            for i, feat in enumerate(polygons.getFeatures()):
+                if i % 1000 == 0:
+                    common.check_cancelled(feedback)
+                    feedback.setProgress(start + span * (0.6 + 0.35 * i / count))
+                geom = feat.geometry()
+                if geom is None or geom.isEmpty() or feat["value"] not in parts:
+                    continue
+                parts[feat["value"]].extend(geom.asGeometryCollection() if geom.isMultipart() else [geom])
+            polygons = None
+        result: Dict[int, Tuple[Optional[QgsGeometry], int, int]] = {}
+        for value, found in parts.items():
+            kept = [p for p in found if p.area() >= min_area]
+            geometry = None
+            if kept:
+                geometry = QgsGeometry.collectGeometry(kept)
+                geometry.convertToMultiType()
+            result[value] = (geometry, len(kept), len(found) - len(kept))
         feedback.setProgress(end)
-        if not kept:
-            return None, 0, dropped
-        geometry = QgsGeometry.collectGeometry(kept)
-        geometry.convertToMultiType()
-        return geometry, len(kept), dropped
+        return result
     finally:
         for path in temps:
             common.remove_outputs([path, path + "-wal", path + "-shm", path + "-journal"])

@@ -26,17 +26,17 @@ def test_canonical_s2_band(text, band):
     assert bands.canonical_s2_band(text) == band
 
 
-@pytest.mark.parametrize("count, expected", [(13, (4, 3, 2)), (12, (4, 3, 2)), (4, (3, 2, 1))])
+@pytest.mark.parametrize("count, expected", [(13, (4, 3, 2)), (12, (4, 3, 2))])
 def test_layouts_without_descriptions(count, expected):
-    numbers, how = bands.find_rgb_bands(count, [None] * count)
+    numbers, how = bands.find_s2_bands(["B4", "B3", "B2"], count, [None] * count)
     assert numbers == expected and "assumed" in how
 
 
 def test_l1c_names_and_real_l2a_sample(s2_sample):
-    assert bands.find_rgb_bands(13, list(bands.S2_L1C_ORDER))[0] == (4, 3, 2)
+    assert bands.find_s2_bands(["B4", "B3", "B2"], 13, list(bands.S2_L1C_ORDER))[0] == (4, 3, 2)
     with rasterio.open(s2_sample) as src:   # real 12-band L2A stack, descriptions B1..B12
-        numbers, how = bands.find_rgb_bands(src.count, list(src.descriptions))
-    assert numbers == (4, 3, 2) and "descriptions" in how
+        numbers, how = bands.find_s2_bands(["B2", "B3", "B4", "B8", "B11", "B12"], src.count, list(src.descriptions))
+    assert numbers == (2, 3, 4, 8, 11, 12) and "descriptions" in how
 
 
 @pytest.mark.parametrize("desc, expected", [(("B4", "B3", "B2"), (1, 2, 3)), (("B2", "B3", "B4"), (3, 2, 1)),
@@ -44,15 +44,16 @@ def test_l1c_names_and_real_l2a_sample(s2_sample):
                                             (("Red", "Green", "Blue"), (1, 2, 3)),
                                             (("blue", "green", "red"), (3, 2, 1))])
 def test_descriptions_in_either_order(desc, expected):
-    assert bands.find_rgb_bands(len(desc), list(desc))[0] == expected
+    assert bands.find_s2_bands(["B4", "B3", "B2"], len(desc), list(desc))[0] == expected
 
 
 @pytest.mark.parametrize("desc", [(None, None, None), ("a", "b", "c"), (None,) * 5, ("B8", "B4", "B3"),
+                                  (None,) * 4, ("Red Edge 1", "Green", "Blue"),
                                   ("B4", "B3", None, None, None, None, None, None, None, None, None, None)])
 def test_ambiguous_layouts_name_the_bands_seen(desc):
     with pytest.raises(InputError) as err:
-        bands.find_rgb_bands(len(desc), list(desc))
+        bands.find_s2_bands(["B4", "B3", "B2"], len(desc), list(desc))
     msg = str(err.value)
-    assert f"{len(desc)}-band layer" in msg and "bands seen: 1:" in msg and "by hand" in msg
+    assert f"{len(desc)}-band layer" in msg and "bands seen: 1:" in msg and "Band map" in msg
     for i, d in enumerate(desc, start=1):
         assert f"{i}:{d or '(no description)'}" in msg

@@ -15,7 +15,7 @@ import torch
 from core_helpers import write_raster
 from sar2eo_cloud_plugin.core import inference
 from sar2eo_cloud_plugin.core.errors import DeviceError, InputError, ModelFileError
-from sar2eo_cloud_plugin.core.inference import CloudMaskRequest, TranslationRequest
+from sar2eo_cloud_plugin.core.inference import TranslationRequest
 
 
 def _same_grid(a, b):
@@ -104,69 +104,6 @@ def test_translate_refuses_bad_requests(tmp_path, s1_sample, s2_sample, tiny_mod
     assert not (tmp_path / "o.tif").exists()
 
 
-def test_cloud_mask_real_s2(tmp_path, s2_sample, tiny_models):
-    dst, prob = tmp_path / "mask.tif", tmp_path / "prob.tif"
-    logs = []
-    res = inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(dst), probability_path=str(prob), device="cpu",
-                                                model_path=str(tiny_models / "cloudmask.json"), tile_size=64,
-                                                overlap=16),
-                               log=logs.append)
-    assert res.outputs == {"OUTPUT": str(dst), "PROBABILITY": str(prob)}
-    assert any("B4, B3, B2 = 4, 3, 2" in m for m in logs)
-    with rasterio.open(dst) as m, rasterio.open(prob) as p:
-        assert m.dtypes == ("uint8",) and m.nodata == 255 and p.dtypes == ("float32",) and p.nodata == -1
-        mask, pr = m.read(1), p.read(1)
-    assert _same_grid(dst, s2_sample) and _same_grid(prob, s2_sample)
-    assert set(np.unique(mask)) <= {0, 1}
-    assert pr.min() >= 0 and pr.max() <= 1
-    np.testing.assert_array_equal(mask, (pr >= res.extra["THRESHOLD"]).astype(np.uint8))
-    assert res.extra["CLOUD_FRACTION"] == pytest.approx(mask.mean())
-    assert res.extra["VALID_PIXELS"] == 120 * 120
-
-
-def test_cloud_mask_nodata_and_threshold(tmp_path, s2_sample, tiny_models):
-    """The real sample with a GENERATED zero (nodata) block."""
-    with rasterio.open(s2_sample) as s:
-        data, crs, transform, desc = s.read(), s.crs, s.transform, s.descriptions
-    data[:, :30, :] = 0
-    src = write_raster(tmp_path / "in.tif", data, crs=crs.to_wkt(), transform=transform, nodata=0,
-                       descriptions=desc)
-    res = inference.cloud_mask(CloudMaskRequest(str(src), str(tmp_path / "m.tif"), threshold=0.3, device="cpu",
-                                                model_path=str(tiny_models / "cloudmask.json"), tile_size=128))
-    with rasterio.open(tmp_path / "m.tif") as m:
-        mask = m.read(1)
-    assert (mask[:30] == 255).all() and set(np.unique(mask[30:])) <= {0, 1}
-    assert res.extra["THRESHOLD"] == 0.3 and res.extra["VALID_PIXELS"] == 90 * 120
-
-
-def test_cloud_mask_refuses_bad_requests(tmp_path, s2_sample, s1_sample, tiny_models):
-    model = str(tiny_models / "cloudmask.json")
-    with pytest.raises(InputError, match="Threshold"):
-        inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(tmp_path / "m.tif"), threshold=1.5,
-                                              model_path=model, device="cpu"))
-    with pytest.raises(InputError, match="set all three"):
-        inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(tmp_path / "m.tif"), red_band=4, model_path=model))
-    with pytest.raises(InputError, match="bands seen"):
-        inference.cloud_mask(CloudMaskRequest(str(s1_sample), str(tmp_path / "m.tif"), model_path=model))
-    with rasterio.open(s2_sample) as s:
-        refl = (s.read([4, 3, 2]) / 10000.0).astype(np.float32)
-        crs, transform = s.crs, s.transform
-    src = write_raster(tmp_path / "refl.tif", refl, crs=crs.to_wkt(), transform=transform,
-                       descriptions=("B4", "B3", "B2"))  # the real sample scaled to 0..1 (derived)
-    with pytest.raises(InputError, match="reflectance in 0..1"):
-        inference.cloud_mask(CloudMaskRequest(str(src), str(tmp_path / "m.tif"), model_path=model))
-    assert not (tmp_path / "m.tif").exists()
-
-
-def test_cloud_mask_manual_bands(tmp_path, s2_sample, tiny_models):
-    logs = []
-    inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(tmp_path / "m.tif"), red_band=4, green_band=3,
-                                          blue_band=2, model_path=str(tiny_models / "cloudmask.json"), device="cpu",
-                                          tile_size=64, overlap=0),
-                         log=logs.append)
-    assert any("set by the user" in m for m in logs)
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU behaviour")
 def test_devices_without_gpu():
     assert inference.resolve_device("auto") == "cpu"
@@ -188,80 +125,11 @@ def test_core_never_imports_qgis(repo_root):
         text = py.read_text()
         assert "import qgis" not in text and "from qgis" not in text, py
     code = ("import sys; import sar2eo_cloud_plugin.core.inference, sar2eo_cloud_plugin.core.cards, "
+            "sar2eo_cloud_plugin.core.cloud, "
             "sar2eo_cloud_plugin.core.networks; assert not [m for m in sys.modules if m.split('.')[0] in "
             "('qgis', 'PyQt5')], 'qgis imported'")
     env = dict(os.environ, PYTHONPATH=str(repo_root))
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=str(repo_root))
-
-
-def test_predictor_scale_pools_and_upsamples():
-    """TorchPredictor(scale=2) with an identity network: constant tiles come back exactly,
-    smooth ones nearly; the output has the input's size."""
-    from torch import nn
-
-    p = inference.TorchPredictor(nn.Identity(), "cpu", scale=2)
-    const = np.full((2, 3, 64, 64), 0.25, np.float32)
-    np.testing.assert_array_equal(p(const), const)
-    yy, xx = np.mgrid[0:64, 0:64].astype(np.float32)
-    ramp = np.broadcast_to((yy + xx) / 128.0, (1, 1, 64, 64)).copy()
-    out = p(ramp)
-    assert out.shape == ramp.shape
-    np.testing.assert_allclose(out[..., 2:-2, 2:-2], ramp[..., 2:-2, 2:-2], atol=1e-6)
-
-
-def test_cloud_mask_at_half_resolution_matches_a_manual_forward(tmp_path, s2_sample, tiny_models):
-    """scale=2 on the real sample, one tile covering it: the probability equals preprocess -> reflect pad ->
-    2x2 average -> U-Net -> sigmoid -> bilinear x2 -> crop, done by hand."""
-    import torch.nn.functional as F
-
-    from sar2eo_cloud_plugin.core import modelfile
-    from sar2eo_cloud_plugin.core import normalisation as norm
-
-    model = tiny_models / "cloudmask.json"
-    prob = tmp_path / "p.tif"
-    logs = []
-    res = inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(tmp_path / "m.tif"), probability_path=str(prob),
-                                                model_path=str(model), device="cpu", scale=2, tile_size=128,
-                                                overlap=0), log=logs.append)
-    assert res.extra["SCALE"] == 2 and any("1/2 of the input resolution" in m for m in logs)
-    assert _same_grid(prob, s2_sample) and _same_grid(tmp_path / "m.tif", s2_sample)
-    with rasterio.open(s2_sample) as s, rasterio.open(prob) as p:
-        x = norm.cloud_preprocess(s.read([4, 3, 2]).astype(np.float32))
-        got = p.read(1)
-    x = np.pad(x, ((0, 0), (0, 8), (0, 8)), mode="reflect")
-    net, _card = modelfile.load_model(model, "cloudmask")
-    with torch.inference_mode():
-        y = torch.sigmoid(net(F.avg_pool2d(torch.from_numpy(x)[None], 2)))
-        y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)[0, 0, :120, :120].numpy()
-    np.testing.assert_allclose(got, y, atol=1e-5)
-
-
-def test_cloud_mask_scale_checks(tmp_path, s2_sample, tiny_models):
-    model = str(tiny_models / "cloudmask.json")
-    with pytest.raises(InputError, match="multiple of 64"):
-        inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(tmp_path / "m.tif"), model_path=model,
-                                              device="cpu", scale=2, tile_size=96))
-    with pytest.raises(InputError, match="Scale 0"):
-        inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(tmp_path / "m.tif"), model_path=model,
-                                              device="cpu", scale=0))
-    assert not (tmp_path / "m.tif").exists()
-
-
-def test_cloud_mask_scale_default_comes_from_the_card(tmp_path, s2_sample, tiny_models):
-    import json
-    import shutil
-
-    for f in ("cloudmask.json", "cloudmask.safetensors"):
-        shutil.copy(tiny_models / f, tmp_path / f)
-    card = json.loads((tmp_path / "cloudmask.json").read_text())
-    card["tiling"]["scale"] = 2
-    (tmp_path / "cloudmask.json").write_text(json.dumps(card))
-    res = inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(tmp_path / "m.tif"), device="cpu",
-                                                model_path=str(tmp_path / "cloudmask.json"), tile_size=128))
-    assert res.extra["SCALE"] == 2
-    res = inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(tmp_path / "m.tif"), device="cpu", scale=1,
-                                                model_path=str(tmp_path / "cloudmask.json"), tile_size=128))
-    assert res.extra["SCALE"] == 1
 
 
 def test_cancelled_translation_leaves_nothing_and_keeps_an_existing_output(tmp_path, s1_sample, tiny_models):
@@ -282,24 +150,3 @@ def test_cancelled_translation_leaves_nothing_and_keeps_an_existing_output(tmp_p
                                       is_cancelled=cancel_on_second_batch)
     assert dst.read_bytes() == b"an earlier result"
     assert sorted(os.listdir(tmp_path)) == ["eo.tif"]
-
-
-def test_cloud_mask_bfloat16_close_to_float32(tmp_path, s2_sample, tiny_models):
-    model = str(tiny_models / "cloudmask.json")
-    probs = {}
-    for precision in ("float32", "bfloat16"):
-        logs = []
-        inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(tmp_path / f"m_{precision}.tif"), device="cpu",
-                                              probability_path=str(tmp_path / f"p_{precision}.tif"),
-                                              model_path=model, tile_size=128, precision=precision),
-                             log=logs.append)
-        with rasterio.open(tmp_path / f"p_{precision}.tif") as p:
-            probs[precision] = p.read(1)
-        assert any("precision: bfloat16" in m for m in logs) == (precision == "bfloat16")
-    diff = np.abs(probs["float32"] - probs["bfloat16"])
-    assert diff.max() < 0.05
-    assert ((probs["float32"] >= 0.5) == (probs["bfloat16"] >= 0.5)).mean() > 0.99
-    with pytest.raises(InputError, match="Unknown precision 'int8'"):
-        inference.cloud_mask(CloudMaskRequest(str(s2_sample), str(tmp_path / "x.tif"), device="cpu",
-                                              model_path=model, precision="int8"))
-    assert not (tmp_path / "x.tif").exists()

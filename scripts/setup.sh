@@ -10,9 +10,13 @@
 #   2. .venv from /usr/bin/python3 with --system-site-packages (so `import qgis` works inside it).
 #   3. pip install -r requirements.txt — only when .venv/.requirements.stamp is missing or older than
 #      requirements.txt.
-#   4. compile resources.qrc -> sar2eo_cloud_plugin/resources.py; check metadata.txt and link it (and LICENSE)
+#   4. scripts/import_ukis_models.py: the four pretrained ukis-csmask cloud/shadow U-Nets (PyPI ukis-csmask==1.0.0,
+#      DLR, Apache-2.0; wheel sha256-pinned, cached in data-cache/ukis-csmask/) -> sar2eo_cloud_plugin/models/
+#      ukis_csmask_*.safetensors (generated, git-ignored), checked against their committed .json cards — only when
+#      a weights file is missing or does not match its card.
+#   5. compile resources.qrc -> sar2eo_cloud_plugin/resources.py; check metadata.txt and link it (and LICENSE)
 #      into the package.
-#   5. a smoke import of qgis.core, torch, rasterio, segmentation_models_pytorch and the plugin's core.
+#   6. a smoke import of qgis.core, torch, rasterio, segmentation_models_pytorch and the plugin's core.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -73,11 +77,14 @@ else
     say "Python packages up to date (delete $STAMP to force pip)"
 fi
 
-# ---------------------------------------------------------------------------------------------- 4. build
+# ---------------------------------------------------------------------------------------------- 4. ukis
+"$PY" scripts/import_ukis_models.py
+
+# ---------------------------------------------------------------------------------------------- 5. build
 "$PY" scripts/build_plugin.py metadata
 "$PY" scripts/build_plugin.py resources
 
-# ---------------------------------------------------------------------------------------------- 5. smoke
+# ---------------------------------------------------------------------------------------------- 6. smoke
 QT_QPA_PLATFORM=offscreen "$PY" - <<'EOF'
 import numpy, torch, rasterio, segmentation_models_pytorch, safetensors
 from qgis.core import Qgis

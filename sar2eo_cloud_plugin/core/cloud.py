@@ -31,7 +31,8 @@ from . import s2product
 from .bands import available_s2_bands, canonical_s2_band, find_s2_bands
 from .engine import OutputSpec, RunResult, TilingOptions, run_tiled
 from .errors import InputError, ModelFileError
-from .modelfile import BUNDLED_DIR, ModelCard, read_card, weights_path
+from . import modelfile
+from .modelfile import ModelCard, read_card, weights_path
 
 Log = Callable[[str], None]
 
@@ -151,7 +152,7 @@ def read_spec(card_path: Path) -> CloudModelSpec:
 
 def bundled_cloud_models(models_dir: Optional[Path] = None) -> List[str]:
     """Names of the cloud model cards in the plugin's models folder (cards only; weights may be absent)."""
-    folder = Path(models_dir if models_dir is not None else BUNDLED_DIR)
+    folder = Path(models_dir if models_dir is not None else modelfile.BUNDLED_DIR)
     names = []
     for card_file in sorted(folder.glob("*.json")):
         with contextlib.suppress(ModelFileError):
@@ -178,7 +179,7 @@ def select_model(available: Sequence[str], level: Optional[str], models_dir: Opt
 
     Returns (card path, why). Models whose weights are not installed are skipped, and the log says so.
     """
-    folder = Path(models_dir if models_dir is not None else BUNDLED_DIR)
+    folder = Path(models_dir if models_dir is not None else modelfile.BUNDLED_DIR)
     log = log or (lambda _m: None)
     levels = [level] if level else ["L1C", "L2A"]
     tried = []
@@ -457,7 +458,7 @@ def cloud_mask(req: CloudMaskRequest, progress=None, is_cancelled=None, log: Opt
     if req.model_path:
         card_path, why = Path(req.model_path), "the model file given"
     elif req.model and req.model != "auto":
-        card_path, why = Path(BUNDLED_DIR) / f"{req.model}.json", "chosen by the user"
+        card_path, why = Path(modelfile.BUNDLED_DIR) / f"{req.model}.json", "chosen by the user"
         if not card_path.is_file():
             raise InputError(f"No bundled cloud model named '{req.model}' (bundled: "
                              f"{', '.join(bundled_cloud_models()) or 'none'}).")

@@ -45,7 +45,7 @@ POLYGON_CLASSES = (CLOUD, SHADOW)
 
 # (core precision key, label) in the order of the PRECISION enum.
 PRECISIONS = (("float32", "float32 (as measured in the model card)"),
-              ("bfloat16", "bfloat16 (faster on recent CPUs/GPUs, probabilities within ~0.002)"))
+              ("bfloat16", "bfloat16 (faster on recent CPUs/GPUs, probabilities within ~0.01 on average)"))
 MODES = (("classes", "Cloud and shadow classes (0 clear, 1 cloud, 2 shadow)"),
          ("cloud_only", "Cloud only (0 clear, 1 cloud)"))
 LEVEL_LABELS = ("Auto-detect (bands, metadata, file name)", "L1C (top of atmosphere)", "L2A (surface reflectance)")
@@ -270,8 +270,11 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         if min_area < 0:
             raise QgsProcessingException(tr(f"Minimum polygon area must be 0 or more, not {min_area}."))
         resolution = self._optional_number(parameters, self.RESOLUTION, context)
+        # With polygons, the rasters are written under hidden names and put in place only once the polygons
+        # are done too: a run cancelled or failed while polygonising leaves no new file and keeps old ones.
+        staged = {path: _staged_name(path) for path in (mask_path, prob_path) if path and want_polygons}
         req = cloud.CloudMaskRequest(
-            src_path=src, dst_path=mask_path,
+            src_path=src, dst_path=staged.get(mask_path, mask_path),
             model=self._enum_key(parameters, self.MODEL, context, self.models),
             model_path=common.model_path(self, parameters, context, self.MODEL_FILE),
             band_map=self.parameterAsString(parameters, self.BAND_MAP, context) or "",
@@ -280,7 +283,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
             mode=self._enum_key(parameters, self.MODE, context, [k for k, _l in MODES]),
             buffer_m=self.parameterAsDouble(parameters, self.BUFFER, context),
             threshold=self._optional_number(parameters, self.THRESHOLD, context),
-            probability_path=prob_path or None,
+            probability_path=staged.get(prob_path, prob_path) or None,
             device=common.device_key(self, parameters, context, self.DEVICE),
             tile_size=self._optional_number(parameters, self.TILE_SIZE, context, as_int=True),
             overlap=self._optional_number(parameters, self.OVERLAP, context, as_int=True),
@@ -291,32 +294,41 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         )
         feedback.pushInfo(tr(f"Cloud mask of '{layer_name}'"))
         bridge = common.FeedbackAdapter(feedback, 0.0, 90.0 if want_polygons else 100.0)
-        with common.core_errors():
-            common.check_cancelled(feedback)
-            result = cloud.cloud_mask(req, bridge.progress, bridge.is_cancelled, bridge.log)
-            pixels = result.class_pixels
-            results: Dict[str, Any] = {
-                self.OUTPUT: mask_path,
-                self.OUTPUT_PROBABILITY: prob_path or None,
-                self.OUTPUT_POLYGONS: None,
-                self.CLOUD_FRACTION: result.fraction("cloud"),
-                self.SHADOW_FRACTION: result.fraction("shadow"),
-                self.CLOUD_PIXELS: pixels["cloud"],
-                self.SHADOW_PIXELS: pixels["shadow"],
-                self.VALID_PIXELS: result.valid_pixels,
-                self.THRESHOLD_USED: result.threshold,
-                self.DEVICE_USED: result.device,
-                self.MODEL_USED: result.model,
-                self.LEVEL_USED: result.level or "unknown",
-                self.OFFSET_USED: result.offset,
-            }
-            feedback.pushInfo(
-                f"CLOUD_FRACTION = {results[self.CLOUD_FRACTION]:.4f}; SHADOW_FRACTION = "
-                f"{results[self.SHADOW_FRACTION]:.4f}; CLOUD_PIXELS = {pixels['cloud']}; SHADOW_PIXELS = "
-                f"{pixels['shadow']}; VALID_PIXELS = {result.valid_pixels}; model {result.model}; device {result.device}")
-            if want_polygons:
-                results[self.OUTPUT_POLYGONS] = self._write_polygons(parameters, context, feedback, layer, layer_name,
-                                                                     mask_path, min_area)
+        try:
+            with common.core_errors():
+                common.check_cancelled(feedback)
+                result = cloud.cloud_mask(req, bridge.progress, bridge.is_cancelled, bridge.log)
+                pixels = result.class_pixels
+                results: Dict[str, Any] = {
+                    self.OUTPUT: mask_path,
+                    self.OUTPUT_PROBABILITY: prob_path or None,
+                    self.OUTPUT_POLYGONS: None,
+                    self.CLOUD_FRACTION: result.fraction("cloud"),
+                    self.SHADOW_FRACTION: result.fraction("shadow"),
+                    self.CLOUD_PIXELS: pixels["cloud"],
+                    self.SHADOW_PIXELS: pixels["shadow"],
+                    self.VALID_PIXELS: result.valid_pixels,
+                    self.THRESHOLD_USED: result.threshold,
+                    self.DEVICE_USED: result.device,
+                    self.MODEL_USED: result.model,
+                    self.LEVEL_USED: result.level or "unknown",
+                    self.OFFSET_USED: result.offset,
+                }
+                feedback.pushInfo(
+                    f"CLOUD_FRACTION = {results[self.CLOUD_FRACTION]:.4f}; SHADOW_FRACTION = "
+                    f"{results[self.SHADOW_FRACTION]:.4f}; CLOUD_PIXELS = {pixels['cloud']}; SHADOW_PIXELS = "
+                    f"{pixels['shadow']}; VALID_PIXELS = {result.valid_pixels}; model {result.model}; "
+                    f"device {result.device}")
+                if want_polygons:
+                    results[self.OUTPUT_POLYGONS] = self._write_polygons(
+                        parameters, context, feedback, layer, layer_name, staged[mask_path], min_area)
+                    common.check_cancelled(feedback)
+                    for final, temp in staged.items():
+                        os.replace(temp, final)
+                        common.remove_outputs([final + ".aux.xml"])   # the replaced file's stale side file
+                    staged = {}
+        finally:
+            common.remove_outputs(list(staged.values()))
         feedback.setProgress(100)
         common.set_post_processor(context, mask_path, lambda: _styler("mask"))
         if prob_path:
@@ -349,6 +361,13 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
             sink.addFeature(feature, QgsFeatureSink.FastInsert)
         common.set_post_processor(context, dest_id, lambda: _styler("polygons"))
         return dest_id
+
+
+def _staged_name(path: str) -> str:
+    """A hidden name beside ``path`` for an output that is put in place only when the whole run succeeded."""
+    folder, name = os.path.split(path)
+    stem, ext = os.path.splitext(name)
+    return os.path.join(folder, f".{stem[:200]}.{uuid.uuid4().hex[:8]}.staged{ext or '.tif'}")
 
 
 def _styler(kind: str):

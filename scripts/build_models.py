@@ -111,7 +111,7 @@ def _translate_child(outputs) -> QgsProcessingModelChildAlgorithm:
         outputs)
 
 
-CLOUD_MASK_OUTPUT = ("OUTPUT", "Cloud mask (0 clear, 1 cloud, 255 nodata)", True)
+CLOUD_MASK_OUTPUT = ("OUTPUT", "Cloud mask (0 clear, 1 cloud, 2 shadow, 255 nodata)", True)
 
 
 def _cloudmask_child(extra_params, outputs) -> QgsProcessingModelChildAlgorithm:
@@ -132,7 +132,8 @@ def translate_and_cloud_mask() -> QgsProcessingModelAlgorithm:
 
     model.addChildAlgorithm(_translate_child({"EO": ("OUTPUT", "Translated Sentinel-2-like layer", True)}))
     model.addChildAlgorithm(_cloudmask_child({}, {"CLOUD_MASK": CLOUD_MASK_OUTPUT,
-                                                  "CLOUD_POLYGONS": ("OUTPUT_POLYGONS", "Cloud polygons", False)}))
+                                                  "CLOUD_POLYGONS": ("OUTPUT_POLYGONS", "Cloud and shadow polygons",
+                                                                     False)}))
     model.updateDestinationParameters()
     model.setHelpContent({
         "ALG_DESC": (
@@ -148,15 +149,15 @@ def translate_and_cloud_mask() -> QgsProcessingModelAlgorithm:
         "ALG_VERSION": "1",
         "SHORT_DESCRIPTION": "Translate a Sentinel-1 scene to EO and mask the clouds of a Sentinel-2 scene.",
         "SENTINEL1": "Sentinel-1 GRD layer with VV as band 1 and VH as band 2 (dB or linear power; detected).",
-        "SENTINEL2": "Sentinel-2 layer (L1C 13-band, L2A 12-band, 10 m B2/B3/B4/B8 or RGB stack; bands detected).",
+        "SENTINEL2": "Sentinel-2 layer (L1C 13-band, L2A 12-band, or bands described as B2, B3, B4, B8; detected).",
         "BAND_SET": "Bands of the translated layer: RGB (B4, B3, B2), NIR + SWIR + Red-Edge (B8, B11, B5) or RGB + NIR.",
         "DEVICE": "Auto uses a CUDA GPU when PyTorch sees one, else the CPU.",
         "MIN_AREA": "Cloud polygons smaller than this area (m²) are dropped.",
         "SAR2EO_MODEL_FILE": "Advanced: a translation model card (.json beside its .safetensors) to use instead of the bundled one.",
         "CLOUD_MODEL_FILE": "Advanced: a cloud model card (.json) to use instead of the bundled one.",
         "translate:EO": "GeoTIFF, uint16 reflectance x 10,000 (nodata 0), on the Sentinel-1 grid.",
-        "cloudmask:CLOUD_MASK": "GeoTIFF, uint8: 0 clear, 1 cloud, 255 nodata, on the Sentinel-2 grid.",
-        "cloudmask:CLOUD_POLYGONS": "Optional: dissolved cloud polygons.",
+        "cloudmask:CLOUD_MASK": "GeoTIFF, uint8: 0 clear, 1 cloud, 2 shadow, 255 nodata, on the Sentinel-2 grid.",
+        "cloudmask:CLOUD_POLYGONS": "Optional: one dissolved polygon per class (cloud, shadow).",
     })
     return model
 
@@ -165,8 +166,14 @@ def sar_under_clouds() -> QgsProcessingModelAlgorithm:
     """A chain: the cloud polygons of the Sentinel-2 scene cut the translated Sentinel-1 scene."""
     model = QgsProcessingModelAlgorithm("Translated SAR under the clouds of a Sentinel-2 scene", GROUP, GROUP_ID)
     _scene_inputs(model, "Cloudy Sentinel-2 layer of the same area")
+    _param(model, QgsProcessingParameterNumber("BUFFER", "Buffer around cloud and shadow (m)",
+                                               QgsProcessingParameterNumber.Double, defaultValue=30.0, minValue=0.0,
+                                               maxValue=10000.0), 120, 640)
     model.addChildAlgorithm(_translate_child({}))
-    model.addChildAlgorithm(_cloudmask_child({"OUTPUT_POLYGONS": Source.fromStaticValue("TEMPORARY_OUTPUT")},
+    # Cloud and shadow both hide the optical view: the polygons of both classes, grown by the buffer.
+    model.addChildAlgorithm(_cloudmask_child({"OUTPUT_POLYGONS": Source.fromStaticValue("TEMPORARY_OUTPUT"),
+                                              "MODE": Source.fromStaticValue(0),
+                                              "BUFFER": Source.fromModelParameter("BUFFER")},
                                              {"CLOUD_MASK": CLOUD_MASK_OUTPUT}))
     # Output of the two steps in, one layer out: the translated pixels that fall inside the clouds,
     # on the Sentinel-1 grid (not cropped, so it overlays the scene pixel for pixel); 0 = nodata.
@@ -181,11 +188,11 @@ def sar_under_clouds() -> QgsProcessingModelAlgorithm:
     model.updateDestinationParameters()
     model.setHelpContent({
         "ALG_DESC": (
-            "Where clouds hide a Sentinel-2 scene, shows what the Sentinel-1 scene of the same area "
-            "translates to: masks the clouds of the Sentinel-2 layer (cloud polygons), translates the "
-            "Sentinel-1 layer to a Sentinel-2-like layer, and keeps the translated pixels inside the cloud "
-            "polygons (GDAL 'Clip raster by mask layer'). Put the result above the Sentinel-2 layer to fill "
-            "its cloud gaps. To change the steps, open the .model3 file (plugin folder processing/models) "
+            "Where clouds and their shadows hide a Sentinel-2 scene, shows what the Sentinel-1 scene of the "
+            "same area translates to: masks cloud and cloud shadow in the Sentinel-2 layer (polygons grown by "
+            "the buffer), translates the Sentinel-1 layer to a Sentinel-2-like layer, and keeps the "
+            "translated pixels inside those polygons (GDAL 'Clip raster by mask layer'). Put the result "
+            "above the Sentinel-2 layer to fill its gaps. To change the steps, open the .model3 file (plugin folder processing/models) "
             "in the Graphical Modeler and save your copy elsewhere. The translated pixels are model "
             "predictions, not observations."),
         "ALG_CREATOR": "SAR2EO & Cloud plugin",
@@ -196,12 +203,13 @@ def sar_under_clouds() -> QgsProcessingModelAlgorithm:
         "SENTINEL2": "Sentinel-2 layer of the same area (band layout detected).",
         "BAND_SET": "Bands of the translated layer: RGB (B4, B3, B2), NIR + SWIR + Red-Edge (B8, B11, B5) or RGB + NIR.",
         "DEVICE": "Auto uses a CUDA GPU when PyTorch sees one, else the CPU.",
-        "MIN_AREA": "Cloud polygons smaller than this area (m²) are not filled.",
+        "MIN_AREA": "Cloud and shadow polygons smaller than this area (m²) are not filled.",
+        "BUFFER": "Cloud and shadow are grown by this distance (m) before the translation fills them.",
         "SAR2EO_MODEL_FILE": "Advanced: a translation model card (.json) to use instead of the bundled one.",
         "CLOUD_MODEL_FILE": "Advanced: a cloud model card (.json) to use instead of the bundled one.",
-        "cloudmask:CLOUD_MASK": "GeoTIFF, uint8: 0 clear, 1 cloud, 255 nodata, on the Sentinel-2 grid.",
+        "cloudmask:CLOUD_MASK": "GeoTIFF, uint8: 0 clear, 1 cloud, 2 shadow, 255 nodata, on the Sentinel-2 grid.",
         "clip:EO_UNDER_CLOUDS": "GeoTIFF on the Sentinel-1 grid: translated reflectance x 10,000 inside the "
-                                "clouds, 0 (nodata) elsewhere.",
+                                "clouds and shadows, 0 (nodata) elsewhere.",
     })
     return model
 

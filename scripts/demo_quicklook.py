@@ -59,15 +59,16 @@ def main(argv=None) -> int:
 
     s2_rgb = _stretch(s2, np.ones(s2.shape[1:], bool))
     overlay = s2_rgb.copy()
-    cloud = mask == 1
+    cloud, shadow = mask == 1, mask == 2
     overlay[cloud] = 0.5 * overlay[cloud] + 0.5 * np.array([1.0, 0.85, 0.0])
+    overlay[shadow] = 0.5 * overlay[shadow] + 0.5 * np.array([0.0, 0.4, 1.0])
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.6))
     lo, hi = np.percentile(vv[np.isfinite(vv)], (2, 98))
     panels = [
         (np.clip((vv - lo) / max(hi - lo, 1e-6), 0, 1), "Sentinel-1 VV (dB), real", "gray"),
         (_stretch(tr, tr_valid), tr_title, None),
         (s2_rgb, "Sentinel-2 B4/B3/B2, real", None),
-        (overlay, f"Cloud mask (yellow): {100 * cloud.mean():.1f} % cloud", None),
+        (overlay, f"Cloud (yellow) {100 * cloud.mean():.1f} %, shadow (blue) {100 * shadow.mean():.1f} %", None),
     ]
     for ax, (img, title, cmap) in zip(axes, panels):
         ax.imshow(img, cmap=cmap, interpolation="nearest")

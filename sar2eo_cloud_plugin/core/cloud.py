@@ -167,7 +167,11 @@ def model_choices(models_dir: Optional[Path] = None) -> List[str]:
     return ["auto"] + bundled_cloud_models(models_dir)
 
 
-def _weights_present(card_path: Path) -> bool:
+def weights_present(name_or_card: "str | Path") -> bool:
+    """Whether a cloud model's weights file is installed (a bundled name or a card path; no hashing)."""
+    card_path = Path(name_or_card)
+    if card_path.suffix != ".json":
+        card_path = Path(modelfile.BUNDLED_DIR) / f"{name_or_card}.json"
     with contextlib.suppress(ModelFileError, OSError):
         return weights_path(card_path, read_card(card_path)).is_file()
     return False
@@ -194,7 +198,7 @@ def select_model(available: Sequence[str], level: Optional[str], models_dir: Opt
             if missing:
                 tried.append(f"{name} needs {', '.join(missing)}")
                 continue
-            if not _weights_present(card_path):
+            if not weights_present(card_path):
                 log(f"Model {name} would fit but its weights are not installed (run scripts/setup.sh); skipped")
                 tried.append(f"{name} has no weights installed")
                 continue

@@ -113,7 +113,7 @@ def output_paths(src: Path, in_root: Path, out_root: Path, task: str, band_set_k
     return outs
 
 
-def _raster_matches(path: str, src_path: str, count: int, descriptions: Optional[Sequence[str]] = None) -> Optional[str]:
+def _raster_matches(path: str, src_path: str, count: Optional[int], descriptions: Optional[Sequence[str]] = None) -> Optional[str]:
     """None when ``path`` is a readable raster on the grid of ``src_path`` with ``count`` bands; else why not."""
     import rasterio
     from rasterio.windows import Window
@@ -125,7 +125,7 @@ def _raster_matches(path: str, src_path: str, count: int, descriptions: Optional
         return f"input unreadable ({exc})"
     try:
         with rasterio.open(path) as out:
-            if out.count != count:
+            if count is not None and out.count != count:
                 return f"{Path(path).name} has {out.count} band(s), expected {count}"
             if (out.width, out.height) != size:
                 return f"{Path(path).name} is {out.width} x {out.height} px, input is {size[0]} x {size[1]}"
@@ -163,8 +163,8 @@ def completeness(src: Path, outputs: Dict[str, str], task: str, band_set_key: st
         elif key == "OUTPUT" and task == "translate":
             bs = BAND_SETS[band_set_key]
             problem = _raster_matches(path, str(src), bs.count, bs.bands)
-        else:
-            problem = _raster_matches(path, str(src), 1)
+        else:   # the class raster has one band; the probabilities one per class of the model
+            problem = _raster_matches(path, str(src), 1 if key == "OUTPUT" else None)
         if problem:
             return False, problem
     names = ", ".join(Path(p).name for p in outputs.values())
@@ -202,7 +202,8 @@ def unreadable_reason(path: Path) -> Optional[str]:
     return None
 
 
-def check_batch_wide(task: str, band_set_key: str, model_file: Optional[str], device_index: int) -> List[str]:
+def check_batch_wide(task: str, band_set_key: str, model_file: Optional[str], device_index: int,
+                     cloud_model: str = "auto") -> List[str]:
     """Problems that would fail every file the same way (no weights bundled, a model card for another
     task or band set, CUDA asked for but absent): raised once, before any file, instead of N failures.
 
@@ -219,9 +220,19 @@ def check_batch_wide(task: str, band_set_key: str, model_file: Optional[str], de
             if list(card.output.get("bands", [])) != list(bs.bands):
                 raise Sar2EoError(f"Model {card_path} writes bands {card.output.get('bands')}, not {list(bs.bands)} "
                                   f"(band set {bs.label}); choose the matching band set or model file.")
-        else:
-            card_path = Path(model_file) if model_file else bundled_model_path("cloudmask", "the cloud mask")
+        elif model_file or cloud_model != "auto":
+            card_path = Path(model_file) if model_file else bundled_model_path(cloud_model, f"cloud model {cloud_model}")
             card = read_card(card_path, "cloudmask")
+        else:   # auto chooses per file; at least one bundled cloud model must be installed
+            from ..core import cloud
+
+            installed = [n for n in cloud.bundled_cloud_models() if cloud.weights_present(n)]
+            if not installed:
+                raise Sar2EoError("No bundled cloud model is installed (run scripts/setup.sh, or give a model file).")
+            from ..core.inference import DEVICES, resolve_device
+
+            device = resolve_device(DEVICES[device_index] if 0 <= device_index < len(DEVICES) else "auto")
+            return [f"Model: auto per file, among {', '.join(installed)}; device: {device}"]
         weights = weights_path(card_path, card)
         if not weights.is_file():
             raise Sar2EoError(f"Model weights {weights} (named by {card_path.name}) are missing.")
@@ -274,8 +285,18 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
     CLOUD_POLYGONS = "CLOUD_POLYGONS"
     CLOUD_PROBABILITY = "CLOUD_PROBABILITY"
     MIN_AREA = "MIN_AREA"
+    CLOUD_MODEL = "CLOUD_MODEL"
+    CLOUD_MODE = "CLOUD_MODE"
+    BUFFER = "BUFFER"
+    LEVEL = "LEVEL"
     OVERWRITE = "OVERWRITE"
     OUTPUT_FOLDER = "OUTPUT_FOLDER"
+
+    def __init__(self) -> None:
+        super().__init__()
+        from ..core.cloud import model_choices
+
+        self.cloud_models = model_choices()   # "auto", then the bundled cloud cards: the child's MODEL enum
 
     def name(self) -> str:
         return "batch_folder"
@@ -345,10 +366,23 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
                                                                 defaultValue=2, minValue=1)))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Compute device", options=list(DEVICE_LABELS),
                                                      defaultValue=0))
+        # Cloud-mask options, built from the single-scene algorithm's own choices.
+        from .cloudmask_algorithm import LEVEL_LABELS, MODES
+
+        self.addParameter(QgsProcessingParameterEnum(
+            self.CLOUD_MODEL, "Cloud model (cloud mask)",
+            options=["Auto (best bundled model for each file's bands)"] + self.cloud_models[1:], defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(self.CLOUD_MODE, "Output classes (cloud mask)",
+                                                     options=[label for _k, label in MODES], defaultValue=0))
+        self.addParameter(QgsProcessingParameterNumber(self.BUFFER, "Buffer around cloud and shadow, m (cloud mask)",
+                                                       QgsProcessingParameterNumber.Double, defaultValue=0.0,
+                                                       minValue=0.0, maxValue=10000.0))
+        self.addParameter(advanced(QgsProcessingParameterEnum(self.LEVEL, "Product level (cloud mask)",
+                                                              options=list(LEVEL_LABELS), defaultValue=0)))
         self.addParameter(QgsProcessingParameterBoolean(self.CLOUD_POLYGONS,
-                                                        "Also write cloud polygons (cloud mask)", defaultValue=False))
+                                                        "Also write cloud and shadow polygons (cloud mask)", defaultValue=False))
         self.addParameter(advanced(QgsProcessingParameterBoolean(
-            self.CLOUD_PROBABILITY, "Also write the cloud probability raster (cloud mask)", defaultValue=False)))
+            self.CLOUD_PROBABILITY, "Also write the class probability raster (cloud mask)", defaultValue=False)))
         self.addParameter(advanced(QgsProcessingParameterNumber(
             self.THRESHOLD, "Cloud probability threshold (cloud mask; empty = the model's)",
             QgsProcessingParameterNumber.Double, optional=True, minValue=0.0, maxValue=1.0)))
@@ -392,7 +426,8 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
         else:
             if opts.get("THRESHOLD") is not None:
                 params["THRESHOLD"] = opts["THRESHOLD"]
-            params["MIN_AREA"] = opts["MIN_AREA"]
+            params.update(MIN_AREA=opts["MIN_AREA"], MODEL=opts["MODEL"], MODE=opts["MODE"], BUFFER=opts["BUFFER"],
+                          LEVEL=opts["LEVEL"])
         params.update(outputs)
         return params
 
@@ -423,6 +458,10 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
             "VH_BAND": self.parameterAsInt(parameters, self.VH_BAND, context),
             "THRESHOLD": self._optional(parameters, self.THRESHOLD, context, as_int=False),
             "MIN_AREA": self.parameterAsDouble(parameters, self.MIN_AREA, context),
+            "MODEL": self.parameterAsEnum(parameters, self.CLOUD_MODEL, context),
+            "MODE": self.parameterAsEnum(parameters, self.CLOUD_MODE, context),
+            "BUFFER": self.parameterAsDouble(parameters, self.BUFFER, context),
+            "LEVEL": self.parameterAsEnum(parameters, self.LEVEL, context),
             "TILE_SIZE": self._optional(parameters, self.TILE_SIZE, context),
             "OVERLAP": self._optional(parameters, self.OVERLAP, context),
             "BATCH_SIZE": self._optional(parameters, self.BATCH_SIZE, context),
@@ -432,7 +471,7 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
         if QgsApplication.processingRegistry().algorithmById(child_id) is None:
             raise QgsProcessingException(f"Algorithm {child_id} is not available; is the plugin's provider loaded?")
 
-        for line in check_batch_wide(task, band_set_key, model_file, opts["DEVICE"]):
+        for line in check_batch_wide(task, band_set_key, model_file, opts["DEVICE"], self.cloud_models[opts["MODEL"]]):
             feedback.pushInfo(line)
 
         in_root, out_root = Path(in_folder), Path(out_folder)

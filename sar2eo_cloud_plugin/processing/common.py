@@ -307,7 +307,9 @@ def bundled_models_help(task: str) -> str:
 
         names = [f"sar2eo_{k}" for k in BAND_SET_KEYS]
     else:
-        names = ["cloudmask"]
+        from ..core.cloud import bundled_cloud_models
+
+        names = bundled_cloud_models() or ["cloudmask"]
     items = []
     for name in names:
         card_file = Path(modelfile.BUNDLED_DIR) / f"{name}.json"
@@ -326,6 +328,12 @@ def bundled_models_help(task: str) -> str:
                             if isinstance(card.metrics.get(k), (int, float)))
         held_out = card.metrics.get("held_out")
         where = f" ({held_out})" if isinstance(held_out, str) else ""
+        labelled = card.metrics.get("hand_labelled", {}).get("sentinel2_north")
+        if isinstance(labelled, dict):   # cloud models: the hand-labelled Sentinel-2 scene (README, Results)
+            where = " (hand-labelled Sentinel-2 scene, beside 'all clear': cloud IoU 0)"
+            metrics = ", ".join(f"{k.replace('_', ' ')} {labelled[k]:.3f}" for k in ("cloud_iou", "shadow_iou",
+                                                                                   "three_class_accuracy")
+                                if isinstance(labelled.get(k), (int, float)))
         items.append(f"<li><b>{name}</b>: trained on {html.escape(str(data))}"
                      + (f"; measured on held-out data{html.escape(where)}: {metrics}" if metrics else "")
                      + (f". {html.escape(card.notes)}" if card.notes else "") + "</li>")

@@ -176,3 +176,27 @@ def test_batch_refuses_a_model_for_another_band_set(provider, s1_copies, tiny_mo
     with pytest.raises(QgsProcessingException, match="not a 'cloudmask' model"):
         processing.run("sar2eo_cloud:batch_folder", params, feedback=QgsProcessingFeedback(),
                        context=QgsProcessingContext())
+
+
+def test_batch_passes_the_cloud_options(provider, s2_folder, tiny_models, tmp_path):
+    """CLOUD_MODE, BUFFER and LEVEL reach every file's cloud mask: cloud only (no shadow code), the buffer
+    and level recorded in each mask's tags; CLOUD_MODEL lists the single-scene algorithm's choices."""
+    import processing
+    from sar2eo_cloud_plugin.core.cloud import model_choices
+
+    alg = QgsApplication.processingRegistry().algorithmById("sar2eo_cloud:batch_folder")
+    assert alg.parameterDefinition("CLOUD_MODEL").options()[1:] == model_choices()[1:]
+    out = tmp_path / "out"
+    params = {"INPUT_FOLDER": str(s2_folder), "PATTERN": "S2*.tif", "OUTPUT_FOLDER": str(out), "TASK": 1, "DEVICE": 1,
+              "CLOUD_MODE": 1,
+              "BUFFER": 20, "LEVEL": 2, "TILE_SIZE": 64, "MODEL_FILE": str(tiny_models / "tiny_cloud_shadow.json")}
+    results = processing.run("sar2eo_cloud:batch_folder", params, feedback=QgsProcessingFeedback(),
+                             context=QgsProcessingContext())
+    assert results["FAILED"] == 0 and results["PROCESSED"] >= 1
+    masks = sorted(out.rglob("*_cloudmask.tif"))
+    assert len(masks) == results["PROCESSED"]
+    for path in masks:
+        with rasterio.open(path) as ds:
+            assert set(np.unique(ds.read(1))) <= {0, 1, 255}
+            tags = ds.tags()
+        assert (tags["CLOUD_MODE"], tags["CLOUD_BUFFER_M"], tags["CLOUD_LEVEL"]) == ("cloud_only", "20", "L2A")

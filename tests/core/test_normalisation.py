@@ -1,6 +1,8 @@
 """Value conventions: SAR dB -> [-1, 1], reflectance <-> [-1, 1] <-> uint16 DN, cloud-model input, units."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import rasterio
@@ -129,17 +131,27 @@ def test_decide_units_amplitude_in_thousands_refused():
         norm.decide_sar_units(amp, [None, None], "float32")
 
 
-def test_fast_cloud_preprocess_matches_the_training_definition(s2_sample):
-    """The engine's fused cloud preprocessing equals normalisation.cloud_preprocess (the one training uses)
-    on the real sample and on GENERATED edge values (NaN, inf, negative, above the clip)."""
-    from sar2eo_cloud_plugin.core.inference import fast_cloud_preprocess
+def test_card_preprocessing_matches_the_training_definition(s2_sample):
+    """The engine's fused preprocessing for the seed's card (clip_mean_std) equals
+    normalisation.cloud_preprocess (the one training uses) on the real sample and on GENERATED edge values
+    (negative, at and above the clip); NaN and inf are nodata and come out as the value of 0."""
+    from sar2eo_cloud_plugin.core import cards, cloud
+
+    def prepare(raw, mean=norm.IMAGENET_MEAN, std=norm.IMAGENET_STD, clip=norm.CLOUD_CLIP_DN):
+        card = cards.cloudmask_card()
+        card.normalisation.update(mean=list(mean), std=list(std), clip=[clip] * 3)
+        return cloud.make_prepare(cloud.CloudModelSpec.from_card(card, Path("seed.json")), 0.0)(raw)
 
     with rasterio.open(s2_sample) as src:
         rgb = src.read([4, 3, 2]).astype(np.float32)
-    np.testing.assert_allclose(fast_cloud_preprocess(rgb), norm.cloud_preprocess(rgb), rtol=0, atol=2e-6)
+    np.testing.assert_allclose(prepare(rgb)[0], norm.cloud_preprocess(rgb), rtol=0, atol=2e-6)
     edge = np.array([np.nan, np.inf, -np.inf, -5, 0, 1, 3999.5, 4000, 4001, 65535], dtype=np.float32)
     edge = np.stack([edge, edge[::-1], edge])[:, None, :]
-    np.testing.assert_allclose(fast_cloud_preprocess(edge), norm.cloud_preprocess(edge), rtol=0, atol=2e-6)
+    x, valid = prepare(edge)
+    finite = np.isfinite(edge).all(axis=0)
+    assert (valid == (finite & np.any(edge != 0, axis=0))).all()
+    np.testing.assert_allclose(x[:, valid], norm.cloud_preprocess(edge)[:, valid], rtol=0, atol=2e-6)
+    np.testing.assert_allclose(x[:, ~finite], norm.cloud_preprocess(np.zeros_like(edge))[:, ~finite], atol=2e-6)
     mean, std = (0.1, 0.2, 0.3), (0.5, 0.6, 0.7)
-    np.testing.assert_allclose(fast_cloud_preprocess(rgb, mean, std, 3000.0),
+    np.testing.assert_allclose(prepare(rgb, mean, std, 3000.0)[0],
                                norm.cloud_preprocess(rgb, mean, std, 3000.0), rtol=0, atol=2e-6)

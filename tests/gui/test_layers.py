@@ -55,6 +55,9 @@ def test_parameters_follow_the_contract(tmp_path, qgis_new_project):
     assert p["OUTPUT"].destinationName == "GENERATED_vhvv SAR2EO rgbn"
     c = layers.build_parameters("cloud_mask", layer)
     assert c["DEVICE"] == 0 and "BAND_SET" not in c and "MODEL_FILE" not in c
+    assert (c["MODEL"], c["MODE"], c["BUFFER"]) == (0, 0, 0.0)
+    c = layers.build_parameters("cloud_mask", layer, cloud_model=2, cloud_mode=1, buffer_m=30)
+    assert (c["MODEL"], c["MODE"], c["BUFFER"]) == (2, 1, 30.0)
     assert c["OUTPUT"].sink.staticValue() == "TEMPORARY_OUTPUT"
     with pytest.raises(ValueError):
         layers.build_parameters("other", layer)

@@ -271,8 +271,11 @@ def test_dock_cloud_mask_on_real_s2_sample_to_file(plugin, s2_layer, tiny_models
     dock = plugin.dock
     dock.set_layer(s2_layer)
     assert dock.task == "cloud_mask"
-    dock.model_file.setFilePath(str(tiny_models / "cloudmask.json"))
+    assert dock.cloud_model_combo.isEnabled() and not dock.band_set_combo.isEnabled()
+    assert dock.cloud_model_combo.itemText(0).startswith("Auto") and dock.cloud_model_combo.count() >= 2
+    dock.model_file.setFilePath(str(tiny_models / "tiny_cloud_shadow.json"))
     dock.tile_spin.setValue(128)
+    dock.buffer_spin.setValue(20)
     out_path = tmp_path / "mask.tif"
     dock.output_file.setFilePath(str(out_path))
     run, (state, results, layers) = _run_dock(dock)
@@ -281,8 +284,18 @@ def test_dock_cloud_mask_on_real_s2_sample_to_file(plugin, s2_layer, tiny_models
     assert len(layers) == 1 and Path(layers[0].source()) == out_path
     assert layers[0].crs() == s2_layer.crs()
     assert layers[0].renderer().type() == "paletted"
-    assert 0.0 <= results["CLOUD_FRACTION"] <= 1.0
-    assert "cloud fraction" in dock.log.toPlainText()
+    import rasterio
+
+    with rasterio.open(out_path) as ds:
+        mask = ds.read(1)
+        assert ds.tags()["CLOUD_BUFFER_M"] == "20"          # the dock's buffer reached the algorithm
+    assert results["CLOUD_PIXELS"] == int((mask == 1).sum()) and results["SHADOW_PIXELS"] == int((mask == 2).sum())
+    assert results["MODEL_USED"] == "tiny_cloud_shadow"
+    log = dock.log.toPlainText()
+    assert f"cloud {100 * results['CLOUD_FRACTION']:.1f} %" in log and "shadow" in log and "tiny_cloud_shadow" in log
+    dock.cloud_mode_combo.setCurrentIndex(1)                  # cloud only
+    run, (state, results, layers) = _run_dock(dock)
+    assert state == "ok" and results["SHADOW_PIXELS"] == 0
 
 
 @pytest.mark.slow

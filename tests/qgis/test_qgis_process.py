@@ -65,7 +65,8 @@ def test_list_shows_both_algorithms(qp_env):
 def test_help_lists_the_parameters(qp_env):
     out = qgis_process(qp_env, "help", CLOUD)
     assert out.returncode == 0, out.stderr
-    for name in ("RED_BAND", "THRESHOLD", "MIN_AREA", "OUTPUT_PROBABILITY", "OUTPUT_POLYGONS", "CLOUD_FRACTION"):
+    for name in ("MODEL", "BAND_MAP", "LEVEL", "BUFFER", "THRESHOLD", "MIN_AREA", "OUTPUT_PROBABILITY", "OUTPUT_POLYGONS",
+                 "CLOUD_FRACTION", "SHADOW_FRACTION", "MODEL_USED"):
         assert name in out.stdout
 
 

@@ -100,3 +100,20 @@ def find_rgb_bands(count: int, descriptions: Sequence[Optional[str]]) -> Tuple[T
         "Known layouts are 13-band L1C, 12-band L2A, 4-band B2,B3,B4,B8, or bands whose descriptions "
         "name B4/B3/B2 (or red/green/blue). Set the red, green and blue band numbers by hand."
     )
+
+
+_POL_RE = {pol: re.compile(rf"(?<![a-z0-9]){pol}(?![a-z0-9])", re.IGNORECASE) for pol in ("VV", "VH")}
+
+
+def find_sar_bands(descriptions: Sequence[Optional[str]]) -> Dict[str, int]:
+    """1-based band numbers of VV and VH named by band descriptions ("VV", "VH (dB)", "Sigma0_VV_db",
+    ...). A polarisation is returned only when exactly one band names it and no other polarisation;
+    the result may hold both, one or none of them."""
+    found: Dict[str, List[int]] = {"VV": [], "VH": []}
+    for i, d in enumerate(descriptions, start=1):
+        if not d:
+            continue
+        hits = [pol for pol, rx in _POL_RE.items() if rx.search(d)]
+        if len(hits) == 1:
+            found[hits[0]].append(i)
+    return {pol: nums[0] for pol, nums in found.items() if len(nums) == 1}

@@ -134,7 +134,7 @@ def check_cancelled(feedback: Optional[QgsProcessingFeedback]) -> None:
         raise CancelledError("Cancelled by the user; no output was written.")
 
 
-class _Guard:
+class OutputGuard:
     """What ``core_errors`` knows about one path of its ``cleanup`` list at entry."""
 
     def __init__(self, path: str) -> None:
@@ -189,7 +189,7 @@ def core_errors(cleanup: Sequence[str] = ()) -> Iterator[None]:
     user's earlier good output must survive a failed or cancelled run). A failure of this cleanup
     never hides the error that caused it.
     """
-    guards = [_Guard(p) for p in cleanup if p]
+    guards = [OutputGuard(p) for p in cleanup if p]
     try:
         yield
     except BaseException as exc:
@@ -225,7 +225,7 @@ def remove_outputs(paths: Sequence[str]) -> None:
 
 
 @contextlib.contextmanager
-def sigterm_cancels(feedback: Optional[QgsProcessingFeedback]) -> Iterator[List[int]]:
+def sigterm_cancels(feedback: Optional[QgsProcessingFeedback], raise_after: bool = True) -> Iterator[List[int]]:
     """While the block runs, SIGTERM cancels ``feedback`` (as the Cancel button does) instead of
     killing the process, so the engine stops at its next tile and removes its temporary files; the
     run then fails with a message saying it was terminated.
@@ -233,7 +233,9 @@ def sigterm_cancels(feedback: Optional[QgsProcessingFeedback]) -> Iterator[List[
     Installed only where that is safe: on the main thread (qgis_process runs algorithms there; the
     desktop runs them on worker threads, where Python cannot install handlers) and only when
     SIGTERM has its default action (a handler someone else installed is left alone). The previous
-    handler is restored when the block ends.
+    handler is restored when the block ends. With ``raise_after`` (default), a SIGTERM that came
+    after the block's last cancellation check still makes the run fail once the block is done; the
+    folder batch passes False and reports it in its summary instead.
     """
     received: List[int] = []
     installed = False
@@ -262,7 +264,7 @@ def sigterm_cancels(feedback: Optional[QgsProcessingFeedback]) -> Iterator[List[
         if installed:
             with contextlib.suppress(ValueError, OSError):
                 signal.signal(signal.SIGTERM, old)
-    if received:
+    if received and raise_after:
         raise QgsProcessingException("Terminated (SIGTERM) after the run had finished writing; its outputs "
                                      "are complete.")
 

@@ -69,3 +69,31 @@ def test_a_partial_newer_than_the_run_is_kept(tmp_path):
     p.write_bytes(b"x")
     assert not outputs.is_stale_partial(p, started=time.time() - 60)
     assert outputs.is_stale_partial(p, started=time.time() + 60)
+
+
+def test_engine_names_the_folder_when_a_parent_is_a_file(tmp_path):
+    from sar2eo_cloud_plugin.core.errors import OutputError
+
+    blocker = tmp_path / "blocker"
+    blocker.write_bytes(b"x")
+    try:
+        run_tiled(str(_src(tmp_path)), [1, 2], identity_prepare, identity_predict, 2,
+                  [uint16_output(blocker / "sub" / "o.tif", 2)], TilingOptions(tile_size=32, overlap=0))
+    except OutputError as exc:
+        assert str(blocker) in str(exc) and "is a file, not a folder" in str(exc)
+    else:
+        raise AssertionError("no error")
+    assert blocker.read_bytes() == b"x"
+
+
+def test_engine_names_a_read_only_file_system(tmp_path, readonly_fs):
+    from sar2eo_cloud_plugin.core.errors import OutputError
+
+    try:
+        run_tiled(str(_src(tmp_path)), [1, 2], identity_prepare, identity_predict, 2,
+                  [uint16_output(readonly_fs / "existing.tif", 2)], TilingOptions(tile_size=32, overlap=0))
+    except OutputError as exc:
+        assert str(readonly_fs) in str(exc) and "read-only file system" in str(exc)
+    else:
+        raise AssertionError("no error")
+    assert (readonly_fs / "existing.tif").read_bytes() == b"old"

@@ -7,7 +7,6 @@ Inputs: the REAL Sentinel-1 samples (sample_data/s1); model: the GENERATED rando
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -154,3 +154,20 @@ def find_s2_bands(wanted: Sequence[str], count: int, descriptions: Sequence[Opti
             + ", ".join(f"{b}={i + 1}" for i, b in enumerate(wanted)) + ".")
     numbers = tuple(found[b] for b in wanted)
     return numbers, how + ": " + ", ".join(f"{b}={n}" for b, n in zip(wanted, numbers))
+
+
+_POL_RE = {pol: re.compile(rf"(?<![a-z0-9]){pol}(?![a-z0-9])", re.IGNORECASE) for pol in ("VV", "VH")}
+
+
+def find_sar_bands(descriptions: Sequence[Optional[str]]) -> Dict[str, int]:
+    """1-based band numbers of VV and VH named by band descriptions ("VV", "VH (dB)", "Sigma0_VV_db",
+    ...). A polarisation is returned only when exactly one band names it and no other polarisation;
+    the result may hold both, one or none of them."""
+    found: Dict[str, List[int]] = {"VV": [], "VH": []}
+    for i, d in enumerate(descriptions, start=1):
+        if not d:
+            continue
+        hits = [pol for pol, rx in _POL_RE.items() if rx.search(d)]
+        if len(hits) == 1:
+            found[hits[0]].append(i)
+    return {pol: nums[0] for pol, nums in found.items() if len(nums) == 1}

@@ -18,23 +18,29 @@ How a scene goes through a network:
    through those accumulators (out_channels x tile height x width floats).
    Reading and preparing the next batch, and converting/writing finished rows,
    happen on two helper threads while the network runs.
-5. Outputs are written to hidden temporary files beside the destination and
-   renamed only when the whole run succeeded; on error or cancel they are
-   removed, so no half-written output is ever left behind.
+5. Outputs are written to hidden temporary files beside the destination
+   (:func:`outputs.temp_path`: PID in the name, shortened to fit NAME_MAX) and
+   renamed only when the whole run succeeded and each file was verified
+   complete: GDAL's errors at close (where a full disk shows up) are checked,
+   the file is reopened and its last block row read, then fsync'ed. On error or
+   cancel they are removed, so no half-written output is ever left behind and
+   an existing file is replaced by a complete new one or not at all. Stale
+   partial files of killed runs in the output folders are removed first.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import os
-import uuid
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import CancelledError, InputError
+from . import outputs as safe
+from .errors import CancelledError, InputError, OutputError
 
 # Both ``prepare`` and ``convert`` must work pixel by pixel: the engine calls ``prepare`` on the
 # window under one batch of tiles and ``convert`` on column chunks (CHUNK_COLS wide) of finished
@@ -121,14 +127,41 @@ def _pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 def _temp_path(final: str) -> str:
-    p = Path(final)
-    return str(p.with_name(f".{p.stem}.{uuid.uuid4().hex[:8]}.partial{p.suffix or '.tif'}"))
+    return safe.temp_path(final)
 
 
-def _remove_quietly(path: str) -> None:
-    for candidate in (path, path + ".aux.xml"):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(candidate)
+def _write_error(final: str, exc: BaseException) -> OutputError:
+    """OutputError naming the output file and the cause of a failed write."""
+    if isinstance(exc, OSError) and getattr(exc, "errno", None):
+        cause = safe.os_error_text(exc)
+    else:
+        cause = safe.write_failure_text(Path(final).parent, str(exc).strip())
+    return OutputError(f"Could not write '{final}': {cause}. Nothing was written there; an earlier file at "
+                       "that path is unchanged.")
+
+
+def _finish(outputs: Sequence[OutputSpec], writers: list, temps: Sequence[str], width: int, height: int) -> None:
+    """Close every writer, then make sure each temporary file is complete and on disk.
+
+    GDAL writes a GeoTIFF's last blocks and its directory when the dataset is closed; a failure
+    there (a full disk) is only logged by rasterio, so the errors are collected and checked, the
+    file is reopened and its last block row read, and it is fsync'ed before anything is renamed.
+    """
+    for spec, dst, tmp in zip(outputs, writers, temps):
+        with safe.closing_errors() as errors:
+            try:
+                dst.close()
+            except Exception as exc:  # noqa: BLE001
+                raise _write_error(spec.path, exc) from exc
+        if errors:
+            raise _write_error(spec.path, RuntimeError("; ".join(errors[:3])))
+        problem = safe.verify_raster(tmp, width, height, spec.count, spec.dtype)
+        if problem:
+            raise _write_error(spec.path, RuntimeError(f"the written file is incomplete: {problem}"))
+        try:
+            safe.fsync_file(tmp)
+        except OSError as exc:
+            raise _write_error(spec.path, exc) from exc
 
 
 def _check_band_and_crs(src, src_path: str, bands: Sequence[int]) -> None:
@@ -171,6 +204,7 @@ def run_tiled(
     from rasterio.windows import Window
 
     options.check()
+    started = time.time()
     progress = progress or (lambda _f: None)
     is_cancelled = is_cancelled or (lambda: False)
     log = log or (lambda _m: None)
@@ -208,13 +242,18 @@ def run_tiled(
             "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
             "BIGTIFF": "IF_SAFER",
         }
+        for folder in sorted({str(Path(spec.path).parent) for spec in outputs}):
+            safe.check_output_folder(folder)
+            safe.sweep_stale_partials(folder, started, log)
         for spec in outputs:
-            Path(spec.path).parent.mkdir(parents=True, exist_ok=True)
             tmp = _temp_path(spec.path)
             temps.append(tmp)
             extra = {"predictor": 2} if np.dtype(spec.dtype).kind in "iu" else {"predictor": 3}
-            dst = rasterio.open(tmp, "w", count=spec.count, dtype=spec.dtype, nodata=spec.nodata,
-                                **profile, **extra)
+            try:
+                dst = rasterio.open(tmp, "w", count=spec.count, dtype=spec.dtype, nodata=spec.nodata,
+                                    **profile, **extra)
+            except Exception as exc:  # noqa: BLE001 - rasterio raises several types
+                raise _write_error(spec.path, exc) from exc
             writers.append(dst)
             for i, d in enumerate(spec.descriptions, start=1):
                 dst.set_band_description(i, d)
@@ -245,7 +284,10 @@ def run_tiled(
                 b, v = blended[:, :, c0:c0 + CHUNK_COLS], valid[:, c0:c0 + CHUNK_COLS]
                 for spec, dst in zip(outputs, writers):
                     data = spec.convert(b, v)
-                    dst.write(np.asarray(data).astype(spec.dtype, copy=False), window=window)
+                    try:
+                        dst.write(np.asarray(data).astype(spec.dtype, copy=False), window=window)
+                    except Exception as exc:  # noqa: BLE001 - RasterioIOError, OSError
+                        raise _write_error(spec.path, exc) from exc
 
         # Accumulators for the current tile row; every tile row starts where the last flush ended,
         # so a buffer of one tile row's height is enough (the overlap is carried over).
@@ -306,13 +348,16 @@ def run_tiled(
             pending_write = None
         if valid_total == 0:
             raise InputError(f"Raster '{src_path}' holds only nodata in band(s) {list(bands)}; nothing to process.")
-        for dst in writers:
-            dst.close()
+        _finish(outputs, writers, temps, W, H)
         writers.clear()
         for spec, tmp in zip(outputs, temps):
-            os.replace(tmp, spec.path)  # atomic: an existing file is replaced only now, on success
-            with contextlib.suppress(FileNotFoundError):
+            try:
+                os.replace(tmp, spec.path)  # atomic: an existing file is replaced only now, when complete
+            except OSError as exc:
+                raise _write_error(spec.path, exc) from exc
+            with contextlib.suppress(OSError):
                 os.remove(spec.path + ".aux.xml")  # side file of the replaced output, now stale
+            safe.fsync_folder(Path(spec.path).parent)
         temps.clear()
         return RunResult(valid_pixels=valid_total, total_pixels=H * W, tiles=n_tiles)
     finally:
@@ -324,8 +369,7 @@ def run_tiled(
         for dst in writers:
             with contextlib.suppress(Exception):
                 dst.close()
-        for tmp in temps:
-            _remove_quietly(tmp)
+        safe.remove_quietly(temps, log)
         if rsrc is not None:
             rsrc.close()
         src.close()

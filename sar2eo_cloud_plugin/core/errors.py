@@ -28,3 +28,7 @@ class DeviceError(Sar2EoError):
 
 class CancelledError(Sar2EoError):
     """The user cancelled the run; no output was left behind."""
+
+
+class OutputError(Sar2EoError):
+    """An output cannot be written (read-only folder, disk full, ...); an earlier file there is kept."""

@@ -15,10 +15,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import normalisation as norm
-from .bands import band_set
+from .bands import band_set, find_sar_bands
 from .engine import OutputSpec, RunResult, TilingOptions, run_tiled
 from .errors import DeviceError, InputError
 from .modelfile import bundled_model_path, read_card
+from .validity import check_has_data
 
 Log = Callable[[str], None]
 
@@ -146,8 +147,8 @@ class TranslationRequest:
     src_path: str
     dst_path: str
     band_set: str = "rgb"
-    vv_band: int = 1
-    vh_band: int = 2
+    vv_band: Optional[int] = None       # None = from the band descriptions, else band 1
+    vh_band: Optional[int] = None       # None = from the band descriptions, else band 2
     units: str = "auto"
     device: str = "auto"
     tile_size: Optional[int] = None
@@ -155,6 +156,47 @@ class TranslationRequest:
     batch_size: Optional[int] = None
     model_path: Optional[str] = None    # a model card to use instead of the bundled one
     layer_name: str = ""
+
+
+def _nodata_of(src_path: str, bands: Sequence[int]) -> List[Optional[float]]:
+    import rasterio
+
+    with rasterio.open(src_path) as src:
+        return [src.nodatavals[b - 1] for b in bands]
+
+
+def resolve_sar_bands(req: "TranslationRequest", count: int,
+                      descriptions: Sequence[Optional[str]]) -> Tuple[Tuple[int, int], str]:
+    """(VV, VH) band numbers: the user's when set, else what the band descriptions name, else 1 and 2.
+    A band number the user set that contradicts the descriptions is an error naming both."""
+    name = req.layer_name or Path(req.src_path).name
+    for label, b in (("VV", req.vv_band), ("VH", req.vh_band)):
+        if b is not None and not 1 <= b <= count:
+            raise InputError(f"Layer '{name}' has {count} bands; the {label} band number {b} does not exist.")
+    if req.vv_band is not None and req.vv_band == req.vh_band:
+        raise InputError(f"Layer '{name}': VV and VH must be different bands (both are band {req.vv_band}).")
+    named = find_sar_bands(descriptions)
+    for label, b in (("VV", req.vv_band), ("VH", req.vh_band)):
+        if b is None:
+            continue
+        other = "VH" if label == "VV" else "VV"
+        if named.get(other) == b or (label in named and named[label] != b):
+            desc = descriptions[b - 1] or "(no description)"
+            raise InputError(f"Layer '{name}': {label}_BAND is {b}, but band {b} is described as '{desc}'"
+                             + (f" and band {named[label]} as '{descriptions[named[label] - 1]}'" if label in named else "")
+                             + f". Set {label}_BAND to match the band descriptions, or leave VV_BAND and VH_BAND "
+                             "empty to use them.")
+    vv = req.vv_band or named.get("VV") or (1 if named.get("VH") != 1 else 2)
+    vh = req.vh_band or named.get("VH") or (2 if vv != 2 else 1)
+    if vv == vh:
+        raise InputError(f"Layer '{name}': VV and VH must be different bands (both are band {vv}).")
+    if req.vv_band and req.vh_band:
+        how = "set by the user"
+    elif named:
+        how = "from the band descriptions: " + ", ".join(f"{k} = '{descriptions[v - 1]}'" for k, v in sorted(named.items()))
+    else:
+        how = "no band descriptions name VV/VH: the default order VV, VH"
+    return (vv, vh), how
 
 
 @dataclass
@@ -177,12 +219,8 @@ def translate_sar_to_eo(req: TranslationRequest, progress=None, is_cancelled=Non
     if count < 2:
         raise InputError(f"Layer '{name}' has {count} band; Translate SAR to EO needs two bands, VV and VH "
                          "(stack them first, e.g. with Raster > Miscellaneous > Merge, 'separate bands').")
-    for label, b in (("VV", req.vv_band), ("VH", req.vh_band)):
-        if not 1 <= b <= count:
-            raise InputError(f"Layer '{name}' has {count} bands; the {label} band number {b} does not exist.")
-    if req.vv_band == req.vh_band:
-        raise InputError(f"Layer '{name}': VV and VH must be different bands (both are band {req.vv_band}).")
-    bands = (req.vv_band, req.vh_band)
+    bands, how = resolve_sar_bands(req, count, descriptions)
+    log(f"Bands VV = {bands[0]}, VH = {bands[1]} ({how})")
 
     card_path = Path(req.model_path) if req.model_path else bundled_model_path(f"sar2eo_{bs.key}", f"band set {bs.label}")
     card = read_card(card_path, "sar2eo")
@@ -190,8 +228,15 @@ def translate_sar_to_eo(req: TranslationRequest, progress=None, is_cancelled=Non
         raise InputError(f"Model {card_path} writes bands {card.output.get('bands')}, not {list(bs.bands)}.")
 
     sample, sample_desc, dtype = sample_bands(req.src_path, bands)
+    check_has_data(sample, name, bands, _nodata_of(req.src_path, bands))
     decision = norm.decide_sar_units(sample, sample_desc, dtype, req.units, name)
     log(f"Input units: {decision.units} — {decision.reason}")
+    for warning in decision.warnings:
+        log(f"Warning: {warning}")
+    finite_vv, finite_vh = sample[0][np.isfinite(sample[0])], sample[1][np.isfinite(sample[1])]
+    if finite_vv.size and finite_vh.size and float(np.median(finite_vh)) > float(np.median(finite_vv)):
+        log(f"Warning: in layer '{name}' band {bands[1]} (used as VH) is brighter than band {bands[0]} (used as VV) "
+            "for most pixels; cross-polarised backscatter is normally the darker one. Check VV_BAND / VH_BAND.")
 
     device = resolve_device(req.device)
     net, card = load_model(card_path, "sar2eo", device)
@@ -217,7 +262,7 @@ def translate_sar_to_eo(req: TranslationRequest, progress=None, is_cancelled=Non
     spec = OutputSpec(path=req.dst_path, count=bs.count, dtype="uint16", nodata=0, convert=convert,
                       descriptions=bs.bands, colorinterp=colorinterp,
                       tags={"SAR2EO_MODEL": card.name, "SAR2EO_SCALE": "reflectance*10000",
-                            "SAR2EO_SOURCE": str(req.src_path)})
+                            "SAR2EO_SOURCE": Path(req.src_path).name})
     options = tiling_from(card.tiling, req.tile_size, req.overlap, req.batch_size, multiple=4)
     run = run_tiled(req.src_path, bands, prepare, TorchPredictor(net, device), bs.count, [spec],
                     options, progress, is_cancelled, log)

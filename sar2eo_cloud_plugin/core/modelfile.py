@@ -18,10 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
+from .cardschema import CARD_FORMAT, TASKS, check_weight_shapes, validate_card
 from .errors import ModelFileError, NoBundledWeightsError
-
-CARD_FORMAT = 1
-TASKS = ("sar2eo", "cloudmask")
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
 
 PathLike = Union[str, os.PathLike]
@@ -52,13 +50,7 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any], source: str = "card") -> "ModelCard":
-        required = ("task", "name", "architecture", "architecture_args", "input", "normalisation", "output", "weights")
-        missing = [k for k in required if k not in data]
-        if missing:
-            raise ModelFileError(f"Model card {source} lacks {', '.join(missing)}.")
-        if data.get("format", CARD_FORMAT) != CARD_FORMAT:
-            raise ModelFileError(f"Model card {source} has format {data.get('format')}; this plugin reads format "
-                                 f"{CARD_FORMAT}. Update the plugin.")
+        validate_card(data, source)   # every field checked before anything is built from the card
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -139,6 +131,9 @@ def load_model(path: PathLike, expected_task: Optional[str] = None, device: str 
     card_file = card_path_for(path)
     card = read_card(card_file, expected_task)
     wpath = verify_weights(card_file, card)
+    # The weights' shapes (from the safetensors header) against the card's network, built on the
+    # meta device: a card that does not describe these weights is refused before memory is allocated.
+    check_weight_shapes(card_file, card.architecture, dict(card.architecture_args), wpath)
     try:
         state = load_file(str(wpath), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:

@@ -95,6 +95,45 @@ def cloud_preprocess(rgb_dn: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,
 class UnitsDecision:
     units: str       # "dB" or "linear"
     reason: str      # sentence for the log
+    warnings: Tuple[str, ...] = ()
+
+
+def _says_db(descriptions: Sequence[Optional[str]]) -> bool:
+    text = " ".join(d or "" for d in descriptions).lower()
+    return "db" in text.replace("(", " ").replace(")", " ").replace("_", " ").split() or "decibel" in text
+
+
+def not_linear_power(sample: np.ndarray) -> Optional[str]:
+    """Why a non-negative 2-band (VV, VH) sample is not linear backscatter power, or None.
+
+    What can be told from the values (thresholds from the real Sentinel-1 samples in sample_data/
+    and sen1floods11: in linear power their VV medians are 0.06-0.16 and the VH/VV ratio of the
+    medians 0.17-0.32, the two bands correlate with r <= 0.64):
+
+    - amplitude (sqrt of power): medians about 0.1-0.5 and a VH/VV ratio of about 0.4-0.6
+      (the square root of power's ratio);
+    - 0-1 reflectance: both bands' medians within 0.01-0.5 and the two bands strongly correlated
+      (r > 0.85; optical bands are, speckled radar is not).
+
+    Dark (water-dominated) amplitude scenes and weakly correlated optical bands (NIR/red) are
+    not recognised; the help says so.
+    """
+    vv, vh = sample[0], sample[1]
+    ok = np.isfinite(vv) & np.isfinite(vh) & (vv > 0) & (vh > 0)
+    if np.count_nonzero(ok) < 100:
+        return None
+    a, b = vv[ok].astype(np.float64), vh[ok].astype(np.float64)
+    m_vv, m_vh = float(np.median(a)), float(np.median(b))
+    ratio = m_vh / m_vv if m_vv > 0 else 0.0
+    r = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
+    seen = f"medians VV {m_vv:.3g}, VH {m_vh:.3g}, VH/VV {ratio:.2f}, correlation {r:.2f}"
+    if 0.01 <= m_vv <= 0.5 and 0.01 <= m_vh <= 0.5 and r > 0.85:
+        return (f"the two bands are strongly correlated with values in 0.01-0.5 ({seen}), as 0-1 optical "
+                "reflectance is; radar backscatter is not")
+    if 0.12 <= m_vv <= 0.8 and 0.36 <= ratio <= 0.75:
+        return (f"the values look like amplitude (the square root of power: {seen}; linear power has a VH/VV "
+                "ratio of about 0.1-0.3). Square the values to get power, or convert to dB")
+    return None
 
 
 def decide_sar_units(sample: np.ndarray, descriptions: Sequence[Optional[str]], dtype: str,
@@ -104,17 +143,19 @@ def decide_sar_units(sample: np.ndarray, descriptions: Sequence[Optional[str]], 
     ``sample`` is (2, h, w) float with invalid pixels already set to NaN. Raises
     :class:`InputError` naming what was seen when the values cannot be
     backscatter (reflectance-like integers, amplitudes in the thousands, ...).
+    The values win over band descriptions: linear power described as "(dB)" is linear.
     """
     finite = sample[np.isfinite(sample)]
     if finite.size == 0:
         raise InputError(f"Layer '{layer_name}': the VV/VH bands hold only nodata.")
     q01, q50, q99 = (float(v) for v in np.percentile(finite, [1, 50, 99]))
     seen = f"dtype {dtype}, 1st/50th/99th percentiles {q01:.4g}/{q50:.4g}/{q99:.4g}"
+    looks_linear = q01 >= 0 and q50 < 1
     if requested in ("dB", "linear"):
         if requested == "dB" and (q01 < -80 or q99 > 60):
             raise InputError(f"Layer '{layer_name}' was declared to be in dB, but its values ({seen}) are not "
                              "backscatter in dB (expected roughly -40..+10).")
-        if requested == "dB" and q01 >= 0 and q50 < 1:
+        if requested == "dB" and looks_linear:
             # Real backscatter in dB is mostly negative; all values >= 0 with a median below 1 is what
             # linear power looks like, and treating it as dB would silently give a meaningless result.
             raise InputError(f"Layer '{layer_name}' was declared to be in dB, but its values ({seen}) look like "
@@ -122,21 +163,36 @@ def decide_sar_units(sample: np.ndarray, descriptions: Sequence[Optional[str]], 
         if requested == "linear" and (q01 < 0 or q99 > 1000):
             raise InputError(f"Layer '{layer_name}' was declared linear power, but its values ({seen}) are not "
                              "linear backscatter (expected 0..~10).")
-        return UnitsDecision(requested, f"units set by the user: {requested} ({seen})")
+        warnings: Tuple[str, ...] = ()
+        if requested == "linear":
+            why = not_linear_power(sample)
+            if why:
+                warnings = (f"Layer '{layer_name}' was declared linear power, but {why}. Processing it as "
+                            "declared.",)
+        return UnitsDecision(requested, f"units set by the user: {requested} ({seen})", warnings)
     if requested != "auto":
         raise InputError(f"Unknown input units '{requested}' (use auto, dB or linear).")
-    text = " ".join(d or "" for d in descriptions).lower()
+    says_db = _says_db(descriptions)
     if dtype.startswith("uint") and q99 > 100:
         raise InputError(f"Layer '{layer_name}' does not look like Sentinel-1 backscatter ({seen}): integer values "
                          "in the hundreds or more look like optical reflectance or uncalibrated amplitude. "
                          "Calibrate to sigma0 (dB or linear) first.")
-    if "db" in text.split() or "decibel" in text or "_db" in text or "(db)" in text:
-        if q99 <= 60 and q01 >= -80:
-            return UnitsDecision("dB", f"band descriptions say dB ({seen})")
     if q50 < 0 and q01 > -80 and q99 < 60:
         return UnitsDecision("dB", f"values are mostly negative, as backscatter in dB is ({seen})")
     if q01 >= 0 and q99 <= 10:
+        why = not_linear_power(sample)
+        if why:
+            raise InputError(f"Layer '{layer_name}' does not look like Sentinel-1 backscatter: {why}. If it is "
+                             "linear power, set the input units to 'linear' by hand.")
+        if says_db:
+            return UnitsDecision("linear", f"values are small and non-negative, as linear power is ({seen}); the "
+                                           "band descriptions say dB, but the values win: dB backscatter is "
+                                           "mostly negative",
+                                 (f"Layer '{layer_name}': the band descriptions say dB but the values are linear "
+                                  "power; treating them as linear power.",))
         return UnitsDecision("linear", f"values are small and non-negative, as linear power is ({seen})")
+    if says_db and q99 <= 60 and q01 >= -80:
+        return UnitsDecision("dB", f"band descriptions say dB ({seen})")
     raise InputError(f"Layer '{layer_name}' does not look like Sentinel-1 VV/VH backscatter ({seen}). "
                      "Expected dB (about -40..+10) or linear power (about 0..1); set the units by hand if "
                      "you are sure.")

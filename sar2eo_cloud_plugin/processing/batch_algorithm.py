@@ -18,6 +18,7 @@ to the child, whose engine stops within the scene and removes its temporary file
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import fnmatch
 import json
@@ -43,7 +44,10 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..core import outputs as safe
 from ..core.bands import BAND_SET_KEYS, BAND_SETS
+from ..core.errors import OutputError
+from . import common
 
 TRANSLATE_ID = "sar2eo_cloud:translate_sar_to_eo"
 CLOUD_ID = "sar2eo_cloud:cloud_mask"
@@ -153,8 +157,53 @@ def _vector_ok(path: str) -> Optional[str]:
     return None
 
 
-def completeness(src: Path, outputs: Dict[str, str], task: str, band_set_key: str) -> Tuple[bool, str]:
-    """(True, why) when every output of ``src`` exists and is complete, else (False, what is missing)."""
+def output_checksums(outputs: Dict[str, str]) -> Dict[str, Dict[str, object]]:
+    """{output key: {"sha256", "bytes"}} of the files that exist (recorded in the batch summary)."""
+    sums = {}
+    for key, path in outputs.items():
+        with contextlib.suppress(OSError):
+            sums[key] = {"sha256": safe.sha256_file(path), "bytes": os.path.getsize(path)}
+    return sums
+
+
+def checksum_problem(outputs: Dict[str, str], recorded: Optional[Dict]) -> Optional[str]:
+    """Why the outputs no longer match the checksums an earlier run recorded (None when they match)."""
+    if not isinstance(recorded, dict):
+        return None
+    for key, path in outputs.items():
+        want = recorded.get(key)
+        if not isinstance(want, dict) or not isinstance(want.get("sha256"), str):
+            return f"{Path(path).name} has no checksum in the previous summary"
+        try:
+            if want.get("bytes") is not None and os.path.getsize(path) != want["bytes"]:
+                return f"{Path(path).name} changed since it was written (size differs from the summary)"
+            if safe.sha256_file(path) != want["sha256"]:
+                return f"{Path(path).name} changed since it was written (sha256 differs from the summary)"
+        except OSError as exc:
+            return f"{Path(path).name} unreadable ({safe.os_error_text(exc)})"
+    return None
+
+
+def previous_records(summary_path: Path) -> Dict[str, Dict]:
+    """Records of an earlier run's summary by input (relative path); {} when there is none or it is unreadable."""
+    try:
+        data = json.loads(summary_path.read_text(encoding="utf-8"))
+        return {r["input"]: r for r in data.get("files", []) if isinstance(r, dict) and isinstance(r.get("input"), str)}
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        return {}
+
+
+def completeness(src: Path, outputs: Dict[str, str], task: str, band_set_key: str,
+                 previous: Optional[Dict] = None) -> Tuple[bool, str]:
+    """(True, why) when every output of ``src`` exists and is complete, else (False, what is missing).
+
+    ``previous`` is this input's record in the earlier run's summary: when it recorded checksums,
+    outputs whose sha256 no longer matches are not complete (a damaged file that still opens with
+    the right shape is redone); when the earlier run failed or was cancelled on this input, its
+    outputs are not trusted either.
+    """
+    if previous is not None and previous.get("status") in ("failed", "cancelled"):
+        return False, f"the previous run {previous.get('status')} on this input"
     for key, path in outputs.items():
         if not os.path.exists(path):
             return False, f"{Path(path).name} missing"
@@ -167,22 +216,13 @@ def completeness(src: Path, outputs: Dict[str, str], task: str, band_set_key: st
             problem = _raster_matches(path, str(src), 1 if key == "OUTPUT" else None)
         if problem:
             return False, problem
+    if previous is not None and "checksums" in previous:
+        problem = checksum_problem(outputs, previous.get("checksums"))
+        if problem:
+            return False, problem
     names = ", ".join(Path(p).name for p in outputs.values())
-    return True, f"already complete ({names}: readable, same size and CRS as the input)"
-
-
-def _remove(paths: Sequence[str], newer_than: float) -> List[str]:
-    """Remove outputs written at or after ``newer_than`` (a scene that failed part-way); return them."""
-    removed = []
-    for path in paths:
-        for candidate in (path, path + ".aux.xml"):
-            try:
-                if os.path.getmtime(candidate) >= newer_than:
-                    os.remove(candidate)
-                    removed.append(candidate)
-            except OSError:
-                pass
-    return removed
+    checked = "; sha256 as recorded" if previous is not None and "checksums" in previous else ""
+    return True, f"already complete ({names}: readable, same size and CRS as the input{checked})"
 
 
 def unreadable_reason(path: Path) -> Optional[str]:
@@ -203,14 +243,18 @@ def unreadable_reason(path: Path) -> Optional[str]:
 
 
 def check_batch_wide(task: str, band_set_key: str, model_file: Optional[str], device_index: int,
-                     cloud_model: str = "auto") -> List[str]:
+                     tiling: Optional[Dict[str, Optional[int]]] = None, cloud_model: str = "auto") -> List[str]:
     """Problems that would fail every file the same way (no weights bundled, a model card for another
-    task or band set, CUDA asked for but absent): raised once, before any file, instead of N failures.
+    task or band set, a card that fails its schema, weights that do not match the card's sha256 or
+    its network, a tile size the network cannot take, CUDA asked for but absent): raised once, before
+    any file, instead of N failures.
 
     Returns log lines describing the model and device that will be used.
     """
+    from ..core.cardschema import check_weight_shapes
+    from ..core.engine import TilingOptions
     from ..core.errors import Sar2EoError
-    from ..core.modelfile import bundled_model_path, read_card, weights_path
+    from ..core.modelfile import bundled_model_path, read_card, verify_weights
 
     try:
         if task == "translate":
@@ -229,13 +273,18 @@ def check_batch_wide(task: str, band_set_key: str, model_file: Optional[str], de
             installed = [n for n in cloud.bundled_cloud_models() if cloud.weights_present(n)]
             if not installed:
                 raise Sar2EoError("No bundled cloud model is installed (run scripts/setup.sh, or give a model file).")
-            from ..core.inference import DEVICES, resolve_device
-
-            device = resolve_device(DEVICES[device_index] if 0 <= device_index < len(DEVICES) else "auto")
-            return [f"Model: auto per file, among {', '.join(installed)}; device: {device}"]
-        weights = weights_path(card_path, card)
-        if not weights.is_file():
-            raise Sar2EoError(f"Model weights {weights} (named by {card_path.name}) are missing.")
+            card_path, card = None, None
+        tiling = tiling or {}
+        if card is not None:
+            weights = verify_weights(card_path, card)       # exists, size and sha256 as in the card
+            check_weight_shapes(card_path, card.architecture, dict(card.architecture_args), weights)
+        card_tiling = card.tiling if card is not None else {}
+        # Translation tiles are input pixels (a multiple of 4); cloud tiles are network pixels (of 32).
+        TilingOptions(tile_size=int(tiling.get("TILE_SIZE") or card_tiling.get("tile_size", 256 if task == "translate"
+                                                                                 else 512)),
+                      overlap=int(card_tiling.get("overlap", 32) if tiling.get("OVERLAP") is None else tiling["OVERLAP"]),
+                      batch_size=int(tiling.get("BATCH_SIZE") or card_tiling.get("batch_size", 4)),
+                      multiple=4 if task == "translate" else 32).check()
         from ..core.inference import DEVICES, resolve_device
 
         device = resolve_device(DEVICES[device_index] if 0 <= device_index < len(DEVICES) else "auto")
@@ -243,6 +292,8 @@ def check_batch_wide(task: str, band_set_key: str, model_file: Optional[str], de
         raise QgsProcessingException(f"{exc} Nothing was processed.") from exc
     except ImportError as exc:
         raise QgsProcessingException(f"PyTorch or another run-time package failed to import: {exc}") from exc
+    if card is None:
+        return [f"Model: auto per file, among {', '.join(installed)}; device: {device}"]
     return [f"Model: {card.name} ({card_path}), device: {device}"]
 
 
@@ -328,10 +379,14 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
             "<p>A file that cannot be processed (unreadable, not a Sentinel-1/Sentinel-2 scene, ...) is "
             "reported as failed with the reason; the batch goes on with the next file.</p>"
             "<p>Running the batch again skips every input whose outputs are already complete (they exist, "
-            "open, and have the expected bands, size and CRS), so an interrupted batch resumes where it "
-            "stopped. Options are not compared: after changing the model, threshold or another option, "
-            "tick <i>Overwrite</i> to redo the outputs.</p>"
-            "<p>Cancelling stops the scene being processed (no partial file is left) and the batch.</p>"
+            "open, have the expected bands, size and CRS, and their sha256 still matches the one recorded in "
+            "the summary), so an interrupted batch resumes where it stopped; changed or damaged outputs are "
+            "redone. Options are not compared: after changing the model, threshold or another option, "
+            "tick <i>Overwrite</i> to redo the outputs. A failed attempt never deletes an earlier output.</p>"
+            "<p>Cancelling stops the scene being processed (no partial file is left) and the batch, which then "
+            "ends with an error after writing its summary; so does a batch in which every file failed. "
+            "Problems that would fail every file (model card, weights hash, tile size, device) stop the batch "
+            "before the first file. Band numbers left empty come from each file's VV/VH band descriptions.</p>"
             "<p>Results: PROCESSED, SKIPPED and FAILED counts and SUMMARY, a JSON file in the output folder "
             "listing every input with its status, reason and outputs. The log ends with the same table.</p>"
             "<p>Pattern: one or more globs separated by ';' (e.g. <code>*.tif;*.tiff</code>), "
@@ -358,12 +413,13 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
                                                      defaultValue=0))
         self.addParameter(QgsProcessingParameterEnum(self.UNITS, "Input units (translation)",
                                                      options=list(UNITS_LABELS), defaultValue=0))
-        self.addParameter(advanced(QgsProcessingParameterNumber(self.VV_BAND, "VV band number (translation)",
-                                                                QgsProcessingParameterNumber.Integer,
-                                                                defaultValue=1, minValue=1)))
-        self.addParameter(advanced(QgsProcessingParameterNumber(self.VH_BAND, "VH band number (translation)",
-                                                                QgsProcessingParameterNumber.Integer,
-                                                                defaultValue=2, minValue=1)))
+        # Empty = from each file's band descriptions (VV/VH), else bands 1 and 2.
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            self.VV_BAND, "VV band number (translation; empty = from band descriptions, else 1)",
+            QgsProcessingParameterNumber.Integer, optional=True, minValue=1)))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            self.VH_BAND, "VH band number (translation; empty = from band descriptions, else 2)",
+            QgsProcessingParameterNumber.Integer, optional=True, minValue=1)))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Compute device", options=list(DEVICE_LABELS),
                                                      defaultValue=0))
         # Cloud-mask options, built from the single-scene algorithm's own choices.
@@ -421,8 +477,10 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
         if opts.get("OVERLAP") is not None:  # 0 is a real choice (no overlap)
             params["OVERLAP"] = opts["OVERLAP"]
         if task == "translate":
-            params.update(VV_BAND=opts["VV_BAND"], VH_BAND=opts["VH_BAND"], UNITS=opts["UNITS"],
-                          BAND_SET=opts["BAND_SET"])
+            params.update(UNITS=opts["UNITS"], BAND_SET=opts["BAND_SET"])
+            for key in ("VV_BAND", "VH_BAND"):
+                if opts.get(key):
+                    params[key] = opts[key]
         else:
             if opts.get("THRESHOLD") is not None:
                 params["THRESHOLD"] = opts["THRESHOLD"]
@@ -454,8 +512,8 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
             "DEVICE": self.parameterAsEnum(parameters, self.DEVICE, context),
             "UNITS": self.parameterAsEnum(parameters, self.UNITS, context),
             "BAND_SET": bs_index,
-            "VV_BAND": self.parameterAsInt(parameters, self.VV_BAND, context),
-            "VH_BAND": self.parameterAsInt(parameters, self.VH_BAND, context),
+            "VV_BAND": self._optional(parameters, self.VV_BAND, context),
+            "VH_BAND": self._optional(parameters, self.VH_BAND, context),
             "THRESHOLD": self._optional(parameters, self.THRESHOLD, context, as_int=False),
             "MIN_AREA": self.parameterAsDouble(parameters, self.MIN_AREA, context),
             "MODEL": self.parameterAsEnum(parameters, self.CLOUD_MODEL, context),
@@ -471,11 +529,21 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
         if QgsApplication.processingRegistry().algorithmById(child_id) is None:
             raise QgsProcessingException(f"Algorithm {child_id} is not available; is the plugin's provider loaded?")
 
-        for line in check_batch_wide(task, band_set_key, model_file, opts["DEVICE"], self.cloud_models[opts["MODEL"]]):
+        for line in check_batch_wide(task, band_set_key, model_file, opts["DEVICE"],
+                                     {k: opts[k] for k in ("TILE_SIZE", "OVERLAP", "BATCH_SIZE")},
+                                     self.cloud_models[opts["MODEL"]]):
             feedback.pushInfo(line)
 
         in_root, out_root = Path(in_folder), Path(out_folder)
-        out_root.mkdir(parents=True, exist_ok=True)
+        try:
+            safe.check_output_folder(out_root, "batch output")
+        except OutputError as exc:
+            raise QgsProcessingException(f"{exc} Nothing was processed.") from exc
+        summary_path = out_root / SUMMARY_NAME.format(task=task)
+        previous = {} if overwrite else previous_records(summary_path)
+        started_at = time.time()
+        for folder in sorted({str(out_root)} | {str(p.parent) for p in out_root.rglob("*.partial*")}):
+            safe.sweep_stale_partials(folder, started_at, feedback.pushInfo)
         inputs, left_out = find_inputs(in_folder, pattern, recursive, exclude_dir=out_folder)
         feedback.pushInfo(f"Batch {task}: {len(inputs)} file(s) matching '{pattern}' in {in_folder}"
                           f"{' (and subfolders)' if recursive else ''}; outputs in {out_folder}"
@@ -490,60 +558,69 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
         steps = QgsProcessingMultiStepFeedback(max(1, len(inputs)), feedback)
         records: List[Dict] = []
         started = time.time()
-        for i, src in enumerate(inputs):
-            steps.setCurrentStep(i)
-            rel = str(src.relative_to(in_root))
-            outs = output_paths(src, in_root, out_root, task, band_set_key, probability, polygons)
-            record = {"input": rel, "outputs": {k: str(Path(v).relative_to(out_root)) for k, v in outs.items()}}
-            records.append(record)
-            if feedback.isCanceled():
-                record.update(status="cancelled", reason="not started: the batch was cancelled")
-                continue
-            feedback.pushInfo(f"[{i + 1}/{len(inputs)}] {rel}")
-            if not overwrite:
-                complete, why = completeness(src, outs, task, band_set_key)
-                if complete:
-                    record.update(status="skipped", reason=why)
-                    feedback.pushInfo(f"  skipped: {why}")
-                    continue
-                if any(os.path.exists(p) for p in outs.values()):
-                    feedback.pushInfo(f"  outputs incomplete ({why}); processing again")
-            problem = unreadable_reason(src)
-            if problem:
-                record.update(status="failed", reason=problem)
-                feedback.reportError(f"  failed: {problem}", fatalError=False)
-                continue
-            t0 = time.time()
-            child_context = QgsProcessingContext()
-            child_context.copyThreadSafeSettings(context)
-            child_context.setFeedback(steps)
-            try:
-                processing.run(child_id, self._child_parameters(task, src, outs, opts), feedback=steps,
-                               context=child_context, is_child_algorithm=True)
-            except Exception as exc:  # noqa: BLE001 - every failure is this file's, not the batch's
-                # Files this attempt wrote (1 s slack for coarse file-system clocks): a cloud mask
-                # whose polygons failed must not look complete on the next run.
-                removed = _remove(list(outs.values()), t0 - 1.0)
+        with common.sigterm_cancels(feedback, raise_after=False) as terminated:
+            for i, src in enumerate(inputs):
+                steps.setCurrentStep(i)
+                rel = str(src.relative_to(in_root))
+                outs = output_paths(src, in_root, out_root, task, band_set_key, probability, polygons)
+                record = {"input": rel, "outputs": {k: str(Path(v).relative_to(out_root)) for k, v in outs.items()}}
+                records.append(record)
                 if feedback.isCanceled():
-                    record.update(status="cancelled", reason="cancelled while processing; no output left")
-                    feedback.pushInfo(f"  cancelled; removed {len(removed)} partial output(s)" if removed
-                                      else "  cancelled; no output written")
-                else:
-                    reason = _first_line(str(exc))
-                    record.update(status="failed", reason=reason)
-                    feedback.reportError(f"  failed: {reason}", fatalError=False)
-                continue
-            finally:
-                del child_context
-            missing = [p for p in outs.values() if not os.path.exists(p)]
-            if missing:
-                _remove(list(outs.values()), t0 - 1.0)
-                record.update(status="failed", reason=f"the algorithm wrote no {', '.join(Path(m).name for m in missing)}")
-                feedback.reportError(f"  failed: {record['reason']}", fatalError=False)
-                continue
-            record.update(status="processed", reason=f"done in {time.time() - t0:.1f} s")
-            feedback.pushInfo(f"  processed in {time.time() - t0:.1f} s -> "
-                              + ", ".join(Path(p).name for p in outs.values()))
+                    record.update(status="cancelled", reason="not started: the batch was cancelled")
+                    continue
+                feedback.pushInfo(f"[{i + 1}/{len(inputs)}] {rel}")
+                if not overwrite:
+                    complete, why = completeness(src, outs, task, band_set_key, previous.get(rel))
+                    if complete:
+                        record.update(status="skipped", reason=why,
+                                      checksums=(previous.get(rel) or {}).get("checksums") or output_checksums(outs))
+                        feedback.pushInfo(f"  skipped: {why}")
+                        continue
+                    if any(os.path.exists(p) for p in outs.values()):
+                        feedback.pushInfo(f"  outputs incomplete ({why}); processing again")
+                problem = unreadable_reason(src)
+                if problem:
+                    record.update(status="failed", reason=problem)
+                    feedback.reportError(f"  failed: {problem}", fatalError=False)
+                    continue
+                t0 = time.time()
+                # Earlier outputs of this input: a failed attempt leaves them as they were (a file it
+                # replaced is put back, one it created is removed), never deletes them.
+                guards = [common.OutputGuard(p) for p in outs.values()]
+                child_context = QgsProcessingContext()
+                child_context.copyThreadSafeSettings(context)
+                child_context.setFeedback(steps)
+                try:
+                    processing.run(child_id, self._child_parameters(task, src, outs, opts), feedback=steps,
+                                   context=child_context, is_child_algorithm=True)
+                except Exception as exc:  # noqa: BLE001 - every failure is this file's, not the batch's
+                    for guard in guards:
+                        guard.restore()
+                    if feedback.isCanceled():
+                        record.update(status="cancelled", reason="cancelled while processing; no output left"
+                                      + (" (SIGTERM)" if terminated else ""))
+                        feedback.pushInfo("  cancelled; earlier outputs (if any) are unchanged")
+                    else:
+                        reason = _first_line(str(exc))
+                        record.update(status="failed", reason=reason)
+                        feedback.reportError(f"  failed: {reason}", fatalError=False)
+                    continue
+                finally:
+                    del child_context
+                missing = [p for p in outs.values() if not os.path.exists(p)]
+                if missing:
+                    for guard in guards:
+                        guard.restore()
+                    record.update(status="failed",
+                                  reason=f"the algorithm wrote no {', '.join(Path(m).name for m in missing)}")
+                    feedback.reportError(f"  failed: {record['reason']}", fatalError=False)
+                    continue
+                for guard in guards:
+                    guard.discard()
+                record.update(status="processed", reason=f"done in {time.time() - t0:.1f} s",
+                              checksums=output_checksums(outs))
+                feedback.pushInfo(f"  processed in {time.time() - t0:.1f} s -> "
+                                  + ", ".join(Path(p).name for p in outs.values()))
         feedback.setProgress(100)
 
         counts = {s: sum(1 for r in records if r.get("status") == s)
@@ -557,10 +634,11 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
             "seconds": round(time.time() - started, 1), "cancelled": bool(feedback.isCanceled()),
             "counts": counts, "files": records,
         }
-        summary_path = out_root / SUMMARY_NAME.format(task=task)
-        tmp = summary_path.with_name("." + summary_path.name + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        os.replace(tmp, summary_path)
+        try:
+            safe.atomic_write_text(summary_path, json.dumps(summary, indent=2))   # temp + fsync + rename
+        except OutputError as exc:
+            raise QgsProcessingException(f"{exc} The outputs themselves are complete: "
+                                         f"{counts['processed']} processed, {counts['failed']} failed.") from exc
 
         feedback.pushInfo("")
         feedback.pushInfo(f"Batch summary: {counts['processed']} processed, {counts['skipped']} skipped "
@@ -570,7 +648,13 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
         for r in records:
             feedback.pushInfo(f"  {r['status']:<9} {r['input']}: {r.get('reason', '')}")
         if feedback.isCanceled():
-            feedback.reportError("The batch was cancelled; run it again to process the remaining files "
-                                 "(complete outputs are skipped).", fatalError=False)
+            raise QgsProcessingException(
+                ("The batch was terminated (SIGTERM)" if terminated else "The batch was cancelled")
+                + f"; {counts['processed']} processed before that. Run it again to process the remaining files "
+                f"(complete outputs are skipped). Summary: {summary_path}")
+        if counts["failed"] and not (counts["processed"] or counts["skipped"]):
+            raise QgsProcessingException(f"Every file failed ({counts['failed']}); nothing was processed. "
+                                         f"First reason: {next(r['reason'] for r in records if r.get('status') == 'failed')}. "
+                                         f"Summary: {summary_path}")
         return {"PROCESSED": counts["processed"], "SKIPPED": counts["skipped"], "FAILED": counts["failed"],
                 "OUTPUT_FOLDER": str(out_root), "SUMMARY": str(summary_path)}

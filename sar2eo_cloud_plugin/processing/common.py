@@ -12,7 +12,9 @@ import functools
 import html
 import importlib.util
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -25,11 +27,13 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
+    QgsProperty,
     QgsProviderRegistry,
     QgsRasterLayer,
 )
 
-from ..core.errors import CancelledError, Sar2EoError
+from ..core import outputs as safe
+from ..core.errors import CancelledError, OutputError, Sar2EoError
 
 # Order = core.inference.DEVICES ("auto", "cpu", "cuda"); the enum index is the stable value.
 DEVICE_KEYS: Tuple[str, ...] = ("auto", "cpu", "cuda")
@@ -130,31 +134,85 @@ def check_cancelled(feedback: Optional[QgsProcessingFeedback]) -> None:
         raise CancelledError("Cancelled by the user; no output was written.")
 
 
+class OutputGuard:
+    """What ``core_errors`` knows about one path of its ``cleanup`` list at entry."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.identity = _identity(path)
+        self.backup: Optional[str] = None
+        if self.identity is not None:
+            # An earlier file at this path: keep a hard link to it, so that a run that replaces it and
+            # then fails (e.g. a later step of the algorithm) puts the earlier file back.
+            backup = safe.temp_path(path)
+            try:
+                os.link(path, backup)
+                self.backup = backup
+            except OSError:
+                self.backup = None
+
+    def restore(self) -> None:
+        now = _identity(self.path)
+        if self.identity is None:
+            if now is not None:
+                remove_outputs([self.path])          # created by the failed run
+        elif now != self.identity:
+            if self.backup is not None:
+                with contextlib.suppress(OSError):
+                    os.replace(self.backup, self.path)   # the earlier file comes back
+                    self.backup = None
+            # without a backup, a replaced file is left as it is: never delete what we cannot restore
+        self.discard()
+
+    def discard(self) -> None:
+        if self.backup is not None:
+            safe.remove_quietly([self.backup])
+            self.backup = None
+
+
+def _identity(path: str):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 @contextlib.contextmanager
 def core_errors(cleanup: Sequence[str] = ()) -> Iterator[None]:
     """Turn the core's errors into QgsProcessingException with the same message.
 
-    Paths in ``cleanup`` are removed when anything goes wrong (e.g. outputs written by an
-    earlier step of the algorithm), so a failed or cancelled run leaves no output behind.
+    ``cleanup`` names files the block may write (e.g. outputs written by an earlier step of the
+    algorithm). When anything goes wrong, a file the block created is removed and a file that was
+    already there is left as it was before the block: if the block replaced it, the earlier file is
+    put back from a hard link taken at entry; a file the block did not touch is never removed (a
+    user's earlier good output must survive a failed or cancelled run). A failure of this cleanup
+    never hides the error that caused it.
     """
+    guards = [OutputGuard(p) for p in cleanup if p]
     try:
         yield
-    except QgsProcessingException:
-        remove_outputs(cleanup)
+    except BaseException as exc:
+        for guard in guards:
+            try:
+                guard.restore()
+            except Exception:  # noqa: BLE001 - keep the original error
+                pass
+        if isinstance(exc, QgsProcessingException):
+            raise
+        if isinstance(exc, CancelledError):
+            raise QgsProcessingException(str(exc) or "Cancelled by the user; no output was written.") from exc
+        if isinstance(exc, Sar2EoError):
+            raise QgsProcessingException(str(exc)) from exc
+        if isinstance(exc, MemoryError):
+            raise QgsProcessingException("Out of memory: lower TILE_SIZE and BATCH_SIZE (advanced parameters) "
+                                         "and try again.") from exc
+        if isinstance(exc, OSError) and exc.filename:
+            raise QgsProcessingException(f"Cannot use '{exc.filename}': {safe.os_error_text(exc)}.") from exc
         raise
-    except CancelledError as exc:
-        remove_outputs(cleanup)
-        raise QgsProcessingException(str(exc) or "Cancelled by the user; no output was written.") from exc
-    except Sar2EoError as exc:
-        remove_outputs(cleanup)
-        raise QgsProcessingException(str(exc)) from exc
-    except MemoryError as exc:
-        remove_outputs(cleanup)
-        raise QgsProcessingException("Out of memory: lower TILE_SIZE and BATCH_SIZE (advanced parameters) "
-                                     "and try again.") from exc
-    except BaseException:
-        remove_outputs(cleanup)
-        raise
+    else:
+        for guard in guards:
+            guard.discard()
 
 
 def remove_outputs(paths: Sequence[str]) -> None:
@@ -164,6 +222,51 @@ def remove_outputs(paths: Sequence[str]) -> None:
         for candidate in (path, path + ".aux.xml"):
             with contextlib.suppress(OSError):
                 os.remove(candidate)
+
+
+@contextlib.contextmanager
+def sigterm_cancels(feedback: Optional[QgsProcessingFeedback], raise_after: bool = True) -> Iterator[List[int]]:
+    """While the block runs, SIGTERM cancels ``feedback`` (as the Cancel button does) instead of
+    killing the process, so the engine stops at its next tile and removes its temporary files; the
+    run then fails with a message saying it was terminated.
+
+    Installed only where that is safe: on the main thread (qgis_process runs algorithms there; the
+    desktop runs them on worker threads, where Python cannot install handlers) and only when
+    SIGTERM has its default action (a handler someone else installed is left alone). The previous
+    handler is restored when the block ends. With ``raise_after`` (default), a SIGTERM that came
+    after the block's last cancellation check still makes the run fail once the block is done; the
+    folder batch passes False and reports it in its summary instead.
+    """
+    received: List[int] = []
+    installed = False
+    old = None
+    if feedback is not None and threading.current_thread() is threading.main_thread():
+        try:
+            old = signal.getsignal(signal.SIGTERM)
+            if old == signal.SIG_DFL:
+                def handler(signum, _frame):
+                    received.append(signum)
+                    feedback.cancel()
+
+                signal.signal(signal.SIGTERM, handler)
+                installed = True
+        except (ValueError, OSError, AttributeError):
+            installed = False
+    try:
+        yield received
+    except QgsProcessingException as exc:
+        if received:
+            raise QgsProcessingException("Terminated (SIGTERM): the run was stopped like a cancel; no partial "
+                                         "output was left and an earlier file at the output path is unchanged. "
+                                         f"({exc})") from exc
+        raise
+    finally:
+        if installed:
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signal.SIGTERM, old)
+    if received and raise_after:
+        raise QgsProcessingException("Terminated (SIGTERM) after the run had finished writing; its outputs "
+                                     "are complete.")
 
 
 # --------------------------------------------------------------------------- parameters
@@ -193,6 +296,44 @@ def optional_int(alg: QgsProcessingAlgorithm, parameters: Dict, name: str, conte
         return None
     value = alg.parameterAsInt(parameters, name, context)
     return value if value else None
+
+
+def band_number(alg: QgsProcessingAlgorithm, parameters: Dict, name: str, context: QgsProcessingContext,
+                label: str = "") -> Optional[int]:
+    """A band-number parameter: None when not set, else an integer >= 1. ``0``, negative or
+    non-numeric values are an error naming the parameter (they used to become band 1 silently)."""
+    raw = parameters.get(name)
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, QgsProperty):
+        raw = alg.parameterAsInt(parameters, name, context)
+    what = f"{name}{f' ({label})' if label else ''}"
+    value: Optional[int] = None
+    if isinstance(raw, bool):
+        value = None
+    elif isinstance(raw, int):
+        value = raw
+    elif isinstance(raw, float) and raw.is_integer():
+        value = int(raw)
+    elif isinstance(raw, str):
+        text = raw.strip()
+        if text.lstrip("+-").isdigit():
+            value = int(text)
+    if value is None:
+        raise QgsProcessingException(f"{what} is {raw!r}: a band number must be a whole number (1 = the first band).")
+    if value < 1:
+        raise QgsProcessingException(f"{what} is {value}: band numbers start at 1 (the first band); "
+                                     "leave it empty to use the default.")
+    return value
+
+
+def check_output_folder(path: str, what: str = "output") -> None:
+    """Up-front check that the folder of output ``path`` can take a file (QgsProcessingException
+    naming the folder and the cause: read-only file system, no permission, a parent that is a file)."""
+    try:
+        safe.check_output_folder(os.path.dirname(os.path.abspath(path)), what)
+    except OutputError as exc:
+        raise QgsProcessingException(str(exc)) from exc
 
 
 def optional_double(alg: QgsProcessingAlgorithm, parameters: Dict, name: str, context: QgsProcessingContext) -> Optional[float]:
@@ -262,6 +403,7 @@ def geotiff_destination(alg: QgsProcessingAlgorithm, parameters: Dict, name: str
             if os.path.exists(path) and os.path.samefile(path, src):
                 raise QgsProcessingException(f"Output {name} would overwrite the input raster {src}; "
                                              "choose another file name.")
+    check_output_folder(path, f"output {name}")
     return path
 
 

@@ -78,11 +78,19 @@ class TranslateSarToEoAlgorithm(QgsProcessingAlgorithm):
             "Sentinel-2-like optical image with a CycleGAN ResNet generator (a deep-learning model).</p>"
             "<h3>Input</h3>"
             "<p>A file-based raster with Sentinel-1 GRD backscatter (sigma0), at least the VV and VH bands "
-            "(choose them with <i>VV band</i> / <i>VH band</i>, defaults 1 and 2), ideally at 10 m. "
+            "(choose them with <i>VV band</i> / <i>VH band</i>; when they are not set, band descriptions "
+            "naming VV / VH decide, else bands 1 and 2; a band number that contradicts the descriptions is "
+            "refused), ideally at 10 m. "
             "<i>Input units</i>: dB, linear power, or auto-detect — auto decides from the values and the band "
             "descriptions and writes its decision to the log and to the INPUT_UNITS result. Linear values "
             "&le; 0 and the input's nodata pixels become nodata. Rasters that are clearly not backscatter "
-            "(one band, integer reflectance-like values) are refused with a message naming what was seen.</p>"
+            "(one band, integer reflectance-like values) are refused with a message naming what was seen. "
+            "The values win over band descriptions: linear power described as \"(dB)\" is read as linear. "
+            "Auto also refuses float pairs that look like amplitude (square root of power: medians about "
+            "0.1-0.5, VH/VV ratio about 0.4-0.6) or 0-1 optical reflectance (two strongly correlated bands); "
+            "it cannot recognise amplitude of dark, water-dominated scenes, amplitude in dB, or weakly "
+            "correlated optical bands (NIR and red): check what your file holds. A raster whose sampled "
+            "pixels are all 0 (without a nodata value) or all one value is refused before the run.</p>"
             "<p>Normalisation as in training: dB clipped to VV &minus;25..0 dB and VH &minus;32.5..0 dB, "
             "scaled to &minus;1..1.</p>"
             f"<h3>Band set</h3><ul>{sets}</ul>"
@@ -149,8 +157,8 @@ class TranslateSarToEoAlgorithm(QgsProcessingAlgorithm):
         band_set_key = BAND_SET_KEYS[set_index]
         req = inference.TranslationRequest(
             src_path=src, dst_path=out_path, band_set=band_set_key,
-            vv_band=common.optional_int(self, parameters, self.VV_BAND, context) or 1,
-            vh_band=common.optional_int(self, parameters, self.VH_BAND, context) or 2,
+            vv_band=common.band_number(self, parameters, self.VV_BAND, context, "VV band"),
+            vh_band=common.band_number(self, parameters, self.VH_BAND, context, "VH band"),
             units=UNITS_KEYS[units_index],
             device=common.device_key(self, parameters, context, self.DEVICE),
             tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
@@ -159,10 +167,9 @@ class TranslateSarToEoAlgorithm(QgsProcessingAlgorithm):
             model_path=common.model_path(self, parameters, context, self.MODEL_FILE),
             layer_name=layer_name,
         )
-        feedback.pushInfo(f"Translating '{layer_name}' (VV band {req.vv_band}, VH band {req.vh_band}) to "
-                          f"{BAND_SETS[band_set_key].label}")
+        feedback.pushInfo(f"Translating '{layer_name}' to {BAND_SETS[band_set_key].label}")
         bridge = common.FeedbackAdapter(feedback)
-        with common.core_errors():
+        with common.sigterm_cancels(feedback), common.core_errors():
             common.check_cancelled(feedback)
             result = inference.translate_sar_to_eo(req, bridge.progress, bridge.is_cancelled, bridge.log)
         units = ""

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 
-from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback
+from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback
 
 from sar2eo_cloud_plugin.processing import batch_algorithm as ba
 
@@ -59,15 +58,17 @@ def test_cancel_stops_within_and_between_scenes(provider, s1_copies, s1_samples,
               # cancel lands inside a scene, between tiles.
               "TILE_SIZE": 32, "OVERLAP": 8, "BATCH_SIZE": 1,
               "MODEL_FILE": str(tiny_models / "sar2eo_rgb.json")}
-    results = processing.run("sar2eo_cloud:batch_folder", params, feedback=feedback, context=QgsProcessingContext())
+    # A cancelled batch fails (non-zero exit in qgis_process), after writing its summary.
+    with pytest.raises(QgsProcessingException, match="The batch was cancelled; 1 processed"):
+        processing.run("sar2eo_cloud:batch_folder", params, feedback=feedback, context=QgsProcessingContext())
     assert any(20 < p < 40 for p in seen), "no progress inside the 2nd scene"
-    summary = json.loads(Path(results["SUMMARY"]).read_text())
+    summary = json.loads((out / "sar2eo_batch_translate_summary.json").read_text())
     statuses = [r["status"] for r in summary["files"]]
     assert statuses == ["processed", "cancelled", "cancelled", "cancelled", "cancelled"]
     assert "while processing" in summary["files"][1]["reason"]
     assert "not started" in summary["files"][2]["reason"]
     assert summary["cancelled"] is True
-    assert (results["PROCESSED"], results["SKIPPED"], results["FAILED"]) == (1, 0, 0)
+    assert summary["counts"] == {"processed": 1, "skipped": 0, "failed": 0, "cancelled": 4}
     # Only the finished scene's output and the summary: no partial or temporary file.
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"{s1_samples[0].stem}_eo_rgb.tif", "sar2eo_batch_translate_summary.json"])

@@ -90,6 +90,9 @@ def test_translate_refuses_bad_requests(tmp_path, s1_sample, s2_sample, tiny_mod
         inference.translate_sar_to_eo(TranslationRequest(str(s1_sample), str(tmp_path / "o.tif"), vh_band=3,
                                                          model_path=model))
     with pytest.raises(InputError, match="must be different"):
+        inference.translate_sar_to_eo(TranslationRequest(str(s1_sample), str(tmp_path / "o.tif"), vv_band=1,
+                                                         vh_band=1, model_path=model))
+    with pytest.raises(InputError, match="VH_BAND is 1, but band 1 is described as 'VV"):   # VV is band 1
         inference.translate_sar_to_eo(TranslationRequest(str(s1_sample), str(tmp_path / "o.tif"), vh_band=1,
                                                          model_path=model))
     with pytest.raises(InputError, match="writes bands"):   # an RGB model asked for the RGBN band set

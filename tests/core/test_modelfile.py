@@ -131,7 +131,7 @@ def test_unknown_task_refused(saved):
 def test_unknown_architecture_refused(saved):
     _net, card_path = saved
     _edit_card(card_path, architecture="transformer_xl")
-    with pytest.raises(ModelFileError, match="cannot build 'transformer_xl'"):
+    with pytest.raises(ModelFileError, match="field 'architecture' is 'transformer_xl'"):
         modelfile.load_model(card_path, "sar2eo")
 
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import tempfile
 import threading
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -31,6 +31,7 @@ from . import s2product
 from .bands import available_s2_bands, canonical_s2_band, find_s2_bands
 from .engine import OutputSpec, RunResult, TilingOptions, run_tiled
 from .errors import InputError, ModelFileError
+from .validity import check_has_data
 from . import modelfile
 from .modelfile import ModelCard, read_card, weights_path
 
@@ -345,25 +346,28 @@ def buffer_classes(src_path: str, dst_path: str, radius_px: float, rows: int = 1
                    is_cancelled: Optional[Callable[[], bool]] = None) -> None:
     """Dilate shadow, then cloud (cloud wins where both grow), by ``radius_px`` pixels (a disk), into
     ``dst_path``. Works strip by strip with a halo of the radius, so memory stays bounded; nodata is
-    never overwritten. Written under a temporary name and renamed when complete."""
+    never overwritten. Written under a temporary name, checked complete (as the engine checks its
+    outputs) and renamed only then: a failed or cancelled pass leaves an earlier file as it was."""
     import rasterio
     from rasterio.windows import Window
     from scipy import ndimage
 
+    from . import outputs
+    from .engine import finish_output
+    from .errors import CancelledError
+
     r = int(math.ceil(radius_px))
-    tmp = str(Path(dst_path).with_name(f".{uuid.uuid4().hex[:8]}.buffer.partial.tif"))
+    tmp = outputs.temp_path(dst_path)
     try:
         with rasterio.open(src_path) as src:
             profile = src.profile.copy()
             H, W = src.height, src.width
-            with rasterio.open(tmp, "w", **profile) as dst:
+            dst = rasterio.open(tmp, "w", **profile)
+            try:
                 dst.update_tags(**src.tags())
                 dst.set_band_description(1, src.descriptions[0] or "")
-                with contextlib.suppress(ValueError):
-                    dst.write_colormap(1, src.colormap(1))
                 for y0 in range(0, H, rows):
                     if is_cancelled and is_cancelled():
-                        from .errors import CancelledError
                         raise CancelledError("Cancelled by the user; no output was written.")
                     n = min(rows, H - y0)
                     top, bottom = max(0, y0 - r), min(H, y0 + n + r)
@@ -371,15 +375,18 @@ def buffer_classes(src_path: str, dst_path: str, radius_px: float, rows: int = 1
                     out = block.copy()
                     for value in (SHADOW, CLOUD):
                         hit = block == value
-                        if not hit.any():
-                            continue
-                        near = ndimage.distance_transform_edt(~hit) <= radius_px
-                        out[near & (block != MASK_NODATA)] = value
+                        if hit.any():
+                            near = ndimage.distance_transform_edt(~hit) <= radius_px
+                            out[near & (block != MASK_NODATA)] = value
                     dst.write(out[y0 - top:y0 - top + n][None], window=Window(0, y0, W, n))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    dst.close()
+                raise
+        finish_output(dst_path, dst, tmp, W, H, 1, "uint8")
         os.replace(tmp, dst_path)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+        outputs.remove_quietly([tmp])
 
 
 # ------------------------------------------------------------------------------------------- a run
@@ -439,17 +446,32 @@ def _read_meta(src_path: str, name: str):
 
 def cloud_mask(req: CloudMaskRequest, progress=None, is_cancelled=None, log: Optional[Log] = None) -> CloudMaskResult:
     """Sentinel-2 raster -> uint8 class raster (0 clear, 1 cloud, 2 shadow, 255 nodata) and, if asked,
-    float32 per-class probabilities."""
+    float32 per-class probabilities. ``req.src_path`` may also be a Sentinel-2 product as downloaded
+    (a .SAFE folder, its zip, its MTD_MSI*.xml or a SENTINEL2 subdataset): its 10 m and 20 m bands are
+    stacked on the 10 m grid (:mod:`.safe`) and the product's metadata gives level, date and offset."""
+    from .safe import product_stack
+
+    log = log or (lambda _m: None)
+    with tempfile.TemporaryDirectory(prefix="sar2eo_product_") as workdir:
+        stack = product_stack(req.src_path, workdir, log=log)
+        if stack is None:
+            return _cloud_mask_raster(req, req.src_path, progress, is_cancelled, log)
+        log(f"Sentinel-2 product {Path(req.src_path).name}: bands stacked on its 10 m grid")
+        return _cloud_mask_raster(req, stack, progress, is_cancelled, log)
+
+
+def _cloud_mask_raster(req: CloudMaskRequest, src_path: str, progress, is_cancelled, log: Log) -> CloudMaskResult:
+    """:func:`cloud_mask` on a raster GDAL reads directly (``src_path``: the request's own file, or the
+    stack built from a product)."""
     from .inference import TorchPredictor, resolve_device, sample_bands, tiling_from
     from .modelfile import load_model
 
-    log = log or (lambda _m: None)
     name = req.layer_name or Path(req.src_path).name
     if req.mode not in MODES:
         raise InputError(f"Unknown mode '{req.mode}' (use {' or '.join(MODES)}).")
     if not 0 <= req.buffer_m <= 10000:
         raise InputError(f"Buffer {req.buffer_m:g} m must be between 0 and 10,000 m.")
-    count, descriptions, tags, band_tags, pixel_m, (height, width) = _read_meta(req.src_path, name)
+    count, descriptions, tags, band_tags, pixel_m, (height, width) = _read_meta(src_path, name)
 
     level = s2product.decide_level(req.level, count, descriptions, tags, req.src_path)
     log(f"Product level: {level.value or 'unknown'} ({level.reason})")
@@ -482,7 +504,8 @@ def cloud_mask(req: CloudMaskRequest, progress=None, is_cancelled=None, log: Opt
 
     offset = s2product.decide_offset(req.offset, tags, band_tags, req.src_path)
     log(f"DN offset: {offset.value:g} ({offset.reason})")
-    sample, _desc, dtype = sample_bands(req.src_path, bands)
+    sample, _desc, dtype = sample_bands(src_path, bands)
+    check_has_data(sample, name, bands)
     check_values(sample, spec, dtype, float(offset.value), name, bands)
 
     threshold = float(spec.threshold if req.threshold is None else req.threshold)
@@ -527,8 +550,9 @@ def cloud_mask(req: CloudMaskRequest, progress=None, is_cancelled=None, log: Opt
     buffered = req.buffer_m > 0
     mask_target = req.dst_path
     if buffered:   # the engine writes the unbuffered mask beside the output, the buffer pass the output
-        p = Path(req.dst_path)
-        mask_target = str(p.with_name(f".{p.stem[:40]}.{uuid.uuid4().hex[:8]}.unbuffered.tif"))
+        from .outputs import temp_path
+
+        mask_target = temp_path(req.dst_path)   # PID-tagged: a killed run's leftover is swept like any partial
     outputs = [OutputSpec(path=mask_target, count=1, dtype="uint8", nodata=MASK_NODATA,
                           convert=class_converter(spec, req.mode, threshold, counter),
                           descriptions=(f"cloud mask ({legend})",),
@@ -540,7 +564,7 @@ def cloud_mask(req: CloudMaskRequest, progress=None, is_cancelled=None, log: Opt
                                   descriptions=tuple(f"probability of {CLASS_NAMES[v]}" for v in spec.class_values),
                                   tags=model_tags))
     try:
-        run = run_tiled(req.src_path, bands, make_prepare(spec, float(offset.value)), predictor,
+        run = run_tiled(src_path, bands, make_prepare(spec, float(offset.value)), predictor,
                         len(spec.class_values) if spec.activation == "softmax" else 1, outputs, options,
                         progress, is_cancelled, log)
         counts = counter.counts.copy()

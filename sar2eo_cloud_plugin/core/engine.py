@@ -148,20 +148,27 @@ def _finish(outputs: Sequence[OutputSpec], writers: list, temps: Sequence[str], 
     file is reopened and its last block row read, and it is fsync'ed before anything is renamed.
     """
     for spec, dst, tmp in zip(outputs, writers, temps):
-        with safe.closing_errors() as errors:
-            try:
-                dst.close()
-            except Exception as exc:  # noqa: BLE001
-                raise _write_error(spec.path, exc) from exc
-        if errors:
-            raise _write_error(spec.path, RuntimeError("; ".join(errors[:3])))
-        problem = safe.verify_raster(tmp, width, height, spec.count, spec.dtype)
-        if problem:
-            raise _write_error(spec.path, RuntimeError(f"the written file is incomplete: {problem}"))
+        finish_output(spec.path, dst, tmp, width, height, spec.count, spec.dtype)
+
+
+def finish_output(final: str, dst, tmp: str, width: int, height: int, count: int, dtype: str) -> None:
+    """Close one writer (``dst``, writing ``tmp`` for ``final``) and check the file is complete and on
+    disk, or raise :class:`OutputError` naming ``final`` and the cause. Other writers (the cloud
+    mask's buffer pass) use it too, so every output is checked the same way."""
+    with safe.closing_errors() as errors:
         try:
-            safe.fsync_file(tmp)
-        except OSError as exc:
-            raise _write_error(spec.path, exc) from exc
+            dst.close()
+        except Exception as exc:  # noqa: BLE001
+            raise _write_error(final, exc) from exc
+    if errors:
+        raise _write_error(final, RuntimeError("; ".join(errors[:3])))
+    problem = safe.verify_raster(tmp, width, height, count, dtype)
+    if problem:
+        raise _write_error(final, RuntimeError(f"the written file is incomplete: {problem}"))
+    try:
+        safe.fsync_file(tmp)
+    except OSError as exc:
+        raise _write_error(final, exc) from exc
 
 
 def _check_band_and_crs(src, src_path: str, bands: Sequence[int]) -> None:

@@ -38,6 +38,7 @@ from qgis.PyQt.QtCore import QCoreApplication, QVariant
 from qgis.PyQt.QtGui import QIcon
 
 from ..core import s2product
+from ..core.outputs import temp_path
 from ..core.cloud import CLASS_NAMES, CLOUD, SHADOW, model_choices
 from . import common
 
@@ -272,7 +273,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         resolution = self._optional_number(parameters, self.RESOLUTION, context)
         # With polygons, the rasters are written under hidden names and put in place only once the polygons
         # are done too: a run cancelled or failed while polygonising leaves no new file and keeps old ones.
-        staged = {path: _staged_name(path) for path in (mask_path, prob_path) if path and want_polygons}
+        staged = {path: temp_path(path) for path in (mask_path, prob_path) if path and want_polygons}
         req = cloud.CloudMaskRequest(
             src_path=src, dst_path=staged.get(mask_path, mask_path),
             model=self._enum_key(parameters, self.MODEL, context, self.models),
@@ -295,7 +296,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         feedback.pushInfo(tr(f"Cloud mask of '{layer_name}'"))
         bridge = common.FeedbackAdapter(feedback, 0.0, 90.0 if want_polygons else 100.0)
         try:
-            with common.core_errors():
+            with common.sigterm_cancels(feedback), common.core_errors():
                 common.check_cancelled(feedback)
                 result = cloud.cloud_mask(req, bridge.progress, bridge.is_cancelled, bridge.log)
                 pixels = result.class_pixels
@@ -361,13 +362,6 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
             sink.addFeature(feature, QgsFeatureSink.FastInsert)
         common.set_post_processor(context, dest_id, lambda: _styler("polygons"))
         return dest_id
-
-
-def _staged_name(path: str) -> str:
-    """A hidden name beside ``path`` for an output that is put in place only when the whole run succeeded."""
-    folder, name = os.path.split(path)
-    stem, ext = os.path.splitext(name)
-    return os.path.join(folder, f".{stem[:200]}.{uuid.uuid4().hex[:8]}.staged{ext or '.tif'}")
 
 
 def _styler(kind: str):

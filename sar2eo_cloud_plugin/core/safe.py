@@ -108,6 +108,12 @@ def _locate(path: str) -> Optional[Tuple[str, Optional[str], Optional[str]]]:
     return None
 
 
+def is_product(path: str) -> bool:
+    """Whether ``path`` names a Sentinel-2 product (.SAFE folder, zip, MTD xml, SENTINEL2 subdataset).
+    Looks only at names and listings; a zip that cannot be read raises :class:`InputError`."""
+    return _locate(path) is not None
+
+
 # ------------------------------------------------------------------------------------- the product
 def _gdal():
     from osgeo import gdal

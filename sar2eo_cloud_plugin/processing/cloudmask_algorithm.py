@@ -31,6 +31,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingUtils,
+    QgsRasterLayer,
     QgsVectorLayer,
     QgsWkbTypes,
 )
@@ -240,6 +241,25 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
                             (self.LEVEL_USED, "Product level used")):
             self.addOutput(QgsProcessingOutputString(name, tr(label)))
 
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        """A Sentinel-2 product path (.SAFE folder, zip, MTD xml) as INPUT is not a layer QGIS can load, so
+        the raster-layer check would refuse it: such an INPUT is accepted here and read by the core."""
+        from ..core.errors import Sar2EoError
+        from ..core.safe import is_product
+
+        raw = parameters.get(self.INPUT)
+        try:
+            product = isinstance(raw, str) and is_product(raw)
+        except Sar2EoError as exc:
+            return False, str(exc)
+        if not product:
+            return super().checkParameterValues(parameters, context)
+        for definition in self.parameterDefinitions():
+            if definition.name() != self.INPUT and \
+                    not definition.checkValueIsAcceptable(parameters.get(definition.name()), context):
+                return False, tr(f"Incorrect parameter value for {definition.name()}")
+        return True, ""
+
     def canExecute(self):  # noqa: N802
         return common.can_execute(common.CLOUD_PACKAGES)
 
@@ -261,7 +281,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         common.import_inference(common.CLOUD_PACKAGES)
         from ..core import cloud
 
-        src, layer_name, layer = common.raster_source(self, parameters, self.INPUT, context)
+        src, layer_name, layer = self._input(parameters, context)
         mask_path = common.geotiff_destination(self, parameters, self.OUTPUT, context, inputs=[src])
         prob_path = common.geotiff_destination(self, parameters, self.OUTPUT_PROBABILITY, context, inputs=[src])
         if prob_path and os.path.abspath(prob_path) == os.path.abspath(mask_path):
@@ -336,8 +356,27 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
             common.set_post_processor(context, prob_path, lambda: _styler("probability"))
         return results
 
+    def _input(self, parameters, context) -> Tuple[str, str, Optional[QgsRasterLayer]]:
+        """(path the core reads, name for messages, layer or None). A Sentinel-2 product as downloaded
+        (.SAFE folder, zip, MTD xml) is not a layer QGIS opens in one piece, and a product's subdataset
+        layer has no file path: both go to the core as they are, which stacks their bands."""
+        from ..core.errors import Sar2EoError
+        from ..core.safe import is_product
+
+        raw = parameters.get(self.INPUT)
+        layer = None if isinstance(raw, str) and os.path.isdir(raw) else \
+            self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        candidate = layer.source() if layer is not None and layer.isValid() else raw
+        try:
+            if isinstance(candidate, str) and is_product(candidate):
+                return candidate, (layer.name() if layer is not None else os.path.basename(candidate.rstrip("/"))), layer
+        except Sar2EoError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        return common.raster_source(self, parameters, self.INPUT, context)
+
     def _write_polygons(self, parameters, context, feedback, layer, layer_name, mask_path, min_area) -> str:
-        if layer.crs().isGeographic() and min_area > 0:
+        crs = (layer if layer is not None and layer.isValid() else QgsRasterLayer(mask_path, "mask", "gdal")).crs()
+        if crs.isGeographic() and min_area > 0:
             feedback.pushWarning(tr(f"Layer '{layer_name}' is in a geographic CRS: the minimum polygon area "
                                     f"{min_area:g} is read in degrees², not m². Reproject to UTM for m²."))
         per_class = class_polygons(mask_path, min_area, feedback, 90.0, 100.0)
@@ -347,7 +386,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         fields.append(QgsField("area", QVariant.Double))
         fields.append(QgsField("parts", QVariant.Int))
         sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT_POLYGONS, context, fields,
-                                             QgsWkbTypes.MultiPolygon, layer.crs())
+                                             QgsWkbTypes.MultiPolygon, crs)
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT_POLYGONS))
         for value, (geometry, n_parts, n_dropped) in per_class.items():

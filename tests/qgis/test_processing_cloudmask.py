@@ -650,3 +650,28 @@ def test_real_qgis_desktop_runs_and_styles_both_algorithms(s1_sample, s2_sample,
         assert kinds[f"m{i}.tif"] == "paletted"
         assert kinds[f"p{i}.tif"] == "singlebandgray"
         assert kinds[f"c{i}.gpkg"] == "singleSymbol"
+
+
+def test_sentinel2_products_as_downloaded(run, tmp_path):
+    """A GENERATED miniature L1C .SAFE product (real sample values, invented metadata; tests/core/safe_fixture.py)
+    as a folder, as its zip and as its MTD xml: the algorithm stacks its bands, detects L1C, and writes the
+    mask on the product's 10 m grid."""
+    from tests.core import safe_fixture
+
+    safe_dir = safe_fixture.make_safe(tmp_path / "products", "L1C")
+    forms = {"folder": safe_dir, "zip": safe_fixture.zip_safe(safe_dir, tmp_path / f"{safe_dir.stem}.zip"),
+             "xml": next(safe_dir.glob("MTD_MSIL1C.xml"))}
+    masks = {}
+    for form, path in forms.items():
+        out = tmp_path / f"mask_{form}.tif"
+        feedback = LogFeedback()
+        res = run({"INPUT": str(path), "OUTPUT": str(out), "OUTPUT_POLYGONS": str(tmp_path / f"p_{form}.gpkg")},
+                  feedback, default_tile=True)
+        assert res["LEVEL_USED"] == "L1C" and res["MODEL_USED"] == "ukis_csmask_4b_l1c", form
+        assert any("bands stacked on its 10 m grid" in line for line in feedback.lines)
+        with rasterio.open(out) as ds, rasterio.open(safe_fixture.SAMPLE) as sample:
+            assert (ds.width, ds.height, ds.crs, ds.transform) == (120, 120, sample.crs, sample.transform)
+            masks[form] = ds.read(1)
+        assert QgsVectorLayer(str(tmp_path / f"p_{form}.gpkg"), "p", "ogr").crs().authid() == "EPSG:32633"
+    np.testing.assert_array_equal(masks["folder"], masks["zip"])
+    np.testing.assert_array_equal(masks["folder"], masks["xml"])

@@ -84,24 +84,48 @@ def test_translate_through_qgis_process(qp_env, s1_sample, tiny_models, tmp_path
 
 
 def test_cloud_mask_through_qgis_process(qp_env, s2_sample, tiny_models, tmp_path):
+    """The GENERATED random cloud + shadow model: outputs on the input grid, results consistent with the
+    class raster, one polygon feature per class covering exactly its pixels."""
+    import numpy as np
+    import rasterio
+    from osgeo import ogr
+
     mask, prob, polys = tmp_path / "mask.tif", tmp_path / "prob.tif", tmp_path / "clouds.gpkg"
-    doc = run_json(qp_env, CLOUD, INPUT=s2_sample, MODEL_FILE=tiny_models / "cloudmask.json", TILE_SIZE=128,
-                   THRESHOLD=0.3, OUTPUT=mask, OUTPUT_PROBABILITY=prob, OUTPUT_POLYGONS=polys)
+    doc = run_json(qp_env, CLOUD, INPUT=s2_sample, MODEL_FILE=tiny_models / "tiny_cloud_shadow.json",
+                   OUTPUT=mask, OUTPUT_PROBABILITY=prob, OUTPUT_POLYGONS=polys)
     results = doc["results"]
-    assert 0.0 <= results["CLOUD_FRACTION"] <= 1.0
-    assert results["VALID_PIXELS"] == 120 * 120
+    assert results["VALID_PIXELS"] == 120 * 120 and results["MODEL_USED"] == "tiny_cloud_shadow"
     same_grid(mask, s2_sample)
     same_grid(prob, s2_sample)
+    with rasterio.open(mask) as ds:
+        classes = ds.read(1)
+    assert results["CLOUD_PIXELS"] == int((classes == 1).sum()) > 0
+    assert results["SHADOW_PIXELS"] == int((classes == 2).sum()) > 0
+    assert results["CLOUD_FRACTION"] == pytest.approx((classes == 1).mean())
     assert Path(results["OUTPUT_POLYGONS"].split("|")[0]) == polys
-    if results["CLOUD_PIXELS"]:
-        from osgeo import ogr
+    ds = ogr.Open(str(polys))
+    layer = ds.GetLayer(0)
+    areas = {}
+    for feature in layer:
+        areas[feature.GetField("class")] = feature.GetGeometryRef().GetArea()
+    assert areas == pytest.approx({"cloud": results["CLOUD_PIXELS"] * 100.0,
+                                   "shadow": results["SHADOW_PIXELS"] * 100.0}, rel=1e-9)
+    assert np.isin(classes, (0, 1, 2)).all()
 
-        ds = ogr.Open(str(polys))
-        layer = ds.GetLayer(0)
-        assert layer.GetFeatureCount() == 1
-        feature = layer.GetNextFeature()          # keep the feature alive while its geometry is used
-        area = feature.GetGeometryRef().GetArea()
-        assert area == pytest.approx(results["CLOUD_PIXELS"] * 100.0, rel=1e-9)
+
+def test_bundled_default_and_a_safe_product_through_qgis_process(qp_env, s2_samples, tmp_path):
+    """The bundled default on a real patch (auto -> the 4-band L2A model), and a GENERATED miniature .SAFE
+    folder (real sample values, tests/core/safe_fixture.py) given as INPUT on the command line."""
+    from tests.core import safe_fixture
+
+    real = next(p for p in s2_samples if "69_24" in p.name)
+    doc = run_json(qp_env, CLOUD, INPUT=real, OUTPUT=tmp_path / "real.tif")
+    assert doc["results"]["MODEL_USED"] == "ukis_csmask_4b_l2a" and doc["results"]["LEVEL_USED"] == "L2A"
+    safe_dir = safe_fixture.make_safe(tmp_path / "products", "L2A")
+    doc = run_json(qp_env, CLOUD, INPUT=safe_dir, OUTPUT=tmp_path / "safe.tif", BUFFER=30)
+    results = doc["results"]
+    assert (results["LEVEL_USED"], results["OFFSET_USED"], results["MODEL_USED"]) == ("L2A", -1000, "ukis_csmask_4b_l2a")
+    same_grid(tmp_path / "safe.tif", safe_fixture.SAMPLE)
 
 
 def test_bad_input_fails_with_the_core_message(qp_env, s2_sample, tiny_models, tmp_path):

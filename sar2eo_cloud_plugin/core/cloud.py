@@ -523,12 +523,12 @@ def _cloud_mask_raster(req: CloudMaskRequest, src_path: str, progress, is_cancel
         net_tile = min(net_tile, max(32, 32 * math.ceil(max(height, width) / scale / 32)))
     net_overlap = int(spec.tiling.get("overlap", 32) if req.overlap is None else req.overlap)
     net_overlap = min(net_overlap, net_tile // 2)
-    tiling = {"tile_size": int(round(net_tile * scale)), "overlap": int(round(net_overlap * scale)),
+    tiling = {"tile_size": net_tile, "overlap": net_overlap,
               "batch_size": int(req.batch_size or spec.tiling.get("batch_size", 2))}
-    options: TilingOptions = tiling_from(tiling, None, None, None, multiple=1 if scale != 1.0 else 32)
+    options: TilingOptions = tiling_from(tiling, None, None, None, multiple=32)
     log(f"Pixels are {pixel_m:.3g} m; the network runs at "
-        + (f"{pixel_m * scale:.3g} m (1/{scale:.3g} of the input's resolution; tiles of {options.tile_size} input "
-           f"px resampled to {net_tile} px, probabilities resampled back to the input grid)" if scale != 1.0
+        + (f"{pixel_m * scale:.3g} m (the input averaged onto a grid 1/{scale:.3g} as fine, class probabilities "
+           "blended there and sampled bilinearly back at every input pixel)" if scale != 1.0
            else "the input's own resolution"))
 
     device = resolve_device(req.device)
@@ -536,8 +536,7 @@ def _cloud_mask_raster(req: CloudMaskRequest, src_path: str, progress, is_cancel
     import torch
 
     net = net.to(memory_format=torch.channels_last)  # NHWC: faster for the EfficientNet encoders
-    predictor = TorchPredictor(net, device, spec.activation, channels_last=True, precision=req.precision,
-                               net_size=net_tile if scale != 1.0 else None)
+    predictor = TorchPredictor(net, device, spec.activation, channels_last=True, precision=req.precision)
     if req.precision != "float32":
         log(f"Network precision: {req.precision} (autocast); the card's metrics were measured in float32")
 
@@ -563,10 +562,14 @@ def _cloud_mask_raster(req: CloudMaskRequest, src_path: str, progress, is_cancel
                                   nodata=PROB_NODATA, convert=probability_converter(spec),
                                   descriptions=tuple(f"probability of {CLASS_NAMES[v]}" for v in spec.class_values),
                                   tags=model_tags))
+    channels = len(spec.class_values) if spec.activation == "softmax" else 1
     try:
-        run = run_tiled(src_path, bands, make_prepare(spec, float(offset.value)), predictor,
-                        len(spec.class_values) if spec.activation == "softmax" else 1, outputs, options,
-                        progress, is_cancelled, log)
+        if scale == 1.0:
+            run = run_tiled(src_path, bands, make_prepare(spec, float(offset.value)), predictor, channels, outputs,
+                            options, progress, is_cancelled, log)
+        else:
+            run = _run_on_network_grid(src_path, bands, scale, spec, float(offset.value), predictor, channels,
+                                       outputs, options, progress, is_cancelled, log)
         counts = counter.counts.copy()
         if buffered:
             radius = req.buffer_m / pixel_m
@@ -588,6 +591,32 @@ def _cloud_mask_raster(req: CloudMaskRequest, src_path: str, progress, is_cancel
     log("Of the valid pixels: " + ", ".join(f"{k} {100 * result.fraction(k):.2f} %" for k in class_pixels)
         + f" ({valid} valid pixels)")
     return result
+
+
+def _run_on_network_grid(src_path: str, bands: Sequence[int], scale: float, spec: CloudModelSpec, offset: float,
+                         predictor, channels: int, outputs: Sequence[OutputSpec], options: TilingOptions,
+                         progress, is_cancelled, log: Log) -> RunResult:
+    """The engine on the input averaged onto the network's grid, then the probabilities back on the input
+    grid (:mod:`.regrid`); the outputs are the same as the engine would write at the input's resolution."""
+    from . import regrid
+
+    progress = progress or (lambda _f: None)
+    with tempfile.TemporaryDirectory(prefix="sar2eo_network_grid_") as workdir:
+        vrt, grid = regrid.network_grid(src_path, bands, scale, workdir)
+        log(f"Network grid: {grid.width} x {grid.height} px")
+        coarse = os.path.join(workdir, "probabilities.tif")
+
+        def keep(prob: np.ndarray, valid: np.ndarray) -> np.ndarray:
+            out = prob.astype(np.float32, copy=True)
+            out[:, ~valid] = PROB_NODATA
+            return out
+
+        spec_out = OutputSpec(path=coarse, count=channels, dtype="float32", nodata=PROB_NODATA, convert=keep)
+        run = run_tiled(vrt, list(range(1, len(bands) + 1)), make_prepare(spec, offset), predictor, channels,
+                        [spec_out], options, lambda f: progress(0.9 * f), is_cancelled, log)
+        regrid.to_input_grid(coarse, PROB_NODATA, src_path, bands[0], outputs,
+                             lambda f: progress(90.0 + 0.1 * f), is_cancelled)
+    return run
 
 
 def _count_classes(path: str) -> np.ndarray:

@@ -62,36 +62,23 @@ class TorchPredictor:
 
     ``channels_last`` feeds the network NHWC tensors (about 25 % faster for the
     EfficientNet U-Net on CPU; the network must have been converted with
-    ``net.to(memory_format=torch.channels_last)``). ``net_size`` runs the network
-    at another resolution: each (N, C, T, T) tile is resampled to ``net_size``²
-    (area averaging when shrinking, bilinear when growing) before the network and
-    its (activated) output is resampled back to T² bilinearly, so the engine still
-    blends, masks nodata and writes at the input's own resolution, for any factor.
-    ``activation``: None, "sigmoid" or "softmax" (over channels).
-    ``precision="bfloat16"`` runs the network under autocast to bfloat16 (about
-    1.8x faster on CPUs with AVX512-BF16/AMX, e.g. this project's; slower where
-    the CPU lacks them); outputs differ from float32 by ~1e-3 in probability.
+    ``net.to(memory_format=torch.channels_last)``). ``activation``: None, "sigmoid" or
+    "softmax" (over channels). A network that runs at another resolution than the
+    raster's gets its input on its own grid (``core.regrid``), not resampled here.
     """
 
     def __init__(self, net, device: str, activation: Optional[str] = None, channels_last: bool = False,
-                 net_size: Optional[int] = None, precision: str = "float32") -> None:
+                 precision: str = "float32") -> None:
         if precision not in PRECISIONS:
             raise InputError(f"Unknown precision '{precision}' (use {' or '.join(PRECISIONS)}).")
         self.net, self.device, self.activation = net, device, activation
-        self.channels_last, self.net_size, self.precision = channels_last, net_size, precision
+        self.channels_last, self.precision = channels_last, precision
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
-        import torch.nn.functional as F
 
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-            size = tuple(x.shape[-2:])
-            resample = self.net_size is not None and size != (self.net_size, self.net_size)
-            if resample:
-                shrink = self.net_size < size[0]
-                x = F.interpolate(x, size=(self.net_size, self.net_size), mode="area" if shrink else "bilinear",
-                                  **({} if shrink else {"align_corners": False}))
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             if self.precision == "bfloat16":
@@ -104,8 +91,6 @@ class TorchPredictor:
                 y = torch.sigmoid(y)
             elif self.activation == "softmax":
                 y = torch.softmax(y.float(), dim=1)
-            if resample:
-                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
             return y.float().contiguous().cpu().numpy()
 
 

@@ -467,7 +467,7 @@ GOLDEN_DEFAULT = {
     "S2A_MSIL2A_20170613T101031_87_48": {"clear": 14400, "cloud": 0, "shadow": 0},    # bright bare fields
     "S2A_MSIL2A_20170617T113321_36_85": {"clear": 14400, "cloud": 0, "shadow": 0},
     "S2A_MSIL2A_20170617T113321_4_55": {"clear": 14400, "cloud": 0, "shadow": 0},
-    "S2B_MSIL2A_20170924T93020_69_24": {"clear": 13033, "cloud": 0, "shadow": 1367},  # dark water read as shadow
+    "S2B_MSIL2A_20170924T93020_69_24": {"clear": 13278, "cloud": 0, "shadow": 1122},  # dark water read as shadow
     "S2B_MSIL2A_20180204T94161_57_38": {"clear": 14400, "cloud": 0, "shadow": 0},    # snow: not cloud
 }
 

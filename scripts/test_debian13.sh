@@ -12,12 +12,12 @@
 #    folder beside this checkout: the tests read ../shared/data).
 # 3. /proc, /sys, /dev are mounted into the root for the run and unmounted on exit (trap).
 # 4. ./scripts/test.sh runs inside, i.e. the project's own scripts/setup.sh first (apt: QGIS 3.40 and the rest;
-#    the venv; pip with requirements/debian13.txt), then pytest. The venv and pip's cache stay in the root, so a
+#    the venv; pip with requirements/debian13.txt), then pytest. The packages and the venv stay in the root, so a
 #    second run does no debootstrap, no apt and no pip unless requirements*.txt changed.
 # 5. The reports come back to artifacts/test-debian13/ (junit.xml, pytest.log, the tests' pictures).
 #
-# The first run downloads about 0.5 GB of Debian packages and 3-4 GB of Python wheels (PyPI's torch for Python
-# 3.13 is a CUDA build; it runs on the CPU here); the root takes about 9 GB. Remove it with
+# The first run downloads about 0.4 GB of Debian packages and about 3 GB of Python wheels (PyPI's torch for Python
+# 3.13 is a CUDA build; it runs on the CPU here); the root takes about 10 GB. Remove it with
 # `make clean-debian13`. Host CA certificates added under /usr/local/share/ca-certificates (a TLS-inspecting
 # proxy) are copied into the root so that pip inside can reach PyPI.
 set -euo pipefail
@@ -27,7 +27,7 @@ cd "$REPO"
 
 if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null 2>&1 || { echo "[debian13] needs root (chroot, mount, debootstrap)" >&2; exit 1; }
-    exec sudo --preserve-env=DEBIAN13_ROOT,DEBIAN13_MIRROR,SHARED_DIR,CI "$0" "$@"
+    exec sudo --preserve-env=DEBIAN13_ROOT,DEBIAN13_MIRROR,SHARED_DIR,CI "$REPO/scripts/test_debian13.sh" "$@"
 fi
 
 ROOT="${DEBIAN13_ROOT:-$REPO/build/debian13-root}"

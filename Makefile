@@ -55,7 +55,7 @@ pb-zip: resources metadata  ## pb_tool's zip of the plugin folder -> dist/sar2eo
 clean:  ## remove build outputs (dist/, build/ but the Debian 13 root, compiled resources, artifacts/{demo,test})
 	rm -rf dist artifacts/demo artifacts/test artifacts/test-debian13 sar2eo_cloud_plugin/resources.py
 	test ! -d build || find build -mindepth 1 -maxdepth 1 ! -name 'debian13-root*' -exec rm -rf {} +
-	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +
+	find . \( -path ./.venv -o -path ./build \) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 clean-debian13:  ## remove the cached Debian 13 root of test-debian13 (refused while anything is mounted in it)
 	@if [ -d build/debian13-root ] && findmnt -rn -o TARGET | grep -q "^$$(realpath build/debian13-root)/"; then \

@@ -3,17 +3,19 @@
 #   make demo     headless run of both algorithms on the bundled real sample through qgis_process.bin
 #   make test     the whole test suite (also what CI runs, via .ci/run)
 #
-# Other targets: setup, zip, deploy, resources, metadata, icons, pb-deploy, pb-zip, clean. `make help` lists them.
+# Other targets: test-debian13, setup, zip, deploy, resources, metadata, icons, pb-deploy, pb-zip, clean,
+# clean-debian13. `make help` lists them.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 # The venv's Python once set-up has run; building the zip needs only python3 and pyrcc5.
 PY := $(shell test -x .venv/bin/python && echo .venv/bin/python || echo python3)
 PLUGINS_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default/python/plugins
 
-.PHONY: help setup demo test zip deploy resources metadata icons pb-deploy pb-zip clean
+.PHONY: help setup demo test test-debian13 zip deploy resources metadata icons pb-deploy pb-zip clean \
+	clean-debian13
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
 setup:  ## install system packages (apt, if missing), .venv, pinned pip packages; compile resources
 	./scripts/setup.sh
@@ -23,6 +25,9 @@ demo:  ## set-up, then translate + cloud-mask the bundled real sample headless -
 
 test:  ## set-up, then the test suite -> artifacts/test/{junit.xml,pytest.log}
 	./scripts/test.sh
+
+test-debian13:  ## the whole suite on Debian 13 / QGIS 3.40 in a chroot (root) -> artifacts/test-debian13/
+	./scripts/test_debian13.sh
 
 zip:  ## build dist/sar2eo_cloud_plugin-<version>.zip (install it in QGIS: Plugins > Install from ZIP)
 	$(PY) scripts/build_plugin.py zip
@@ -47,6 +52,12 @@ pb-zip: resources metadata  ## pb_tool's zip of the plugin folder -> dist/sar2eo
 	cd sar2eo_cloud_plugin && ../.venv/bin/pb_tool zip -q -n --config_file ../pb_tool.cfg -p ../build/pb_tool </dev/null
 	mv sar2eo_cloud_plugin/sar2eo_cloud_plugin.zip dist/sar2eo_cloud_plugin-pb_tool.zip
 
-clean:  ## remove build outputs (dist/, build/, compiled resources, artifacts/demo, artifacts/test)
-	rm -rf dist build artifacts/demo artifacts/test sar2eo_cloud_plugin/resources.py
-	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +
+clean:  ## remove build outputs (dist/, build/ but the Debian 13 root, compiled resources, artifacts/{demo,test})
+	rm -rf dist artifacts/demo artifacts/test artifacts/test-debian13 sar2eo_cloud_plugin/resources.py
+	test ! -d build || find build -mindepth 1 -maxdepth 1 ! -name 'debian13-root*' -exec rm -rf {} +
+	find . \( -path ./.venv -o -path ./build \) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+clean-debian13:  ## remove the cached Debian 13 root of test-debian13 (refused while anything is mounted in it)
+	@if [ -d build/debian13-root ] && findmnt -rn -o TARGET | grep -q "^$$(realpath build/debian13-root)/"; then \
+	    echo "something is mounted under build/debian13-root (a test-debian13 run?); not removing it" >&2; exit 1; fi
+	rm -rf build/debian13-root build/debian13-root.partial build/debian13-root.lock

@@ -9,6 +9,7 @@ with the pip command (pinned versions) that fixes it.
 from __future__ import annotations
 
 import importlib.util
+import os.path
 import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -31,10 +32,55 @@ class Requirement:
     why: str = ""
 
 
-# Pins verified on Debian 12 + QGIS 3.22 (see requirements.txt).
+def parse_version(text: str) -> Tuple[int, ...]:
+    """'2.14.1+cu121' -> (2, 14, 1); '0.6.0rc1' -> (0, 6, 0); unparsable parts stop the tuple."""
+    parts: List[int] = []
+    for piece in re.split(r"[.+-]", text.strip()):
+        match = re.match(r"\d+", piece)
+        if not match:
+            break
+        parts.append(int(match.group(0)))
+        if match.end() != len(piece):  # '0rc1' -> 0, then stop
+            break
+    return tuple(parts)
+
+
+def _bindings_numpy_major() -> Optional[int]:
+    """The numpy major version that the system's GDAL Python bindings (``osgeo``, which QGIS uses too) were
+    built with, read from the numpy distribution installed beside them (Debian: 1.24 on 12, 2.2 on 13); None
+    when that cannot be told. Looks at metadata only, imports nothing."""
+    if _metadata is None:
+        return None
+    try:
+        spec = importlib.util.find_spec("osgeo")
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        if not locations:
+            return None
+        site = os.path.dirname(os.path.normpath(locations[0]))
+        for dist in _metadata.distributions(name="numpy", path=[site]):
+            major = parse_version(dist.version or "")[:1]
+            if major:
+                return major[0]
+    except Exception:  # a broken installation must not stop the plugin loading
+        return None
+    return None
+
+
+def _numpy_requirement(major: Optional[int]) -> "Requirement":
+    """numpy of the same major version as the one the GDAL/QGIS bindings were built against: modules built
+    against numpy 1.x do not load under 2.x, and Debian 13's, built against 2.x, require numpy 2."""
+    if major is not None and major <= 1:
+        return Requirement("numpy", "numpy", '"numpy<2"', minimum="1.21", below="2",
+                           why="QGIS/GDAL Python bindings are built against numpy 1.x")
+    if major == 2:
+        return Requirement("numpy", "numpy", '"numpy>=2,<3"', minimum="2", below="3",
+                           why="QGIS/GDAL Python bindings are built against numpy 2.x")
+    return Requirement("numpy", "numpy", "numpy", minimum="1.21")
+
+
+# Pins verified on Debian 12 + QGIS 3.22 and Debian 13 + QGIS 3.40 (see requirements/debian12.txt, debian13.txt).
 REQUIREMENTS: Dict[str, Requirement] = {
-    "numpy": Requirement("numpy", "numpy", '"numpy<2"', minimum="1.21", below="2",
-                         why="QGIS/GDAL Python bindings are built against numpy 1.x"),
+    "numpy": _numpy_requirement(_bindings_numpy_major()),
     "torch": Requirement("torch", "torch", "torch==2.14.1 torchvision==0.29.1", minimum="1.13",
                          why="runs the neural networks"),
     "rasterio": Requirement("rasterio", "rasterio", "rasterio==1.4.4", minimum="1.3",
@@ -56,19 +102,6 @@ FEATURES: Dict[str, Tuple[str, ...]] = {
     "cloud_mask": ("numpy", "torch", "rasterio", "safetensors", "torchvision", "segmentation_models_pytorch"),
 }
 FEATURE_LABELS = {"translate": "Translate SAR to EO", "cloud_mask": "Cloud mask"}
-
-
-def parse_version(text: str) -> Tuple[int, ...]:
-    """'2.14.1+cu121' -> (2, 14, 1); '0.6.0rc1' -> (0, 6, 0); unparsable parts stop the tuple."""
-    parts: List[int] = []
-    for piece in re.split(r"[.+-]", text.strip()):
-        match = re.match(r"\d+", piece)
-        if not match:
-            break
-        parts.append(int(match.group(0)))
-        if match.end() != len(piece):  # '0rc1' -> 0, then stop
-            break
-    return tuple(parts)
 
 
 def _cmp(a: Tuple[int, ...], b: Tuple[int, ...]) -> int:

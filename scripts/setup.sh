@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One-time (and idempotent) set-up for Debian 12: system QGIS 3.22, a venv that sees it, the pinned Python
-# packages, and the build steps QGIS needs to load the plugin from this checkout.
+# One-time (and idempotent) set-up for Debian 12 (QGIS 3.22) or Debian 13 (QGIS 3.40): the system QGIS, a venv
+# that sees it, the Python packages pinned for that release, and the build steps QGIS needs to load the plugin
+# from this checkout.
 #
 #   ./scripts/setup.sh        (`make demo` and `make test` run it first; re-running it is cheap)
 #
@@ -8,8 +9,11 @@
 #   1. apt: qgis python3-qgis qgis-providers xvfb xauth python3-venv pyqt5-dev-tools — only the missing ones
 #      (needs root, or sudo). SKIP_APT=1 skips this step (e.g. a machine where someone else manages packages).
 #   2. .venv from /usr/bin/python3 with --system-site-packages (so `import qgis` works inside it).
-#   3. pip install -r requirements.txt — only when .venv/.requirements.stamp is missing or older than
-#      requirements.txt.
+#   3. pip install -r requirements.txt -c requirements/debian<N>.txt, the constraint file of this release
+#      (numpy 1.x on Debian 12, 2.x on Debian 13, to match the system's GDAL/QGIS bindings) — only when
+#      .venv/.requirements.stamp does not hold the checksums of exactly these two files (so editing either, or
+#      moving the checkout to the other release, runs pip again). The release comes from /etc/os-release
+#      (/etc/debian_version as a fallback); SAR2EO_PINS=debian12|debian13 overrides it.
 #   4. scripts/import_ukis_models.py: the four pretrained ukis-csmask cloud/shadow U-Nets (PyPI ukis-csmask==1.0.0,
 #      DLR, Apache-2.0; wheel sha256-pinned, cached in data-cache/ukis-csmask/) -> sar2eo_cloud_plugin/models/
 #      ukis_csmask_*.safetensors (generated, git-ignored), checked against their committed .json cards — only when
@@ -29,6 +33,29 @@ PY="$VENV/bin/python"
 STAMP="$VENV/.requirements.stamp"
 
 say() { printf '[setup] %s\n' "$*"; }
+
+# ---------------------------------------------------------------------------------------------- 0. release
+# Which Debian release this is decides the pins (requirements/<release>.txt). Nothing else here is per-release.
+release_major=""
+if [ -r /etc/os-release ]; then
+    # shellcheck disable=SC1091
+    release_major="$(. /etc/os-release; [ "${ID:-}" = debian ] && echo "${VERSION_ID:-}")"
+fi
+if [ -z "$release_major" ] && [ -r /etc/debian_version ]; then
+    case "$(cat /etc/debian_version)" in
+        12.*|bookworm*) release_major=12 ;;
+        13.*|trixie*) release_major=13 ;;
+    esac
+fi
+PINS="${SAR2EO_PINS:-${release_major:+debian$release_major}}"
+CONSTRAINTS="requirements/$PINS.txt"
+if [ -z "$PINS" ] || [ ! -f "$CONSTRAINTS" ]; then
+    say "unsupported system (/etc/os-release: $(. /etc/os-release 2>/dev/null; echo "${PRETTY_NAME:-unknown}")):" \
+        "no requirements/${PINS:-<release>}.txt. Supported: Debian 12, Debian 13; SAR2EO_PINS=debian12|debian13" \
+        "picks one by hand" >&2
+    exit 1
+fi
+say "release: Debian ${release_major:-?}, pins from $CONSTRAINTS"
 
 # ---------------------------------------------------------------------------------------------- 1. apt
 missing=()
@@ -68,11 +95,15 @@ if [ ! -x "$PY" ]; then
 fi
 
 # ---------------------------------------------------------------------------------------------- 3. pip
-if [ ! -f "$STAMP" ] || [ requirements.txt -nt "$STAMP" ]; then
-    say "pip install -r requirements.txt (pins: numpy<2, affine<3, pyarrow<26, torch==2.14.1, torchvision==0.29.1)"
+# The stamp holds the checksums of the two files pip was run with; any change to them (or another release's
+# constraint file) runs pip again.
+want_stamp="$(sha256sum requirements.txt "$CONSTRAINTS")"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want_stamp" ]; then
+    pins="$(grep -v -e '^#' -e '^$' "$CONSTRAINTS" | tr '\n' ' ')"
+    say "pip install -r requirements.txt -c $CONSTRAINTS (pins: ${pins% })"
     export PIP_DISABLE_PIP_VERSION_CHECK=1
-    "$PY" -m pip install --progress-bar off -r requirements.txt
-    touch "$STAMP"
+    "$PY" -m pip install --progress-bar off -r requirements.txt -c "$CONSTRAINTS"
+    printf '%s\n' "$want_stamp" > "$STAMP"
 else
     say "Python packages up to date (delete $STAMP to force pip)"
 fi
@@ -89,7 +120,9 @@ QT_QPA_PLATFORM=offscreen "$PY" - <<'EOF'
 import numpy, torch, rasterio, segmentation_models_pytorch, safetensors
 from qgis.core import Qgis
 import sar2eo_cloud_plugin.core.inference  # noqa: F401  (the QGIS-free core imports)
-print(f"[setup] ok: QGIS {Qgis.QGIS_VERSION}, numpy {numpy.__version__}, torch {torch.__version__} "
+import sys, sysconfig
+print(f"[setup] ok: Python {sys.version.split()[0]} (packages in {sysconfig.get_path('purelib')}), "
+      f"QGIS {Qgis.QGIS_VERSION}, numpy {numpy.__version__}, torch {torch.__version__} "
       f"(CUDA available: {torch.cuda.is_available()}), rasterio {rasterio.__version__}, "
       f"segmentation-models-pytorch {segmentation_models_pytorch.__version__}")
 EOF

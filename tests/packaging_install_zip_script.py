@@ -21,8 +21,10 @@ def record():
         from pyplugin_installer import instance
 
         instance().installFromZipFile(os.environ["SAR2EO_INSTALL_ZIP"])
-        facts["home_plugin_path"] = qgis.utils.home_plugin_path
-        facts["installed"] = os.path.isfile(os.path.join(qgis.utils.home_plugin_path, PLUGIN, "metadata.txt"))
+        # The profile's plugins folder: qgis.utils.HOME_PLUGIN_PATH in QGIS 3.40, qgis.utils.home_plugin_path in 3.22.
+        home = getattr(qgis.utils, "HOME_PLUGIN_PATH", None) or qgis.utils.home_plugin_path
+        facts["home_plugin_path"] = home
+        facts["installed"] = os.path.isfile(os.path.join(home, PLUGIN, "metadata.txt"))
         facts["active"] = PLUGIN in qgis.utils.active_plugins
         module = sys.modules.get(PLUGIN)
         facts["loaded_from"] = getattr(module, "__file__", None)

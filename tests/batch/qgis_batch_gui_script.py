@@ -70,7 +70,7 @@ def run_task(alg_id, params, key, then):
         QTimer.singleShot(100, then)
 
     # What the algorithm dialog does: a background task unless the algorithm says FlagNoThreading
-    # (QGIS 3.22 sets it on every graphical model), then the main thread.
+    # (QGIS 3.22 sets it on every graphical model, 3.40 on none), then the main thread.
     threaded = not (alg.flags() & alg.FlagNoThreading)
     if not threaded:
         results, ok = alg.run(params, context, feedback)

@@ -59,14 +59,31 @@ def test_missing_torchvision_blocks_cloud_mask_with_matching_pins(monkeypatch):
     assert "torchvision is not installed (needed by segmentation-models-pytorch)" in report.message()
 
 
-def test_numpy_2_is_refused(monkeypatch):
+def test_numpy_of_the_other_major_than_the_bindings_is_refused(monkeypatch):
+    """numpy must be of the major version the system's GDAL/QGIS bindings were built against: 1.x on
+    Debian 12 (python3-numpy 1.24), 2.x on Debian 13 (python3-numpy 2.2)."""
+    major = deps._bindings_numpy_major()
+    assert major in (1, 2), "no numpy found beside the system's osgeo (GDAL) bindings"
+    assert deps.REQUIREMENTS["numpy"] == deps._numpy_requirement(major)
+    wrong, problem, pin = (("2.1.0", "numpy 2.1.0 is not supported (need < 2", '"numpy<2"') if major == 1 else
+                           ("1.26.4", "numpy 1.26.4 is too old (need >= 2)", '"numpy>=2,<3"'))
     real = deps.installed_version
     monkeypatch.setattr(deps, "installed_version",
-                        lambda req: "2.1.0" if req.dist == "numpy" else real(req))
+                        lambda req: wrong if req.dist == "numpy" else real(req))
     report = deps.check_dependencies()
     assert report.missing() == ["numpy"]
-    assert "numpy 2.1.0 is not supported (need < 2" in report.message()
-    assert '"numpy<2"' in report.pip_command()
+    assert problem in report.message()
+    assert pin in report.pip_command()
+
+
+@pytest.mark.parametrize("major,ok,refused", [(1, "1.26.4", "2.1.0"), (2, "2.2.4", "1.26.4"), (None, "1.26.4", "1.7")])
+def test_numpy_requirement_follows_the_bindings(major, ok, refused):
+    req = deps._numpy_requirement(major)
+    version = deps.parse_version
+    assert deps._cmp(version(ok), version(req.minimum)) >= 0
+    assert req.below is None or deps._cmp(version(ok), version(req.below)) < 0
+    assert (deps._cmp(version(refused), version(req.minimum)) < 0
+            or (req.below is not None and deps._cmp(version(refused), version(req.below)) >= 0))
 
 
 def test_too_old_torch(monkeypatch):

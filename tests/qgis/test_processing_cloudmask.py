@@ -27,6 +27,7 @@ from qgis.core import (
 )
 
 from sar2eo_cloud_plugin.core import modelfile
+from tests.qgis_versions import handle_algorithm_results
 
 ALG = "sar2eo_cloud:cloud_mask"
 BUNDLED_CLOUD = modelfile.BUNDLED_DIR / "cloudmask.json"
@@ -509,8 +510,6 @@ def test_bfloat16_precision_close_to_float32(run, s2_samples, tmp_path):
 
 
 def test_outputs_open_styled(provider, s2_sample, model, tmp_path):
-    from processing.gui.Postprocessing import handleAlgorithmResults
-
     project = QgsProject.instance()
     context = QgsProcessingContext()
     context.setProject(project)
@@ -522,7 +521,7 @@ def test_outputs_open_styled(provider, s2_sample, model, tmp_path):
     params.update({k: QgsProcessingOutputLayerDefinition(v, project) for k, v in paths.items()})
     results, ok = alg.run(params, context, feedback)
     assert ok, results
-    assert handleAlgorithmResults(alg, context, feedback, showResults=False, parameters=params)
+    assert handle_algorithm_results(alg, context, feedback, params)
     by_source = {lyr.source().split("|")[0]: lyr for lyr in project.mapLayers().values()}
     mask = by_source[paths["OUTPUT"]]
     assert mask.renderer().type() == "paletted"

@@ -28,6 +28,7 @@ from qgis.core import (
 )
 
 from sar2eo_cloud_plugin.core import modelfile
+from tests.qgis_versions import handle_algorithm_results
 
 PROVIDER_ID = "sar2eo_cloud"
 ALG = "sar2eo_cloud:translate_sar_to_eo"
@@ -203,7 +204,6 @@ def test_output_opens_styled_via_post_processor(provider, s1_sample, tiny_models
     a second run in the same session must get a fresh one (regression: a reused one was deleted)."""
     import gc
 
-    from processing.gui.Postprocessing import handleAlgorithmResults
     from qgis.core import QgsProcessingOutputLayerDefinition
 
     for attempt in range(2):
@@ -219,7 +219,7 @@ def test_output_opens_styled_via_post_processor(provider, s1_sample, tiny_models
         details = context.layerToLoadOnCompletionDetails(str(out))
         assert details.postProcessor() is not None
         gc.collect()     # the Python side of the post-processor must survive a collection
-        assert handleAlgorithmResults(alg, context, feedback, showResults=False, parameters=params)
+        assert handle_algorithm_results(alg, context, feedback, params)
         layers = [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.source() == str(out)]
         assert len(layers) == 1
         renderer = layers[0].renderer()

@@ -602,7 +602,7 @@ def _run_on_network_grid(src_path: str, bands: Sequence[int], scale: float, spec
 
     progress = progress or (lambda _f: None)
     with tempfile.TemporaryDirectory(prefix="sar2eo_network_grid_") as workdir:
-        vrt, grid = regrid.network_grid(src_path, bands, scale, workdir)
+        vrt, grid = regrid.network_grid(src_path, bands, scale, workdir, is_cancelled)
         log(f"Network grid: {grid.width} x {grid.height} px")
         coarse = os.path.join(workdir, "probabilities.tif")
 

@@ -481,3 +481,50 @@ def test_default_model_does_not_call_bright_fields_cloud(tmp_path, s2_sample):
     res = cloud.cloud_mask(cloud.CloudMaskRequest(str(s2_sample), str(tmp_path / "m.tif")))
     assert res.model == "ukis_csmask_4b_l2a"
     assert res.fraction("cloud") < 0.01
+
+
+@pytest.mark.parametrize("fine_shape", [(60, 90), (50, 75)])      # factor 3 (fast path) and 2.5 (general)
+def test_probabilities_back_on_the_input_grid_strip_by_strip(tmp_path, fine_shape):
+    """regrid.to_input_grid in strips of a few rows equals bilinear sampling of the whole coarse image with
+    nodata neighbours left out of the weights; nodata of the input's band is nodata in the output. GENERATED
+    rasters."""
+    import torch
+    import torch.nn.functional as F
+    from rasterio.transform import from_bounds
+
+    from sar2eo_cloud_plugin.core import regrid
+    from sar2eo_cloud_plugin.core.engine import OutputSpec
+
+    rng = np.random.default_rng(3)
+    hc, wc, (h, w) = 20, 30, fine_shape
+    coarse = rng.dirichlet(np.ones(3), size=(hc, wc)).transpose(2, 0, 1).astype(np.float32)
+    coarse[:, 5:8, 10:14] = cloud.PROB_NODATA
+    bounds = (0, 0, 900, 600)
+    cpath, spath = tmp_path / "coarse.tif", tmp_path / "src.tif"
+    with rasterio.open(cpath, "w", driver="GTiff", width=wc, height=hc, count=3, dtype="float32",
+                       nodata=cloud.PROB_NODATA, crs="EPSG:32633", transform=from_bounds(*bounds, wc, hc)) as ds:
+        ds.write(coarse)
+    band = np.full((h, w), 500, np.uint16)
+    band[-4:, :3] = 0                                              # input nodata at the fine resolution
+    with rasterio.open(spath, "w", driver="GTiff", width=w, height=h, count=1, dtype="uint16",
+                       crs="EPSG:32633", transform=from_bounds(*bounds, w, h)) as ds:
+        ds.write(band[None])
+    keep = lambda prob, valid: np.where(valid[None], prob, cloud.PROB_NODATA).astype(np.float32)  # noqa: E731
+    out = tmp_path / "fine.tif"
+    regrid.to_input_grid(str(cpath), cloud.PROB_NODATA, str(spath), 1,
+                         [OutputSpec(path=str(out), count=3, dtype="float32", nodata=cloud.PROB_NODATA, convert=keep)],
+                         rows=7)
+    known = (coarse[0] != cloud.PROB_NODATA).astype(np.float32)
+    stack = torch.from_numpy(np.concatenate([np.where(known > 0, coarse, 0), known[None]]))[None]
+    ys = (np.arange(h) + 0.5) * hc / h - 0.5
+    xs = (np.arange(w) + 0.5) * wc / w - 0.5
+    grid = torch.from_numpy(np.stack(np.meshgrid((2 * xs + 1) / wc - 1, (2 * ys + 1) / hc - 1), -1)[None]).float()
+    ref = F.grid_sample(stack, grid, mode="bilinear", padding_mode="border", align_corners=False)[0].numpy()
+    expected = ref[:3] / np.maximum(ref[3], 1e-6)
+    valid = (ref[3] > 1e-6) & (band != 0)
+    expected[:, ~valid] = cloud.PROB_NODATA
+    with rasterio.open(out) as ds:
+        got = ds.read()
+        assert (ds.width, ds.height) == (w, h)
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+    assert (got[:, -4:, :3] == cloud.PROB_NODATA).all()

@@ -12,6 +12,7 @@ import uuid
 from typing import Any, Dict, List, Optional, Tuple
 
 from qgis.core import (
+    Qgis,
     QgsFeature,
     QgsFeatureSink,
     QgsField,
@@ -381,10 +382,8 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
                                     f"{min_area:g} is read in degrees², not m². Reproject to UTM for m²."))
         per_class = class_polygons(mask_path, min_area, feedback, 90.0, 100.0)
         fields = QgsFields()
-        fields.append(QgsField("class", QVariant.String))
-        fields.append(QgsField("value", QVariant.Int))
-        fields.append(QgsField("area", QVariant.Double))
-        fields.append(QgsField("parts", QVariant.Int))
+        for name, kind in (("class", "string"), ("value", "int"), ("area", "double"), ("parts", "int")):
+            fields.append(_field(name, kind))
         sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT_POLYGONS, context, fields,
                                              QgsWkbTypes.MultiPolygon, crs)
         if sink is None:
@@ -401,6 +400,18 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
             sink.addFeature(feature, QgsFeatureSink.FastInsert)
         common.set_post_processor(context, dest_id, lambda: _styler("polygons"))
         return dest_id
+
+
+def _field(name: str, kind: str) -> QgsField:
+    """A field of type "string", "int" or "double". QGIS 3.38 deprecated the QVariant.Type constructor (a
+    warning on 3.40) for QMetaType.Type, which 3.22 does not have: each version gets its own."""
+    if Qgis.QGIS_VERSION_INT >= 33800:
+        from qgis.PyQt.QtCore import QMetaType
+
+        types = {"string": QMetaType.Type.QString, "int": QMetaType.Type.Int, "double": QMetaType.Type.Double}
+    else:
+        types = {"string": QVariant.String, "int": QVariant.Int, "double": QVariant.Double}
+    return QgsField(name, types[kind])
 
 
 def _styler(kind: str):

@@ -9,8 +9,9 @@ Input (GENERATED from REAL values): a six-band uint16 stack B2, B3, B4, B8, B11,
 patch of ``sample_data/s2``; named ``S2A_MSIL2A_...`` so the level is detected. Speed does not depend
 on the content.
 
-Each measurement runs in a fresh subprocess so its peak RSS (VmHWM, reset after the imports and the
-model load) is its own:
+Each measurement runs in a fresh subprocess so its peak RSS (VmHWM, reset after the imports, the model
+load and a warm-up run; what torch and the model hold is inside it) is its own, with GDAL's block cache
+capped at 64 MB (``--gdal-cache-mb``; it is a cache QGIS sizes for the whole application, not the run's):
 
 - ``plugin``: ``core.cloud.cloud_mask`` with the defaults (auto -> the 4-band model at 30 m), the class
   raster written at 10 m. The network's forward calls are timed inside the run and their inputs kept;
@@ -159,10 +160,13 @@ def _child(kind: str, scene: str, out: str, precision: str) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def _spawn(kind: str, scene: Path, workdir: Path, precision: str = "float32") -> dict:
+def _spawn(kind: str, scene: Path, workdir: Path, precision: str = "float32", gdal_cache_mb: int = 64) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, "--scene", str(scene), "--precision", precision,
            "--out", str(workdir / f"mask_{precision}.tif")]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    if gdal_cache_mb:
+        env["GDAL_CACHEMAX"] = str(gdal_cache_mb)   # GDAL's block cache (default 5 % of RAM): QGIS sizes its own
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
         raise SystemExit(f"{kind} failed (rc {proc.returncode}): {proc.stderr[-3000:]}")
@@ -175,6 +179,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default="", help="keep the generated scene here (default: a temp folder)")
     parser.add_argument("--skip", default="", help="comma list of plugin32,plugin16,csmask to leave out")
     parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "cloud_scene.json"))
+    parser.add_argument("--gdal-cache-mb", type=int, default=64,
+                        help="GDAL_CACHEMAX of the measured processes (0 = GDAL's default, 5%% of RAM)")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--scene", default="", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="", help=argparse.SUPPRESS)
@@ -192,10 +198,10 @@ def main(argv=None) -> int:
                                  ("csmask", "float32", "csmask")):
         if key in skip:
             continue
-        row = _spawn(kind, scene, workdir, precision)
+        row = _spawn(kind, scene, workdir, precision, args.gdal_cache_mb)
         print(json.dumps(row), file=sys.stderr)
         rows.append(row)
-    report = {"size": args.size, "cpus": os.cpu_count(), "rows": rows}
+    report = {"size": args.size, "cpus": os.cpu_count(), "gdal_cache_mb": args.gdal_cache_mb, "rows": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     cs = next((r for r in rows if r["what"].startswith("ukis")), None)

@@ -611,7 +611,8 @@ def _run_on_network_grid(src_path: str, bands: Sequence[int], scale: float, spec
             out[:, ~valid] = PROB_NODATA
             return out
 
-        spec_out = OutputSpec(path=coarse, count=channels, dtype="float32", nodata=PROB_NODATA, convert=keep)
+        spec_out = OutputSpec(path=coarse, count=channels, dtype="float32", nodata=PROB_NODATA, convert=keep,
+                              compress=None)
         run = run_tiled(vrt, list(range(1, len(bands) + 1)), make_prepare(spec, offset), predictor, channels,
                         [spec_out], options, lambda f: progress(0.9 * f), is_cancelled, log)
         regrid.to_input_grid(coarse, PROB_NODATA, src_path, bands[0], outputs,

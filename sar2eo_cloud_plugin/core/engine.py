@@ -66,6 +66,9 @@ class OutputSpec:
     descriptions: Sequence[str] = ()
     colorinterp: Optional[Sequence[str]] = None  # e.g. ("red", "green", "blue"); None = leave GDAL's default
     tags: Dict[str, str] = field(default_factory=dict)
+    # Users' files are deflate-compressed; an intermediate file read once (the cloud mask's probabilities on
+    # the network's grid) is written raw: compressing floats beside the network costs it CPU time.
+    compress: Optional[str] = "deflate"
 
 
 @dataclass
@@ -246,8 +249,7 @@ def run_tiled(
 
         profile = {
             "driver": "GTiff", "width": W, "height": H, "crs": src.crs, "transform": src.transform,
-            "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
-            "BIGTIFF": "IF_SAFER",
+            "tiled": True, "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER",
         }
         for folder in sorted({str(Path(spec.path).parent) for spec in outputs}):
             safe.check_output_folder(folder)
@@ -255,7 +257,9 @@ def run_tiled(
         for spec in outputs:
             tmp = _temp_path(spec.path)
             temps.append(tmp)
-            extra = {"predictor": 2} if np.dtype(spec.dtype).kind in "iu" else {"predictor": 3}
+            extra = {"compress": "none"}
+            if spec.compress:
+                extra = {"compress": spec.compress, "predictor": 2 if np.dtype(spec.dtype).kind in "iu" else 3}
             try:
                 dst = rasterio.open(tmp, "w", count=spec.count, dtype=spec.dtype, nodata=spec.nodata,
                                     **profile, **extra)

@@ -312,7 +312,7 @@ def build_card(variant: str, meta: Mapping[str, Any], onnx_sha: str, facts: Mapp
                             {"value": 2, "name": "shadow"}],
                 "activation": "softmax",
                 "written_as": "uint8 classes 0 clear / 1 cloud / 2 shadow / 255 nodata"},
-        tiling={"tile_size": 512, "overlap": 64, "batch_size": 2},
+        tiling={"tile_size": 512, "overlap": 64, "batch_size": 1},
         training={
             "data": TRAINING_DATA,
             "by": "German Aerospace Center (DLR), not trained in this project (imported)",

@@ -131,6 +131,36 @@ def table(results) -> str:
     return "\n".join(lines)
 
 
+def figure(path: Path, scene: str = "sentinel2_north", model: str = "auto") -> None:
+    """Real image, hand labels and the plugin's classes side by side (for the README)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = np.load(DATA / f"{scene}.npz")
+    img, truth = data["img"].astype(np.float32), labels_to_classes(data["msk"][:, :, 0])
+    with tempfile.TemporaryDirectory(prefix="cloud_figure_") as tmp:
+        tif = write_scene(img, Path(tmp) / f"{scene}_MSIL1C.tif")
+        pred = run_plugin(tif, model, Path(tmp))
+    rgb = np.clip(img[:, :, [2, 1, 0]] / np.percentile(img[:, :, :3], 99), 0, 1)
+    colours = np.array([[0, 0, 0, 0], [1.0, 0.0, 1.0, 0.75], [1.0, 0.75, 0.0, 0.75]])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    s = scores(pred, truth)
+    for ax, (title, classes) in zip(axes, (("Sentinel-2 L1C B4/B3/B2, real (30 m)", None),
+                                           ("Hand labels: cloud magenta, shadow amber", truth),
+                                           (f"Plugin, default model: cloud IoU {s['cloud_iou']:.2f}, "
+                                            f"shadow IoU {s['shadow_iou']:.2f}", pred))):
+        ax.imshow(rgb, interpolation="nearest")
+        if classes is not None:
+            ax.imshow(colours[np.minimum(classes, 2)], interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def update_cards(results, models: List[str]) -> None:
     for model in models:
         card_file = modelfile.BUNDLED_DIR / f"{model}.json"
@@ -152,6 +182,7 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default="", help="comma list of bundled cloud models (default: all, and auto)")
     parser.add_argument("--scenes", default=",".join(SCENES), help="comma list of " + ", ".join(SCENES))
     parser.add_argument("--update-cards", action="store_true", help="write the figures into the model cards")
+    parser.add_argument("--figure", default="", help="also save image / labels / plugin classes to this PNG")
     parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "cloud_quality.json"),
                         help="where to write the figures as JSON")
     args = parser.parse_args(argv)
@@ -162,6 +193,8 @@ def main(argv=None) -> int:
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     if args.update_cards:
         update_cards(results, [m for m in models if m != "auto"])
+    if args.figure:
+        figure(Path(args.figure))
     return 0
 
 

@@ -288,6 +288,14 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         if prob_path and os.path.abspath(prob_path) == os.path.abspath(mask_path):
             raise QgsProcessingException(tr("The cloud mask and the class probabilities need different file names."))
         want_polygons = parameters.get(self.OUTPUT_POLYGONS) not in (None, "")
+        if want_polygons:
+            from .provider import NO_GEOMETRY
+
+            dest = self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context) or ""
+            ext = os.path.splitext(dest.split("|")[0])[1].lower().lstrip(".")
+            if ext in NO_GEOMETRY:
+                raise QgsProcessingException(tr(f"Polygons cannot be written to '{dest}': a .{ext} file holds no "
+                                                "geometry. Choose a GeoPackage (.gpkg), Shapefile or GeoJSON."))
         min_area = self.parameterAsDouble(parameters, self.MIN_AREA, context)
         if min_area < 0:
             raise QgsProcessingException(tr(f"Minimum polygon area must be 0 or more, not {min_area}."))

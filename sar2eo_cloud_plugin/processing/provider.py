@@ -7,6 +7,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 PROVIDER_ID = "sar2eo_cloud"
+NO_GEOMETRY = {"csv", "xlsx", "xls", "ods", "dbf", "txt"}
 ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icons", "icon.svg")
 
 
@@ -29,6 +30,14 @@ class Sar2EoCloudProvider(QgsProcessingProvider):
 
     def defaultRasterFileExtension(self) -> str:  # noqa: N802
         return "tif"
+
+    def supportedOutputVectorLayerExtensions(self):  # noqa: N802
+        # Polygons written to a format without geometry (a CSV, a spreadsheet, a bare .dbf) would lose their
+        # geometry silently; Processing refuses a destination whose extension is not listed here.
+        return [ext for ext in super().supportedOutputVectorLayerExtensions() if ext.lower() not in NO_GEOMETRY]
+
+    def defaultVectorFileExtension(self, hasGeometry=True) -> str:  # noqa: N802
+        return "gpkg"
 
     def loadAlgorithms(self) -> None:  # noqa: N802
         from .batch_algorithm import BatchFolderAlgorithm

@@ -674,3 +674,15 @@ def test_sentinel2_products_as_downloaded(run, tmp_path):
         assert QgsVectorLayer(str(tmp_path / f"p_{form}.gpkg"), "p", "ogr").crs().authid() == "EPSG:32633"
     np.testing.assert_array_equal(masks["folder"], masks["zip"])
     np.testing.assert_array_equal(masks["folder"], masks["xml"])
+
+
+def test_polygons_to_a_format_without_geometry_are_refused(run, s2_sample, model, tmp_path):
+    """A .csv (or spreadsheet) destination for the polygons would lose their geometry: refused before the run."""
+    for name in ("clouds.csv", "clouds.xlsx"):
+        with pytest.raises(QgsProcessingException):
+            run({"INPUT": str(s2_sample), "MODEL_FILE": model, "OUTPUT": str(tmp_path / "m.tif"),
+                 "OUTPUT_POLYGONS": str(tmp_path / name)})
+    assert leftovers(tmp_path) == []
+    provider = QgsApplication.processingRegistry().providerById("sar2eo_cloud")
+    assert "gpkg" in provider.supportedOutputVectorLayerExtensions()
+    assert "csv" not in provider.supportedOutputVectorLayerExtensions()

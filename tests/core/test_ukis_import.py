@@ -139,7 +139,7 @@ def _compare(torch_logits: np.ndarray, ref_logits: np.ndarray):
 # ------------------------------------------------------------------------------------------------ parity
 @needs_weights
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_stored_weights_match_onnxruntime_on_real_patches(variant, wheel_members, real_batches, record_property):
+def test_stored_weights_match_onnxruntime_on_real_patches(variant, wheel_members, real_batches, capsys):
     onnx_bytes = wheel_members[imp.onnx_member(variant)]
     meta = json.loads(wheel_members[imp.json_member(variant)])
     ukis_bands = [imp.UKIS_TO_S2[b] for b in meta["data"]["dataset_statistics"]["band_names"]]
@@ -170,8 +170,9 @@ def test_stored_weights_match_onnxruntime_on_real_patches(variant, wheel_members
     for i, label in enumerate(labels):
         diff, agree = _compare(got[i:i + 1], ref[i:i + 1])
         diff32, agree32 = _compare(got[i:i + 1], ref32[i:i + 1])
-        record_property(f"{label}: max|dlogit| vs ONNX / fp32 graph", f"{diff:.2e} / {diff32:.2e}")
-        record_property(f"{label}: class agreement vs ONNX / fp32 graph", f"{agree:.6f} / {agree32:.6f}")
+        with capsys.disabled():   # the measured parity, in the test log (junit xunit2 has no properties)
+            print(f"\n[{variant}] {label}: max|dlogit| vs ONNX / fp32 graph {diff:.2e} / {diff32:.2e}; "
+                  f"class agreement {agree:.6f} / {agree32:.6f}")
         print(f"{imp.stem_for(variant)} [{card.weights['dtype']}] {label}: max|dlogit| {diff:.2e} (fp32 graph "
               f"{diff32:.2e}), class agreement {agree:.5%} (fp32 graph {agree32:.5%})")
         assert diff <= MAX_LOGIT_DIFF, f"{label}: logits differ by {diff} from onnxruntime"
@@ -193,7 +194,7 @@ def test_card_reads_and_names_source_and_licence(variant):
     assert card.output["activation"] == "softmax"
     assert card.output["classes"] == [{"value": 0, "name": "clear"}, {"value": 1, "name": "cloud"},
                                       {"value": 2, "name": "shadow"}]
-    assert card.tiling == {"tile_size": 512, "overlap": 64, "batch_size": 2}
+    assert card.tiling == {"tile_size": 512, "overlap": 64, "batch_size": 1}
     assert card.weights["file"] == f"{card.name}.safetensors" and card.weights["bytes"] > 0
     assert re.fullmatch(r"[0-9a-f]{64}", card.weights["sha256"]) and card.weights["dtype"] in ("float16", "float32")
     src = card.source

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from .core.tasks import TASKS
+
 try:  # Python 3.8+
     from importlib import metadata as _metadata
 except ImportError:  # pragma: no cover
@@ -97,11 +99,8 @@ REQUIREMENTS: Dict[str, Requirement] = {
 }
 
 # What each feature needs.
-FEATURES: Dict[str, Tuple[str, ...]] = {
-    "translate": ("numpy", "torch", "rasterio", "safetensors"),
-    "cloud_mask": ("numpy", "torch", "rasterio", "safetensors", "torchvision", "segmentation_models_pytorch"),
-}
-FEATURE_LABELS = {"translate": "Translate SAR to EO", "cloud_mask": "Cloud mask"}
+FEATURES: Dict[str, Tuple[str, ...]] = {t.key: t.packages for t in TASKS}
+FEATURE_LABELS: Dict[str, str] = {t.key: t.label for t in TASKS}
 
 
 def _cmp(a: Tuple[int, ...], b: Tuple[int, ...]) -> int:

@@ -11,20 +11,21 @@ from typing import Optional
 from . import normalisation as norm
 from .bands import S1_BANDS, band_set
 from .modelfile import ModelCard
+from .tasks import CLOUD_MASK, TRANSLATE
 
 
 def sar2eo_model_name(band_set_key: str) -> str:
-    return f"sar2eo_{band_set(band_set_key).key}"
+    return TRANSLATE.bundled_model(band_set(band_set_key).key)
 
 
-CLOUDMASK_MODEL_NAME = "cloudmask"
+CLOUDMASK_MODEL_NAME = CLOUD_MASK.model_name
 
 
 def sar2eo_card(band_set_key: str, ngf: int = 64, n_blocks: int = 9, name: Optional[str] = None,
                 tile_size: int = 256, overlap: int = 32) -> ModelCard:
     bs = band_set(band_set_key)
     return ModelCard(
-        task="sar2eo",
+        task=TRANSLATE.card_task,
         name=name or sar2eo_model_name(bs.key),
         architecture="resnet_generator",
         architecture_args={"input_nc": len(S1_BANDS), "output_nc": bs.count, "ngf": ngf, "n_blocks": n_blocks},
@@ -45,7 +46,7 @@ def cloudmask_card(encoder_name: str = "efficientnet-b2", name: str = CLOUDMASK_
     """The seed's RGB cloud/clear U-Net (docs/model_cards.md): B4, B3, B2 digital numbers clipped at
     4,000 and scaled to 0..1, ImageNet statistics, one sigmoid channel."""
     return ModelCard(
-        task="cloudmask",
+        task=CLOUD_MASK.card_task,
         name=name,
         architecture="unet",
         architecture_args={"encoder_name": encoder_name, "in_channels": 3, "classes": 1},

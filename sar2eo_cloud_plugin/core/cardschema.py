@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from .errors import ModelFileError
+from .tasks import CARD_TASKS
 
 CARD_FORMAT = 1
-TASKS = ("sar2eo", "cloudmask")
+TASKS = CARD_TASKS
 ARCHITECTURES_BY_TASK = {"sar2eo": ("resnet_generator",), "cloudmask": ("unet",)}
 SMP_ENCODERS = tuple(f"efficientnet-b{i}" for i in range(8)) + ("resnet18", "resnet34", "resnet50")
 S2_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")

@@ -19,11 +19,12 @@ from .bands import band_set, find_sar_bands
 from .engine import OutputSpec, RunResult, TilingOptions, run_tiled
 from .errors import DeviceError, InputError
 from .modelfile import bundled_model_path, read_card
+from .tasks import DEVICE_KEYS, TRANSLATE
 from .validity import check_has_data
 
 Log = Callable[[str], None]
 
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = DEVICE_KEYS
 PRECISIONS = ("float32", "bfloat16")
 
 
@@ -207,8 +208,8 @@ def translate_sar_to_eo(req: TranslationRequest, progress=None, is_cancelled=Non
     bands, how = resolve_sar_bands(req, count, descriptions)
     log(f"Bands VV = {bands[0]}, VH = {bands[1]} ({how})")
 
-    card_path = Path(req.model_path) if req.model_path else bundled_model_path(f"sar2eo_{bs.key}", f"band set {bs.label}")
-    card = read_card(card_path, "sar2eo")
+    card_path = Path(req.model_path) if req.model_path else bundled_model_path(TRANSLATE.bundled_model(bs.key), f"band set {bs.label}")
+    card = read_card(card_path, TRANSLATE.card_task)
     if list(card.output.get("bands", [])) != list(bs.bands):
         raise InputError(f"Model {card_path} writes bands {card.output.get('bands')}, not {list(bs.bands)}.")
 
@@ -224,7 +225,7 @@ def translate_sar_to_eo(req: TranslationRequest, progress=None, is_cancelled=Non
             "for most pixels; cross-polarised backscatter is normally the darker one. Check VV_BAND / VH_BAND.")
 
     device = resolve_device(req.device)
-    net, card = load_model(card_path, "sar2eo", device)
+    net, card = load_model(card_path, TRANSLATE.card_task, device)
     log(f"Model: {card.name} ({card_path.name}), device: {device}")
     ranges = {k: tuple(v) for k, v in card.normalisation.get("sar_db_ranges", norm.SAR_DB_RANGES).items()}
     opt_range = tuple(card.normalisation.get("optical_range", norm.OPTICAL_RANGE))

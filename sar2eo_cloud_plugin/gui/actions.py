@@ -19,6 +19,7 @@ from qgis.PyQt.QtCore import QFile, QObject
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
+from ..core.tasks import CLOUD_MASK, TASKS, TRANSLATE
 from ..deps import FEATURE_LABELS, DependencyReport
 from .layers import ALG_IDS, build_parameters, looks_like_s1, looks_like_s2, unique_output_path
 from .runner import LOG_TAG, AlgorithmRun
@@ -36,7 +37,7 @@ def icon(name: str) -> QIcon:
     return QIcon(os.path.join(ICON_DIR, name))
 
 
-LAYER_TESTS: Dict[str, Callable] = {"translate": looks_like_s1, "cloud_mask": looks_like_s2}
+LAYER_TESTS: Dict[str, Callable] = {TRANSLATE.key: looks_like_s1, CLOUD_MASK.key: looks_like_s2}
 
 
 class LayerActions(QObject):
@@ -59,7 +60,7 @@ class LayerActions(QObject):
     # ---- set-up / tear-down ----------------------------------------------------------------
     def setup(self, dock_action: Optional[QAction] = None) -> None:
         main = self.iface.mainWindow()
-        for task, icon_name in (("translate", "translate.svg"), ("cloud_mask", "cloud.svg")):
+        for task, icon_name in ((t.key, t.icon) for t in TASKS):
             label = FEATURE_LABELS[task]
             one = QAction(icon(icon_name), label, main)
             one.setObjectName(f"sar2eo_{task}_layer")
@@ -79,7 +80,7 @@ class LayerActions(QObject):
         entries: List[QAction] = []
         if dock_action is not None:
             entries.append(dock_action)
-        for task, icon_name in (("translate", "translate.svg"), ("cloud_mask", "cloud.svg")):
+        for task, icon_name in ((t.key, t.icon) for t in TASKS):
             label = FEATURE_LABELS[task]
             one = QAction(icon(icon_name), f"{label} (active layer)", main)
             one.setObjectName(f"sar2eo_{task}_menu")

@@ -27,15 +27,14 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.bands import BAND_SET_KEYS, BAND_SETS
-from ..deps import FEATURE_LABELS, FEATURES, DependencyReport
 from ..core.cloud import model_choices as cloud_model_choices
+from ..core.tasks import CLOUD_MASK, DEFAULT_DEVICE, DEVICES, TASKS, TRANSLATE
+from ..deps import FEATURE_LABELS, FEATURES, DependencyReport
 from .layers import ALG_IDS, build_parameters, has_bundled_model, suggested_task
 from .runner import AlgorithmRun
-from .settings import DEVICES, PluginSettings
+from .settings import PluginSettings
 
 DOCK_OBJECT_NAME = "Sar2EoCloudDock"
-TASK_LABELS = {"translate": "Translate SAR to EO", "cloud_mask": "Cloud mask"}
-DEVICE_LABELS = {"auto": "Auto", "cpu": "CPU", "cuda": "CUDA"}
 
 
 class Sar2EoCloudDock(QDockWidget):
@@ -76,8 +75,8 @@ class Sar2EoCloudDock(QDockWidget):
 
         self.task_combo = QComboBox(body)
         self.task_combo.setObjectName("taskCombo")
-        for key, label in TASK_LABELS.items():
-            self.task_combo.addItem(label, key)
+        for spec in TASKS:
+            self.task_combo.addItem(spec.label, spec.key)
         form.addRow("Task", self.task_combo)
 
         self.band_set_combo = QComboBox(body)
@@ -108,8 +107,8 @@ class Sar2EoCloudDock(QDockWidget):
 
         self.device_combo = QComboBox(body)
         self.device_combo.setObjectName("deviceCombo")
-        for key in DEVICES:
-            self.device_combo.addItem(DEVICE_LABELS[key], key)
+        for device in DEVICES:
+            self.device_combo.addItem(device.short_label, device.key)
         form.addRow("Device", self.device_combo)
         self.device_label = QLabel("Looking for compute devices…", body)
         self.device_label.setObjectName("deviceLabel")
@@ -219,7 +218,7 @@ class Sar2EoCloudDock(QDockWidget):
     # ---- accessors -------------------------------------------------------------------------
     @property
     def task(self) -> str:
-        return self.task_combo.currentData() or "translate"
+        return self.task_combo.currentData() or TASKS[0].key
 
     def set_task(self, task: str) -> None:
         self.task_combo.setCurrentIndex(max(0, self.task_combo.findData(task)))
@@ -230,7 +229,7 @@ class Sar2EoCloudDock(QDockWidget):
 
     @property
     def device(self) -> str:
-        return self.device_combo.currentData() or "auto"
+        return self.device_combo.currentData() or DEFAULT_DEVICE
 
     def set_layer(self, layer) -> None:
         self.layer_combo.setLayer(layer)
@@ -257,9 +256,9 @@ class Sar2EoCloudDock(QDockWidget):
 
     def _update_task_widgets(self) -> None:
         idle = not self.is_running()
-        self.band_set_combo.setEnabled(self.task == "translate" and idle)
+        self.band_set_combo.setEnabled(self.task == TRANSLATE.key and idle)
         for widget in (self.cloud_model_combo, self.cloud_mode_combo, self.buffer_spin):
-            widget.setEnabled(self.task == "cloud_mask" and idle)
+            widget.setEnabled(self.task == CLOUD_MASK.key and idle)
 
     def blocked_reason(self, task: Optional[str] = None) -> str:
         task = task or self.task
@@ -269,7 +268,7 @@ class Sar2EoCloudDock(QDockWidget):
                     "; ".join(p.problem for p in self.deps.problems if p.problem and p.key in needed) +
                     f". Install with: {self.deps.pip_command()}")
         if not self.model_file.filePath().strip() and not has_bundled_model(task, self.band_set):
-            if task == "translate":
+            if task == TRANSLATE.key:
                 return (f"{FEATURE_LABELS[task]} cannot run: this plugin build has no bundled weights for "
                         f"{BAND_SETS[self.band_set].label}. Choose a model file (Advanced) or another band set.")
             return (f"{FEATURE_LABELS[task]} cannot run: this plugin build has no bundled cloud-mask weights. "
@@ -321,7 +320,7 @@ class Sar2EoCloudDock(QDockWidget):
             item.setEnabled(available)
             item.setToolTip("" if available else "PyTorch sees no CUDA GPU here")
         if not available and self.device == "cuda":
-            self.device_combo.setCurrentIndex(self.device_combo.findData("auto"))
+            self.device_combo.setCurrentIndex(self.device_combo.findData(DEFAULT_DEVICE))
             self.append_log("CUDA is not available here; device set to Auto.")
 
     # ---- running ---------------------------------------------------------------------------
@@ -361,9 +360,9 @@ class Sar2EoCloudDock(QDockWidget):
             self.append_log(str(exc), True)
             return None
         self.progress.setValue(0)
-        self.append_log(f"{TASK_LABELS[self.task]} on '{layer.name()}' started (device {self.device}).")
+        self.append_log(f"{FEATURE_LABELS[self.task]} on '{layer.name()}' started (device {self.device}).")
         run = AlgorithmRun(ALG_IDS[self.task], params, QgsProject.instance(),
-                           description=f"{TASK_LABELS[self.task]}: {layer.name()}")
+                           description=f"{FEATURE_LABELS[self.task]}: {layer.name()}")
         run.progressChanged.connect(lambda p: self.progress.setValue(int(round(p))))
         run.message.connect(self.append_log)
         run.finished.connect(self._on_finished)

@@ -12,11 +12,9 @@ from typing import Dict, List, Optional
 from qgis.core import QgsMapLayer, QgsMapLayerType, QgsProcessingOutputLayerDefinition, QgsProject, QgsRasterLayer
 
 from ..core.bands import BAND_SET_KEYS, canonical_s2_band
+from ..core.tasks import CLOUD_MASK, TASKS, TRANSLATE, device_index, task as task_spec
 
-TRANSLATE_ID = "sar2eo_cloud:translate_sar_to_eo"
-CLOUD_MASK_ID = "sar2eo_cloud:cloud_mask"
-ALG_IDS = {"translate": TRANSLATE_ID, "cloud_mask": CLOUD_MASK_ID}
-DEVICE_INDEX = {"auto": 0, "cpu": 1, "cuda": 2}
+ALG_IDS = {t.key: t.algorithm_id for t in TASKS}
 TEMPORARY_OUTPUT = "TEMPORARY_OUTPUT"
 
 _BAND_NAME = re.compile(r"^Band\s+\d+\s*:?\s*")
@@ -63,25 +61,21 @@ def looks_like_s2(layer: QgsMapLayer) -> bool:
 
 def suggested_task(layer: QgsMapLayer) -> Optional[str]:
     if looks_like_s1(layer):
-        return "translate"
+        return TRANSLATE.key
     if looks_like_s2(layer):
-        return "cloud_mask"
+        return CLOUD_MASK.key
     return None
-
-
-def bundled_model_name(task: str, band_set: str = "rgb") -> str:
-    return f"sar2eo_{band_set}" if task == "translate" else "cloudmask"
 
 
 def has_bundled_model(task: str, band_set: str = "rgb") -> bool:
     """Whether this plugin build ships the model a run with default settings needs (a file check)."""
     from ..core.modelfile import BUNDLED_DIR
 
-    return (Path(BUNDLED_DIR) / f"{bundled_model_name(task, band_set)}.json").is_file()
+    return (Path(BUNDLED_DIR) / f"{task_spec(task).bundled_model(band_set)}.json").is_file()
 
 
 def output_name(task: str, layer: QgsMapLayer, band_set: str = "rgb") -> str:
-    if task == "translate":
+    if task == TRANSLATE.key:
         return f"{layer.name()} SAR2EO {band_set}"
     return f"{layer.name()} cloud mask"
 
@@ -111,13 +105,13 @@ def build_parameters(task: str, layer: QgsMapLayer, *, device: str = "auto", ban
     dest = QgsProcessingOutputLayerDefinition(output or TEMPORARY_OUTPUT, project)
     dest.destinationName = output_name(task, layer, band_set)
     params: Dict = {"INPUT": layer.id() if project.mapLayer(layer.id()) else layer.source(),
-                    "DEVICE": DEVICE_INDEX.get(device, 0), "OUTPUT": dest}
-    if task == "translate":
+                    "DEVICE": device_index(device), "OUTPUT": dest}
+    if task == TRANSLATE.key:
         params["BAND_SET"] = BAND_SET_KEYS.index(band_set) if band_set in BAND_SET_KEYS else 0
         vv_vh = sar_bands(layer)
         if vv_vh:
             params["VV_BAND"], params["VH_BAND"] = vv_vh
-    elif task == "cloud_mask":
+    elif task == CLOUD_MASK.key:
         # enum indices of the cloud-mask algorithm: MODEL (0 auto, then the bundled cards), MODE (0 classes,
         # 1 cloud only), BUFFER in metres
         params.update({"MODEL": int(cloud_model), "MODE": int(cloud_mode), "BUFFER": float(buffer_m)})

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from qgis.core import QgsSettings
 
+from ..core.tasks import DEFAULT_DEVICE, DEVICE_KEYS, task as task_spec
+
 PREFIX = "sar2eo_cloud_plugin/"
-DEVICES = ("auto", "cpu", "cuda")
-TASKS = ("translate", "cloud_mask")
-DEFAULT_TILE_SIZE = {"translate": 256, "cloud_mask": 512}
 
 
 class PluginSettings:
@@ -31,12 +30,12 @@ class PluginSettings:
 
     @property
     def device(self) -> str:
-        value = str(self._get("device", "auto")).lower()
-        return value if value in DEVICES else "auto"
+        value = str(self._get("device", DEFAULT_DEVICE)).lower()
+        return value if value in DEVICE_KEYS else DEFAULT_DEVICE
 
     @device.setter
     def device(self, value: str) -> None:
-        self._set("device", value if value in DEVICES else "auto")
+        self._set("device", value if value in DEVICE_KEYS else DEFAULT_DEVICE)
 
     @property
     def output_folder(self) -> str:
@@ -58,7 +57,7 @@ class PluginSettings:
         self._set("band_set", value)
 
     def tile_size(self, task: str) -> int:
-        default = DEFAULT_TILE_SIZE[task]
+        default = task_spec(task).default_tile_size
         value = self._get(f"tile_size/{task}", default, int)
         return value if value >= 16 else default
 

@@ -6,7 +6,8 @@ import os
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-PROVIDER_ID = "sar2eo_cloud"
+from ..core.tasks import PROVIDER_ID
+
 NO_GEOMETRY = {"csv", "xlsx", "xls", "ods", "dbf", "txt"}
 ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icons", "icon.svg")
 

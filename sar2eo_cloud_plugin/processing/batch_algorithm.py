@@ -29,14 +29,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from qgis.core import (
     QgsApplication,
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingMultiStepFeedback,
     QgsProcessingOutputFile,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
@@ -47,29 +45,20 @@ from qgis.core import (
 from ..core import outputs as safe
 from ..core.bands import BAND_SET_KEYS, BAND_SETS
 from ..core.errors import OutputError
+from ..core.tasks import CLOUD_MASK, PROVIDER_ID, TASKS, TRANSLATE, TaskSpec
+from ..core.tasks import task as task_spec
 from . import common
+from .base import Sar2EoAlgorithm
+from .cloudmask_algorithm import LEVEL_LABELS, MODES, CloudMaskAlgorithm
+from .translate_algorithm import UNITS_LABELS, TranslateSarToEoAlgorithm
 
-TRANSLATE_ID = "sar2eo_cloud:translate_sar_to_eo"
-CLOUD_ID = "sar2eo_cloud:cloud_mask"
-TASK_KEYS = ("translate", "cloudmask")
-TASK_LABELS = ("Translate SAR to EO (folder of Sentinel-1 VV/VH scenes)",
-               "Cloud mask (folder of Sentinel-2 scenes)")
-DEVICE_LABELS = ("Auto (CUDA GPU if available, else CPU)", "CPU", "CUDA (NVIDIA GPU)")
-UNITS_LABELS = ("Auto (decide from values and band descriptions)", "dB", "Linear power")
-
-CLOUD_MASK_SUFFIX = "_cloudmask.tif"
-CLOUD_PROB_SUFFIX = "_cloudprob.tif"
-CLOUD_POLY_SUFFIX = "_clouds.gpkg"
-SUMMARY_NAME = "sar2eo_batch_{task}_summary.json"
-
-
-def eo_suffix(band_set_key: str) -> str:
-    return f"_eo_{band_set_key}.tif"
-
-
-# Every name this algorithm writes ends with one of these, so a batch whose output folder
+# Every raster name this algorithm writes ends with one of these, so a batch whose output folder
 # is (inside) its input folder never takes its own outputs as inputs.
-OUTPUT_SUFFIXES = tuple(eo_suffix(k) for k in BAND_SET_KEYS) + (CLOUD_MASK_SUFFIX, CLOUD_PROB_SUFFIX)
+OUTPUT_SUFFIXES = tuple(s for t in TASKS for s in t.all_output_suffixes() if s.endswith(".tif"))
+
+
+def _spec(task) -> TaskSpec:
+    return task if isinstance(task, TaskSpec) else task_spec(task)
 
 
 # --------------------------------------------------------------------------- plain helpers (no QGIS state)
@@ -107,14 +96,9 @@ def output_paths(src: Path, in_root: Path, out_root: Path, task: str, band_set_k
     """The files one input produces; subfolders of the input folder are mirrored."""
     rel_dir = src.parent.relative_to(in_root)
     base = out_root / rel_dir / src.stem
-    if task == "translate":
-        return {"OUTPUT": str(base) + eo_suffix(band_set_key)}
-    outs = {"OUTPUT": str(base) + CLOUD_MASK_SUFFIX}
-    if probability:
-        outs["OUTPUT_PROBABILITY"] = str(base) + CLOUD_PROB_SUFFIX
-    if polygons:
-        outs["OUTPUT_POLYGONS"] = str(base) + CLOUD_POLY_SUFFIX
-    return outs
+    wanted = {"OUTPUT_PROBABILITY": probability, "OUTPUT_POLYGONS": polygons}
+    spec = _spec(task)
+    return {key: str(base) + spec.output_suffix(key, band_set_key) for key in spec.outputs if wanted.get(key, True)}
 
 
 def _raster_matches(path: str, src_path: str, count: Optional[int], descriptions: Optional[Sequence[str]] = None) -> Optional[str]:
@@ -209,7 +193,7 @@ def completeness(src: Path, outputs: Dict[str, str], task: str, band_set_key: st
             return False, f"{Path(path).name} missing"
         if key == "OUTPUT_POLYGONS":
             problem = _vector_ok(path)
-        elif key == "OUTPUT" and task == "translate":
+        elif key == "OUTPUT" and _spec(task) is TRANSLATE:
             bs = BAND_SETS[band_set_key]
             problem = _raster_matches(path, str(src), bs.count, bs.bands)
         else:   # the class raster has one band; the probabilities one per class of the model
@@ -256,17 +240,20 @@ def check_batch_wide(task: str, band_set_key: str, model_file: Optional[str], de
     from ..core.errors import Sar2EoError
     from ..core.modelfile import bundled_model_path, read_card, verify_weights
 
+    spec = _spec(task)
     try:
-        if task == "translate":
+        if spec is TRANSLATE:
             bs = BAND_SETS[band_set_key]
-            card_path = Path(model_file) if model_file else bundled_model_path(f"sar2eo_{bs.key}", f"band set {bs.label}")
-            card = read_card(card_path, "sar2eo")
+            card_path = Path(model_file) if model_file else bundled_model_path(spec.bundled_model(bs.key),
+                                                                               f"band set {bs.label}")
+            card = read_card(card_path, spec.card_task)
             if list(card.output.get("bands", [])) != list(bs.bands):
                 raise Sar2EoError(f"Model {card_path} writes bands {card.output.get('bands')}, not {list(bs.bands)} "
                                   f"(band set {bs.label}); choose the matching band set or model file.")
         elif model_file or cloud_model != "auto":
-            card_path = Path(model_file) if model_file else bundled_model_path(cloud_model, f"cloud model {cloud_model}")
-            card = read_card(card_path, "cloudmask")
+            card_path = Path(model_file) if model_file else bundled_model_path(cloud_model,
+                                                                               f"cloud model {cloud_model}")
+            card = read_card(card_path, spec.card_task)
         else:   # auto chooses per file; at least one bundled cloud model must be installed
             from ..core import cloud
 
@@ -280,14 +267,15 @@ def check_batch_wide(task: str, band_set_key: str, model_file: Optional[str], de
             check_weight_shapes(card_path, card.architecture, dict(card.architecture_args), weights)
         card_tiling = card.tiling if card is not None else {}
         # Translation tiles are input pixels (a multiple of 4); cloud tiles are network pixels (of 32).
-        TilingOptions(tile_size=int(tiling.get("TILE_SIZE") or card_tiling.get("tile_size", 256 if task == "translate"
-                                                                                 else 512)),
-                      overlap=int(card_tiling.get("overlap", 32) if tiling.get("OVERLAP") is None else tiling["OVERLAP"]),
+        TilingOptions(tile_size=int(tiling.get("TILE_SIZE") or card_tiling.get("tile_size", spec.default_tile_size)),
+                      overlap=int(card_tiling.get("overlap", 32) if tiling.get("OVERLAP") is None
+                                  else tiling["OVERLAP"]),
                       batch_size=int(tiling.get("BATCH_SIZE") or card_tiling.get("batch_size", 4)),
-                      multiple=4 if task == "translate" else 32).check()
-        from ..core.inference import DEVICES, resolve_device
+                      multiple=spec.tile_multiple).check()
+        from ..core.inference import resolve_device
+        from ..core.tasks import DEFAULT_DEVICE, DEVICE_KEYS
 
-        device = resolve_device(DEVICES[device_index] if 0 <= device_index < len(DEVICES) else "auto")
+        device = resolve_device(DEVICE_KEYS[device_index] if 0 <= device_index < len(DEVICE_KEYS) else DEFAULT_DEVICE)
     except Sar2EoError as exc:
         raise QgsProcessingException(f"{exc} Nothing was processed.") from exc
     except ImportError as exc:
@@ -318,7 +306,13 @@ def _import_processing():
 
 
 # --------------------------------------------------------------------------- the algorithm
-class BatchFolderAlgorithm(QgsProcessingAlgorithm):
+class BatchFolderAlgorithm(Sar2EoAlgorithm):
+    NAME = "batch_folder"
+    DISPLAY_NAME = "Batch a folder (translate or cloud mask)"
+    GROUP = "Batch"
+    GROUP_ID = "batch"
+    TAGS = ("batch", "folder", "sentinel-1", "sentinel-2", "sar", "cloud", "mask", "translate")
+
     INPUT_FOLDER = "INPUT_FOLDER"
     PATTERN = "PATTERN"
     RECURSIVE = "RECURSIVE"
@@ -327,12 +321,7 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
     UNITS = "UNITS"
     VV_BAND = "VV_BAND"
     VH_BAND = "VH_BAND"
-    DEVICE = "DEVICE"
     THRESHOLD = "THRESHOLD"
-    TILE_SIZE = "TILE_SIZE"
-    OVERLAP = "OVERLAP"
-    BATCH_SIZE = "BATCH_SIZE"
-    MODEL_FILE = "MODEL_FILE"
     CLOUD_POLYGONS = "CLOUD_POLYGONS"
     CLOUD_PROBABILITY = "CLOUD_PROBABILITY"
     MIN_AREA = "MIN_AREA"
@@ -349,29 +338,11 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
 
         self.cloud_models = model_choices()   # "auto", then the bundled cloud cards: the child's MODEL enum
 
-    def name(self) -> str:
-        return "batch_folder"
-
-    def displayName(self) -> str:  # noqa: N802
-        return "Batch a folder (translate or cloud mask)"
-
-    def group(self) -> str:
-        return "Batch"
-
-    def groupId(self) -> str:  # noqa: N802
-        return "batch"
-
-    def tags(self):
-        return ["batch", "folder", "sentinel-1", "sentinel-2", "sar", "cloud", "mask", "translate"]
-
-    def createInstance(self):  # noqa: N802
-        return BatchFolderAlgorithm()
-
     def shortDescription(self) -> str:  # noqa: N802
-        return "Translate or cloud-mask every raster of a folder; skips complete outputs, reports failures."
+        return self.tr("Translate or cloud-mask every raster of a folder; skips complete outputs, reports failures.")
 
     def shortHelpString(self) -> str:  # noqa: N802
-        return (
+        return self.tr(
             "Runs <b>Translate SAR to EO</b> or <b>Cloud mask</b> on every raster of a folder whose name "
             "matches the pattern, and writes one output per input into the output folder, named after it: "
             "<code>&lt;name&gt;_eo_&lt;band set&gt;.tif</code> or <code>&lt;name&gt;_cloudmask.tif</code> "
@@ -395,97 +366,106 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        adv = QgsProcessingParameterDefinition.FlagAdvanced
-
-        def advanced(p):
-            p.setFlags(p.flags() | adv)
-            return p
-
-        self.addParameter(QgsProcessingParameterFile(self.INPUT_FOLDER, "Input folder",
-                                                     behavior=QgsProcessingParameterFile.Folder))
-        self.addParameter(QgsProcessingParameterString(self.PATTERN, "File name pattern(s), ';'-separated",
-                                                       defaultValue="*.tif"))
-        self.addParameter(advanced(QgsProcessingParameterBoolean(self.RECURSIVE, "Include subfolders",
-                                                                 defaultValue=False)))
-        self.addParameter(QgsProcessingParameterEnum(self.TASK, "Task", options=list(TASK_LABELS), defaultValue=0))
-        self.addParameter(QgsProcessingParameterEnum(self.BAND_SET, "Band set (translation)",
-                                                     options=[BAND_SETS[k].label for k in BAND_SET_KEYS],
-                                                     defaultValue=0))
-        self.addParameter(QgsProcessingParameterEnum(self.UNITS, "Input units (translation)",
-                                                     options=list(UNITS_LABELS), defaultValue=0))
+        # The options passed on to the single-scene algorithms take their choices from those algorithms.
+        translate, cloud = TranslateSarToEoAlgorithm, CloudMaskAlgorithm
+        self.add(QgsProcessingParameterFile(self.INPUT_FOLDER, self.tr("Input folder"),
+                                            behavior=QgsProcessingParameterFile.Folder),
+                 "The folder whose rasters are processed, one output per input.")
+        self.add(QgsProcessingParameterString(self.PATTERN, self.tr("File name pattern(s), ';'-separated"),
+                                              defaultValue="*.tif"),
+                 "Glob patterns of the files to process, case-insensitive, e.g. *.tif;*.tiff.")
+        self.add(QgsProcessingParameterBoolean(self.RECURSIVE, self.tr("Include subfolders"), defaultValue=False),
+                 "Also process the subfolders; their structure is mirrored in the output folder.", advanced=True)
+        self.add(QgsProcessingParameterEnum(self.TASK, self.tr("Task"), options=[self.tr(t.batch_label) for t in TASKS],
+                                            defaultValue=0),
+                 "Which single-scene algorithm runs on every file.")
+        self.add(QgsProcessingParameterEnum(self.BAND_SET, self.tr("Band set (translation)"),
+                                            options=[BAND_SETS[k].label for k in BAND_SET_KEYS], defaultValue=0),
+                 f"{translate.BAND_SET} of {TRANSLATE.label}: which Sentinel-2 bands to synthesise.")
+        self.add(QgsProcessingParameterEnum(self.UNITS, self.tr("Input units (translation)"),
+                                            options=[self.tr(x) for x in UNITS_LABELS], defaultValue=0),
+                 f"{translate.UNITS} of {TRANSLATE.label}: dB, linear power or auto-detect, per file.")
         # Empty = from each file's band descriptions (VV/VH), else bands 1 and 2.
-        self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.VV_BAND, "VV band number (translation; empty = from band descriptions, else 1)",
-            QgsProcessingParameterNumber.Integer, optional=True, minValue=1)))
-        self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.VH_BAND, "VH band number (translation; empty = from band descriptions, else 2)",
-            QgsProcessingParameterNumber.Integer, optional=True, minValue=1)))
-        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Compute device", options=list(DEVICE_LABELS),
-                                                     defaultValue=0))
-        # Cloud-mask options, built from the single-scene algorithm's own choices.
-        from .cloudmask_algorithm import LEVEL_LABELS, MODES
+        for name, label, default in ((self.VV_BAND, "VV", 1), (self.VH_BAND, "VH", 2)):
+            self.add(QgsProcessingParameterNumber(
+                name, self.tr(f"{label} band number (translation; empty = from band descriptions, else {default})"),
+                QgsProcessingParameterNumber.Integer, optional=True, minValue=1),
+                f"{name} of {TRANSLATE.label}; empty: each file's band described as {label}, else band {default}.",
+                advanced=True)
+        self.add_device()
+        self.add(QgsProcessingParameterEnum(
+            self.CLOUD_MODEL, self.tr("Cloud model (cloud mask)"),
+            options=[self.tr("Auto (best bundled model for each file's bands)")] + self.cloud_models[1:],
+            defaultValue=0),
+            f"{cloud.MODEL} of {CLOUD_MASK.label}: a bundled cloud model, or auto per file.")
+        self.add(QgsProcessingParameterEnum(self.CLOUD_MODE, self.tr("Output classes (cloud mask)"),
+                                            options=[self.tr(label) for _k, label in MODES], defaultValue=0),
+                 f"{cloud.MODE} of {CLOUD_MASK.label}: cloud and shadow classes, or cloud only.")
+        self.add(QgsProcessingParameterNumber(self.BUFFER, self.tr("Buffer around cloud and shadow, m (cloud mask)"),
+                                              QgsProcessingParameterNumber.Double, defaultValue=0.0,
+                                              minValue=0.0, maxValue=10000.0),
+                 f"{cloud.BUFFER} of {CLOUD_MASK.label}: dilate cloud and shadow by this distance in metres.")
+        self.add(QgsProcessingParameterEnum(self.LEVEL, self.tr("Product level (cloud mask)"),
+                                            options=[self.tr(x) for x in LEVEL_LABELS], defaultValue=0),
+                 f"{cloud.LEVEL} of {CLOUD_MASK.label}: L1C or L2A, auto-detected per file.", advanced=True)
+        self.add(QgsProcessingParameterBoolean(self.CLOUD_POLYGONS,
+                                               self.tr("Also write cloud and shadow polygons (cloud mask)"),
+                                               defaultValue=False),
+                 f"Write <name>{CLOUD_MASK.output_suffix(cloud.OUTPUT_POLYGONS)} ({cloud.OUTPUT_POLYGONS}) per file.")
+        self.add(QgsProcessingParameterBoolean(self.CLOUD_PROBABILITY,
+                                               self.tr("Also write the class probability raster (cloud mask)"),
+                                               defaultValue=False),
+                 f"Write <name>{CLOUD_MASK.output_suffix(cloud.OUTPUT_PROBABILITY)} ({cloud.OUTPUT_PROBABILITY}) "
+                 "per file.", advanced=True)
+        self.add(QgsProcessingParameterNumber(
+            self.THRESHOLD, self.tr("Cloud probability threshold (cloud mask; empty = the model's)"),
+            QgsProcessingParameterNumber.Double, optional=True, minValue=0.0, maxValue=1.0),
+            f"{cloud.THRESHOLD} of {CLOUD_MASK.label}, for one-channel (sigmoid) models only.", advanced=True)
+        self.add(QgsProcessingParameterNumber(
+            self.MIN_AREA, self.tr("Minimum cloud polygon area, m² (cloud mask)"), QgsProcessingParameterNumber.Double,
+            defaultValue=0.0, minValue=0.0),
+            f"{cloud.MIN_AREA} of {CLOUD_MASK.label}: polygon parts smaller than this are dropped.", advanced=True)
+        self.add_tiling(((self.TILE_SIZE, "Tile size, px (empty = the task's default)",
+                          "Tile edge in pixels; empty: the task's (or the model card's) default."),
+                         (self.OVERLAP, "Tile overlap, px (empty = the task's default)",
+                          "Overlap between tiles (0 is allowed); empty: the task's default."),
+                         (self.BATCH_SIZE, "Tiles per batch (empty = the task's default)",
+                          "Tiles sent to the network at once; empty: the task's default.")))
+        self.add_model_file("Model file (.json card; empty = the bundled model for the task)",
+                            "A model card (.json beside its .safetensors) for the chosen task instead of its bundled "
+                            "model; checked once before the first file.")
+        self.add(QgsProcessingParameterBoolean(self.OVERWRITE, self.tr("Overwrite outputs that already exist"),
+                                               defaultValue=False),
+                 "Redo every input, even those whose outputs are already complete.")
+        self.add(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Output folder")),
+                 "Where the outputs and the JSON summary are written.")
 
-        self.addParameter(QgsProcessingParameterEnum(
-            self.CLOUD_MODEL, "Cloud model (cloud mask)",
-            options=["Auto (best bundled model for each file's bands)"] + self.cloud_models[1:], defaultValue=0))
-        self.addParameter(QgsProcessingParameterEnum(self.CLOUD_MODE, "Output classes (cloud mask)",
-                                                     options=[label for _k, label in MODES], defaultValue=0))
-        self.addParameter(QgsProcessingParameterNumber(self.BUFFER, "Buffer around cloud and shadow, m (cloud mask)",
-                                                       QgsProcessingParameterNumber.Double, defaultValue=0.0,
-                                                       minValue=0.0, maxValue=10000.0))
-        self.addParameter(advanced(QgsProcessingParameterEnum(self.LEVEL, "Product level (cloud mask)",
-                                                              options=list(LEVEL_LABELS), defaultValue=0)))
-        self.addParameter(QgsProcessingParameterBoolean(self.CLOUD_POLYGONS,
-                                                        "Also write cloud and shadow polygons (cloud mask)", defaultValue=False))
-        self.addParameter(advanced(QgsProcessingParameterBoolean(
-            self.CLOUD_PROBABILITY, "Also write the class probability raster (cloud mask)", defaultValue=False)))
-        self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.THRESHOLD, "Cloud probability threshold (cloud mask; empty = the model's)",
-            QgsProcessingParameterNumber.Double, optional=True, minValue=0.0, maxValue=1.0)))
-        self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.MIN_AREA, "Minimum cloud polygon area, m² (cloud mask)", QgsProcessingParameterNumber.Double,
-            defaultValue=0.0, minValue=0.0)))
-        for pname, label in ((self.TILE_SIZE, "Tile size, px (empty = the task's default)"),
-                             (self.OVERLAP, "Tile overlap, px (empty = the task's default)"),
-                             (self.BATCH_SIZE, "Tiles per batch (empty = the task's default)")):
-            self.addParameter(advanced(QgsProcessingParameterNumber(
-                pname, label, QgsProcessingParameterNumber.Integer, optional=True, minValue=0)))
-        self.addParameter(advanced(QgsProcessingParameterFile(
-            self.MODEL_FILE, "Model file (.json card; empty = the bundled model for the task)",
-            behavior=QgsProcessingParameterFile.File, extension="json", optional=True)))
-        self.addParameter(QgsProcessingParameterBoolean(self.OVERWRITE, "Overwrite outputs that already exist",
-                                                        defaultValue=False))
-        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, "Output folder"))
-
-        self.addOutput(QgsProcessingOutputNumber("PROCESSED", "Inputs processed"))
-        self.addOutput(QgsProcessingOutputNumber("SKIPPED", "Inputs skipped (outputs already complete)"))
-        self.addOutput(QgsProcessingOutputNumber("FAILED", "Inputs failed"))
-        self.addOutput(QgsProcessingOutputFile("SUMMARY", "Batch summary (JSON)"))
+        self.addOutput(QgsProcessingOutputNumber("PROCESSED", self.tr("Inputs processed")))
+        self.addOutput(QgsProcessingOutputNumber("SKIPPED", self.tr("Inputs skipped (outputs already complete)")))
+        self.addOutput(QgsProcessingOutputNumber("FAILED", self.tr("Inputs failed")))
+        self.addOutput(QgsProcessingOutputFile("SUMMARY", self.tr("Batch summary (JSON)")))
 
     # ------------------------------------------------------------------ helpers
-    def _optional(self, parameters, name, context, as_int=True):
-        value = parameters.get(name)
-        if value is None or value == "":
-            return None
-        return self.parameterAsInt(parameters, name, context) if as_int else self.parameterAsDouble(parameters, name, context)
-
-    def _child_parameters(self, task, src: Path, outputs: Dict[str, str], opts: Dict) -> Dict:
-        params = {"INPUT": str(src), "DEVICE": opts["DEVICE"]}
-        for key in ("TILE_SIZE", "BATCH_SIZE", "MODEL_FILE"):
+    @staticmethod
+    def _child_parameters(spec: TaskSpec, src: Path, outputs: Dict[str, str], opts: Dict) -> Dict:
+        """The single-scene algorithm's parameters for ``src``: its own parameter names."""
+        translate, cloud = TranslateSarToEoAlgorithm, CloudMaskAlgorithm
+        params = {translate.INPUT: str(src), translate.DEVICE: opts["DEVICE"]}
+        for key in (translate.TILE_SIZE, translate.BATCH_SIZE, translate.MODEL_FILE):
             if opts.get(key):  # None/0/"" = leave the single-scene algorithm's default
                 params[key] = opts[key]
-        if opts.get("OVERLAP") is not None:  # 0 is a real choice (no overlap)
-            params["OVERLAP"] = opts["OVERLAP"]
-        if task == "translate":
-            params.update(UNITS=opts["UNITS"], BAND_SET=opts["BAND_SET"])
-            for key in ("VV_BAND", "VH_BAND"):
+        if opts.get(translate.OVERLAP) is not None:  # 0 is a real choice (no overlap)
+            params[translate.OVERLAP] = opts[translate.OVERLAP]
+        if spec is TRANSLATE:
+            params.update({translate.UNITS: opts["UNITS"], translate.BAND_SET: opts["BAND_SET"]})
+            for key in (translate.VV_BAND, translate.VH_BAND):
                 if opts.get(key):
                     params[key] = opts[key]
         else:
             if opts.get("THRESHOLD") is not None:
-                params["THRESHOLD"] = opts["THRESHOLD"]
-            params.update(MIN_AREA=opts["MIN_AREA"], MODEL=opts["MODEL"], MODE=opts["MODE"], BUFFER=opts["BUFFER"],
-                          LEVEL=opts["LEVEL"])
+                params[cloud.THRESHOLD] = opts["THRESHOLD"]
+            params.update({cloud.MIN_AREA: opts["MIN_AREA"], cloud.MODEL: opts["MODEL"], cloud.MODE: opts["MODE"],
+                           cloud.BUFFER: opts["BUFFER"], cloud.LEVEL: opts["LEVEL"]})
         params.update(outputs)
         return params
 
@@ -497,14 +477,15 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
         out_folder = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
         if not out_folder:
             raise QgsProcessingException("Choose an output folder.")
-        task = TASK_KEYS[self.parameterAsEnum(parameters, self.TASK, context)]
+        spec = TASKS[self.parameterAsEnum(parameters, self.TASK, context)]
+        task = spec.batch_name
         bs_index = self.parameterAsEnum(parameters, self.BAND_SET, context)
         band_set_key = BAND_SET_KEYS[bs_index]
         pattern = self.parameterAsString(parameters, self.PATTERN, context) or "*.tif"
         recursive = self.parameterAsBool(parameters, self.RECURSIVE, context)
         overwrite = self.parameterAsBool(parameters, self.OVERWRITE, context)
-        polygons = task == "cloudmask" and self.parameterAsBool(parameters, self.CLOUD_POLYGONS, context)
-        probability = task == "cloudmask" and self.parameterAsBool(parameters, self.CLOUD_PROBABILITY, context)
+        polygons = spec is CLOUD_MASK and self.parameterAsBool(parameters, self.CLOUD_POLYGONS, context)
+        probability = spec is CLOUD_MASK and self.parameterAsBool(parameters, self.CLOUD_PROBABILITY, context)
         model_file = self.parameterAsFile(parameters, self.MODEL_FILE, context) or None
         if model_file and not os.path.isfile(model_file):
             raise QgsProcessingException(f"Model file not found: {model_file}")
@@ -512,24 +493,24 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
             "DEVICE": self.parameterAsEnum(parameters, self.DEVICE, context),
             "UNITS": self.parameterAsEnum(parameters, self.UNITS, context),
             "BAND_SET": bs_index,
-            "VV_BAND": self._optional(parameters, self.VV_BAND, context),
-            "VH_BAND": self._optional(parameters, self.VH_BAND, context),
-            "THRESHOLD": self._optional(parameters, self.THRESHOLD, context, as_int=False),
+            "VV_BAND": self.optional_number(parameters, self.VV_BAND, context, as_int=True),
+            "VH_BAND": self.optional_number(parameters, self.VH_BAND, context, as_int=True),
+            "THRESHOLD": self.optional_number(parameters, self.THRESHOLD, context),
             "MIN_AREA": self.parameterAsDouble(parameters, self.MIN_AREA, context),
             "MODEL": self.parameterAsEnum(parameters, self.CLOUD_MODEL, context),
             "MODE": self.parameterAsEnum(parameters, self.CLOUD_MODE, context),
             "BUFFER": self.parameterAsDouble(parameters, self.BUFFER, context),
             "LEVEL": self.parameterAsEnum(parameters, self.LEVEL, context),
-            "TILE_SIZE": self._optional(parameters, self.TILE_SIZE, context),
-            "OVERLAP": self._optional(parameters, self.OVERLAP, context),
-            "BATCH_SIZE": self._optional(parameters, self.BATCH_SIZE, context),
+            "TILE_SIZE": self.optional_number(parameters, self.TILE_SIZE, context, as_int=True),
+            "OVERLAP": self.optional_number(parameters, self.OVERLAP, context, as_int=True),
+            "BATCH_SIZE": self.optional_number(parameters, self.BATCH_SIZE, context, as_int=True),
             "MODEL_FILE": model_file,
         }
-        child_id = TRANSLATE_ID if task == "translate" else CLOUD_ID
+        child_id = spec.algorithm_id
         if QgsApplication.processingRegistry().algorithmById(child_id) is None:
             raise QgsProcessingException(f"Algorithm {child_id} is not available; is the plugin's provider loaded?")
 
-        for line in check_batch_wide(task, band_set_key, model_file, opts["DEVICE"],
+        for line in check_batch_wide(spec, band_set_key, model_file, opts["DEVICE"],
                                      {k: opts[k] for k in ("TILE_SIZE", "OVERLAP", "BATCH_SIZE")},
                                      self.cloud_models[opts["MODEL"]]):
             feedback.pushInfo(line)
@@ -539,7 +520,7 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
             safe.check_output_folder(out_root, "batch output")
         except OutputError as exc:
             raise QgsProcessingException(f"{exc} Nothing was processed.") from exc
-        summary_path = out_root / SUMMARY_NAME.format(task=task)
+        summary_path = out_root / spec.summary_name
         previous = {} if overwrite else previous_records(summary_path)
         started_at = time.time()
         for folder in sorted({str(out_root)} | {str(p.parent) for p in out_root.rglob("*.partial*")}):
@@ -562,7 +543,7 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
             for i, src in enumerate(inputs):
                 steps.setCurrentStep(i)
                 rel = str(src.relative_to(in_root))
-                outs = output_paths(src, in_root, out_root, task, band_set_key, probability, polygons)
+                outs = output_paths(src, in_root, out_root, spec, band_set_key, probability, polygons)
                 record = {"input": rel, "outputs": {k: str(Path(v).relative_to(out_root)) for k, v in outs.items()}}
                 records.append(record)
                 if feedback.isCanceled():
@@ -570,7 +551,7 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
                     continue
                 feedback.pushInfo(f"[{i + 1}/{len(inputs)}] {rel}")
                 if not overwrite:
-                    complete, why = completeness(src, outs, task, band_set_key, previous.get(rel))
+                    complete, why = completeness(src, outs, spec, band_set_key, previous.get(rel))
                     if complete:
                         record.update(status="skipped", reason=why,
                                       checksums=(previous.get(rel) or {}).get("checksums") or output_checksums(outs))
@@ -591,7 +572,7 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
                 child_context.copyThreadSafeSettings(context)
                 child_context.setFeedback(steps)
                 try:
-                    processing.run(child_id, self._child_parameters(task, src, outs, opts), feedback=steps,
+                    processing.run(child_id, self._child_parameters(spec, src, outs, opts), feedback=steps,
                                    context=child_context, is_child_algorithm=True)
                 except Exception as exc:  # noqa: BLE001 - every failure is this file's, not the batch's
                     for guard in guards:
@@ -626,8 +607,8 @@ class BatchFolderAlgorithm(QgsProcessingAlgorithm):
         counts = {s: sum(1 for r in records if r.get("status") == s)
                   for s in ("processed", "skipped", "failed", "cancelled")}
         summary = {
-            "algorithm": "sar2eo_cloud:batch_folder", "task": task, "child_algorithm": child_id,
-            "band_set": band_set_key if task == "translate" else None,
+            "algorithm": f"{PROVIDER_ID}:{self.name()}", "task": task, "child_algorithm": child_id,
+            "band_set": band_set_key if spec is TRANSLATE else None,
             "input_folder": str(in_root), "pattern": pattern, "recursive": recursive,
             "output_folder": str(out_root), "overwrite": overwrite,
             "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -19,7 +19,6 @@ from qgis.core import (
     QgsFields,
     QgsGeometry,
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -36,13 +35,14 @@ from qgis.core import (
     QgsVectorLayer,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QCoreApplication, QVariant
-from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtCore import QVariant
 
 from ..core import s2product
 from ..core.outputs import temp_path
 from ..core.cloud import CLASS_NAMES, CLOUD, SHADOW, model_choices
+from ..core.tasks import CLOUD_MASK
 from . import common
+from .base import Sar2EoAlgorithm
 
 POLYGON_CLASSES = (CLOUD, SHADOW)
 
@@ -56,11 +56,14 @@ OFFSET_LABELS = ("Auto (metadata, processing baseline or date)", "None (products
                  "-1000 (baseline 04.00 and later, since 2022-01-25)")
 
 
-def tr(text: str) -> str:
-    return QCoreApplication.translate("CloudMaskAlgorithm", text)
+class CloudMaskAlgorithm(Sar2EoAlgorithm):
+    TASK_SPEC = CLOUD_MASK
+    DISPLAY_NAME = "Cloud and shadow mask (Sentinel-2)"
+    GROUP = "Cloud masking"
+    GROUP_ID = "cloud_masking"
+    TAGS = ("sentinel-2", "cloud", "shadow", "mask", "u-net", "efficientnet", "segmentation", "deep learning",
+            "polygons", "l1c", "l2a", "ukis-csmask")
 
-
-class CloudMaskAlgorithm(QgsProcessingAlgorithm):
     INPUT = "INPUT"
     MODEL = "MODEL"
     BAND_MAP = "BAND_MAP"
@@ -68,13 +71,8 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
     OFFSET = "OFFSET"
     MODE = "MODE"
     BUFFER = "BUFFER"
-    DEVICE = "DEVICE"
     THRESHOLD = "THRESHOLD"
     RESOLUTION = "RESOLUTION"
-    TILE_SIZE = "TILE_SIZE"
-    OVERLAP = "OVERLAP"
-    BATCH_SIZE = "BATCH_SIZE"
-    MODEL_FILE = "MODEL_FILE"
     MIN_AREA = "MIN_AREA"
     PRECISION = "PRECISION"
     OUTPUT = "OUTPUT"
@@ -96,33 +94,8 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         self.models = model_choices()
 
     # ------------------------------------------------------------------ metadata
-    def name(self) -> str:
-        return "cloud_mask"
-
-    def displayName(self) -> str:  # noqa: N802
-        return tr("Cloud and shadow mask (Sentinel-2)")
-
-    def group(self) -> str:
-        return tr("Cloud masking")
-
-    def groupId(self) -> str:  # noqa: N802
-        return "cloud_masking"
-
-    def tags(self):
-        return [tr(t) for t in ("sentinel-2", "cloud", "shadow", "mask", "u-net", "efficientnet", "segmentation",
-                                "deep learning", "polygons", "l1c", "l2a", "ukis-csmask")]
-
-    def icon(self) -> QIcon:
-        return QIcon(common.icon_path("cloud.svg"))
-
-    def createInstance(self):  # noqa: N802
-        return CloudMaskAlgorithm()
-
-    def helpUrl(self) -> str:  # noqa: N802
-        return common.help_url()
-
     def shortHelpString(self) -> str:  # noqa: N802
-        return tr(
+        return self.tr(
             "<p>Marks <b>clouds and cloud shadows</b> in a Sentinel-2 image with a U-Net segmentation network and "
             "writes a class raster, optionally the per-class probabilities and polygons.</p>"
             "<h3>Input</h3>"
@@ -157,78 +130,70 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
             "users of every cloud masker ask, to catch thin edges.</p>"
             "<h3>Limits</h3><p>Thin cirrus, snow and bright salt pans remain hard; check the mask before using "
             "it to discard data.</p>"
-        ) + common.bundled_models_help("cloudmask")
+        ) + common.bundled_models_help(CLOUD_MASK)
 
     # ------------------------------------------------------------------ parameters
-    def _add(self, param, help_text: str, advanced: bool = False) -> None:
-        param.setHelp(tr(help_text))
-        self.addParameter(common.advanced(param) if advanced else param)
-
     def initAlgorithm(self, config=None):  # noqa: N802
-        self._add(QgsProcessingParameterRasterLayer(self.INPUT, tr("Sentinel-2 layer (digital numbers)")),
+        self.add(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Sentinel-2 layer (digital numbers)")),
                   "A Sentinel-2 L1C or L2A raster in digital numbers (reflectance x 10,000), or a .SAFE product.")
-        labels = [tr("Auto (best bundled model for the layer's bands)")] + self.models[1:]
-        self._add(QgsProcessingParameterEnum(self.MODEL, tr("Model"), options=labels, defaultValue=0),
+        labels = [self.tr("Auto (best bundled model for the layer's bands)")] + self.models[1:]
+        self.add(QgsProcessingParameterEnum(self.MODEL, self.tr("Model"), options=labels, defaultValue=0),
                   "Which bundled model to run. Auto: the 4-band cloud + shadow model when B2, B3, B4, B8 are present, "
                   "the RGB-only model otherwise. A Model file (advanced) wins over this choice.")
-        self._add(QgsProcessingParameterString(self.BAND_MAP, tr("Band map (empty: detect), e.g. B2=1, B3=2, B4=3, B8=4"),
+        self.add(QgsProcessingParameterString(self.BAND_MAP, self.tr("Band map (empty: detect), e.g. B2=1, B3=2, B4=3, B8=4"),
                                                optional=True),
                   "Which band of the layer holds which Sentinel-2 band, for layers whose bands are not described. "
                   "Entries override the detected bands.")
-        self._add(QgsProcessingParameterEnum(self.LEVEL, tr("Product level"), options=[tr(x) for x in LEVEL_LABELS],
+        self.add(QgsProcessingParameterEnum(self.LEVEL, self.tr("Product level"), options=[self.tr(x) for x in LEVEL_LABELS],
                                              defaultValue=0),
                   "L1C (top of atmosphere) or L2A (surface reflectance); auto-detected from a B10 band, the "
                   "metadata or MSIL1C/MSIL2A in the file name.")
-        self._add(QgsProcessingParameterEnum(self.MODE, tr("Output classes"), options=[tr(x) for _k, x in MODES],
+        self.add(QgsProcessingParameterEnum(self.MODE, self.tr("Output classes"), options=[self.tr(x) for _k, x in MODES],
                                              defaultValue=0),
                   "Cloud and shadow classes, or the seed's binary cloud mask (shadow written as clear).")
-        self._add(QgsProcessingParameterNumber(self.BUFFER, tr("Buffer around cloud and shadow (m)"),
+        self.add(QgsProcessingParameterNumber(self.BUFFER, self.tr("Buffer around cloud and shadow (m)"),
                                                QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0,
                                                maxValue=10000.0),
                   "Dilate cloud and shadow by this distance in metres (0: none). Cloud wins where both grow.")
-        self._add(common.device_parameter(self.DEVICE), "Where the network runs: auto (CUDA if available), CPU or CUDA.")
-        self._add(QgsProcessingParameterEnum(self.OFFSET, tr("DN offset"), options=[tr(x) for x in OFFSET_LABELS],
+        self.add_device()
+        self.add(QgsProcessingParameterEnum(self.OFFSET, self.tr("DN offset"), options=[self.tr(x) for x in OFFSET_LABELS],
                                              defaultValue=0),
                   "Products of processing baseline 04.00 and later store DN = 10,000 x reflectance + 1,000. Auto "
                   "reads it from the metadata, the baseline or the acquisition date.", advanced=True)
-        self._add(QgsProcessingParameterNumber(self.THRESHOLD, tr("Cloud probability threshold (binary models; empty: "
+        self.add(QgsProcessingParameterNumber(self.THRESHOLD, self.tr("Cloud probability threshold (binary models; empty: "
                                                                   "the model's)"),
                                                QgsProcessingParameterNumber.Double, optional=True, minValue=0.0,
                                                maxValue=1.0),
                   "Only for one-channel (sigmoid) models such as the RGB model: probability at or above which a pixel "
                   "is cloud. Cloud + shadow models take the most probable class.", advanced=True)
-        self._add(QgsProcessingParameterNumber(self.RESOLUTION, tr("Network resolution (m; empty: the model's)"),
+        self.add(QgsProcessingParameterNumber(self.RESOLUTION, self.tr("Network resolution (m; empty: the model's)"),
                                                QgsProcessingParameterNumber.Double, optional=True, minValue=0.0,
                                                maxValue=1000.0),
                   "Run the network at this ground resolution instead of the one in its card (30 m for the "
                   "ukis-csmask models). The result is always written on the layer's grid.", advanced=True)
-        for name, label, default, lo, hi, help_text in (
-                (self.TILE_SIZE, "Tile size (network pixels, multiple of 32; empty: the model's)", None, 32, 4096,
-                 "Tile edge in pixels at the network's resolution. Larger tiles are faster and use more memory."),
-                (self.OVERLAP, "Tile overlap (network pixels; empty: the model's)", None, 0, 2048,
-                 "Overlap between tiles, blended smoothly."),
-                (self.BATCH_SIZE, "Batch size (tiles per step; empty: the model's)", None, 1, 256,
-                 "Tiles sent to the network at once.")):
-            self._add(QgsProcessingParameterNumber(name, tr(label), QgsProcessingParameterNumber.Integer,
-                                                   defaultValue=default, optional=True, minValue=lo, maxValue=hi),
-                      help_text, advanced=True)
-        self._add(common.model_file_parameter(self.MODEL_FILE),
-                  "A model card (.json beside its .safetensors) instead of a bundled model; its sha256 is checked.",
-                  advanced=True)
-        self._add(QgsProcessingParameterEnum(self.PRECISION, tr("Network precision"),
-                                             options=[tr(label) for _key, label in PRECISIONS], defaultValue=0),
+        self.add_tiling(((self.TILE_SIZE, "Tile size (network pixels, multiple of 32; empty: the model's)",
+                          "Tile edge in pixels at the network's resolution. Larger tiles are faster and use more "
+                          "memory."),
+                         (self.OVERLAP, "Tile overlap (network pixels; empty: the model's)",
+                          "Overlap between tiles, blended smoothly."),
+                         (self.BATCH_SIZE, "Batch size (tiles per step; empty: the model's)",
+                          "Tiles sent to the network at once.")),
+                        minimums=(32, 0, 1), maximums=(4096, 2048, 256))
+        self.add_model_file()
+        self.add(QgsProcessingParameterEnum(self.PRECISION, self.tr("Network precision"),
+                                             options=[self.tr(label) for _key, label in PRECISIONS], defaultValue=0),
                   "float32 as the card's metrics were measured, or bfloat16 autocast (about 1.8x faster on CPUs "
                   "with bfloat16 instructions).", advanced=True)
-        self._add(QgsProcessingParameterNumber(self.MIN_AREA, tr("Minimum polygon area (layer CRS units², m² in UTM)"),
+        self.add(QgsProcessingParameterNumber(self.MIN_AREA, self.tr("Minimum polygon area (layer CRS units², m² in UTM)"),
                                                QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0),
                   "Polygon parts smaller than this are dropped (only the polygons; the raster is not changed).",
                   advanced=True)
-        self._add(QgsProcessingParameterRasterDestination(self.OUTPUT, tr("Cloud mask")),
+        self.add(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Cloud mask")),
                   "uint8 GeoTIFF: 0 clear, 1 cloud, 2 shadow, 255 nodata.")
-        self._add(QgsProcessingParameterRasterDestination(self.OUTPUT_PROBABILITY, tr("Class probabilities"),
+        self.add(QgsProcessingParameterRasterDestination(self.OUTPUT_PROBABILITY, self.tr("Class probabilities"),
                                                           optional=True, createByDefault=False),
                   "float32 GeoTIFF, one band per class of the model, nodata -1.")
-        self._add(QgsProcessingParameterFeatureSink(self.OUTPUT_POLYGONS, tr("Cloud and shadow polygons"),
+        self.add(QgsProcessingParameterFeatureSink(self.OUTPUT_POLYGONS, self.tr("Cloud and shadow polygons"),
                                                     QgsProcessing.TypeVectorPolygon, optional=True,
                                                     createByDefault=False),
                   "One dissolved multipolygon per class (cloud, shadow).")
@@ -237,10 +202,10 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
                             (self.CLOUD_PIXELS, "Cloud pixels"), (self.SHADOW_PIXELS, "Shadow pixels"),
                             (self.VALID_PIXELS, "Valid pixels"), (self.THRESHOLD_USED, "Threshold used"),
                             (self.OFFSET_USED, "DN offset used")):
-            self.addOutput(QgsProcessingOutputNumber(name, tr(label)))
+            self.addOutput(QgsProcessingOutputNumber(name, self.tr(label)))
         for name, label in ((self.DEVICE_USED, "Device used"), (self.MODEL_USED, "Model used"),
                             (self.LEVEL_USED, "Product level used")):
-            self.addOutput(QgsProcessingOutputString(name, tr(label)))
+            self.addOutput(QgsProcessingOutputString(name, self.tr(label)))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
         """A Sentinel-2 product path (.SAFE folder, zip, MTD xml) as INPUT is not a layer QGIS can load, so
@@ -258,25 +223,13 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         for definition in self.parameterDefinitions():
             if definition.name() != self.INPUT and \
                     not definition.checkValueIsAcceptable(parameters.get(definition.name()), context):
-                return False, tr(f"Incorrect parameter value for {definition.name()}")
+                return False, self.tr(f"Incorrect parameter value for {definition.name()}")
         return True, ""
 
     def canExecute(self):  # noqa: N802
         return common.can_execute(common.CLOUD_PACKAGES)
 
     # ------------------------------------------------------------------ run
-    def _optional_number(self, parameters, name, context, as_int=False):
-        if parameters.get(name) in (None, ""):
-            return None
-        return self.parameterAsInt(parameters, name, context) if as_int else \
-            self.parameterAsDouble(parameters, name, context)
-
-    def _enum_key(self, parameters, name, context, keys) -> str:
-        index = self.parameterAsEnum(parameters, name, context)
-        if not 0 <= index < len(keys):
-            raise QgsProcessingException(tr(f"{name}: option {index} does not exist (0..{len(keys) - 1})."))
-        return keys[index]
-
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:  # noqa: N802
         common.import_inference(common.CLOUD_PACKAGES)
@@ -286,7 +239,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         mask_path = common.geotiff_destination(self, parameters, self.OUTPUT, context, inputs=[src])
         prob_path = common.geotiff_destination(self, parameters, self.OUTPUT_PROBABILITY, context, inputs=[src])
         if prob_path and os.path.abspath(prob_path) == os.path.abspath(mask_path):
-            raise QgsProcessingException(tr("The cloud mask and the class probabilities need different file names."))
+            raise QgsProcessingException(self.tr("The cloud mask and the class probabilities need different file names."))
         want_polygons = parameters.get(self.OUTPUT_POLYGONS) not in (None, "")
         if want_polygons:
             from .provider import NO_GEOMETRY
@@ -298,31 +251,31 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
                                                 "geometry. Choose a GeoPackage (.gpkg), Shapefile or GeoJSON."))
         min_area = self.parameterAsDouble(parameters, self.MIN_AREA, context)
         if min_area < 0:
-            raise QgsProcessingException(tr(f"Minimum polygon area must be 0 or more, not {min_area}."))
-        resolution = self._optional_number(parameters, self.RESOLUTION, context)
+            raise QgsProcessingException(self.tr(f"Minimum polygon area must be 0 or more, not {min_area}."))
+        resolution = self.optional_number(parameters, self.RESOLUTION, context)
         # With polygons, the rasters are written under hidden names and put in place only once the polygons
         # are done too: a run cancelled or failed while polygonising leaves no new file and keeps old ones.
         staged = {path: temp_path(path) for path in (mask_path, prob_path) if path and want_polygons}
         req = cloud.CloudMaskRequest(
             src_path=src, dst_path=staged.get(mask_path, mask_path),
-            model=self._enum_key(parameters, self.MODEL, context, self.models),
+            model=self.enum_key(parameters, self.MODEL, context, self.models),
             model_path=common.model_path(self, parameters, context, self.MODEL_FILE),
             band_map=self.parameterAsString(parameters, self.BAND_MAP, context) or "",
-            level=self._enum_key(parameters, self.LEVEL, context, s2product.LEVEL_CHOICES),
-            offset=self._enum_key(parameters, self.OFFSET, context, s2product.OFFSET_CHOICES),
-            mode=self._enum_key(parameters, self.MODE, context, [k for k, _l in MODES]),
+            level=self.enum_key(parameters, self.LEVEL, context, s2product.LEVEL_CHOICES),
+            offset=self.enum_key(parameters, self.OFFSET, context, s2product.OFFSET_CHOICES),
+            mode=self.enum_key(parameters, self.MODE, context, [k for k, _l in MODES]),
             buffer_m=self.parameterAsDouble(parameters, self.BUFFER, context),
-            threshold=self._optional_number(parameters, self.THRESHOLD, context),
+            threshold=self.optional_number(parameters, self.THRESHOLD, context),
             probability_path=staged.get(prob_path, prob_path) or None,
-            device=common.device_key(self, parameters, context, self.DEVICE),
-            tile_size=self._optional_number(parameters, self.TILE_SIZE, context, as_int=True),
-            overlap=self._optional_number(parameters, self.OVERLAP, context, as_int=True),
-            batch_size=self._optional_number(parameters, self.BATCH_SIZE, context, as_int=True),
+            device=self.device_key(parameters, context),
+            tile_size=self.optional_number(parameters, self.TILE_SIZE, context, as_int=True),
+            overlap=self.optional_number(parameters, self.OVERLAP, context, as_int=True),
+            batch_size=self.optional_number(parameters, self.BATCH_SIZE, context, as_int=True),
             resolution_m=resolution if resolution else None,
-            precision=self._enum_key(parameters, self.PRECISION, context, [k for k, _l in PRECISIONS]),
+            precision=self.enum_key(parameters, self.PRECISION, context, [k for k, _l in PRECISIONS]),
             layer_name=layer_name,
         )
-        feedback.pushInfo(tr(f"Cloud mask of '{layer_name}'"))
+        feedback.pushInfo(self.tr(f"Cloud mask of '{layer_name}'"))
         bridge = common.FeedbackAdapter(feedback, 0.0, 90.0 if want_polygons else 100.0)
         try:
             with common.sigterm_cancels(feedback), common.core_errors():
@@ -386,7 +339,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
     def _write_polygons(self, parameters, context, feedback, layer, layer_name, mask_path, min_area) -> str:
         crs = (layer if layer is not None and layer.isValid() else QgsRasterLayer(mask_path, "mask", "gdal")).crs()
         if crs.isGeographic() and min_area > 0:
-            feedback.pushWarning(tr(f"Layer '{layer_name}' is in a geographic CRS: the minimum polygon area "
+            feedback.pushWarning(self.tr(f"Layer '{layer_name}' is in a geographic CRS: the minimum polygon area "
                                     f"{min_area:g} is read in degrees², not m². Reproject to UTM for m²."))
         per_class = class_polygons(mask_path, min_area, feedback, 90.0, 100.0)
         fields = QgsFields()
@@ -437,7 +390,7 @@ def _write_classes(mask_path: str, out_path: str, rows: int = 1024) -> Any:
 
     src = gdal.Open(mask_path)
     if src is None:
-        raise QgsProcessingException(tr(f"Cannot reopen the cloud mask {mask_path} to polygonise it."))
+        raise QgsProcessingException(CloudMaskAlgorithm.tr(f"Cannot reopen the cloud mask {mask_path} to polygonise it."))
     band = src.GetRasterBand(1)
     w, h = src.RasterXSize, src.RasterYSize
     dst = gdal.GetDriverByName("GTiff").Create(out_path, w, h, 1, gdal.GDT_Byte,
@@ -486,7 +439,7 @@ def class_polygons(mask_path: str, min_area: float, feedback: QgsProcessingFeedb
         ds = out_layer = band = dst = None  # noqa: F841 - close and flush the files
         common.check_cancelled(feedback)
         if err != 0:
-            raise QgsProcessingException(tr(f"GDAL could not polygonise the cloud mask {mask_path} "
+            raise QgsProcessingException(CloudMaskAlgorithm.tr(f"GDAL could not polygonise the cloud mask {mask_path} "
                                             f"({gdal.GetLastErrorMsg()})."))
         parts: Dict[int, List[QgsGeometry]] = {value: [] for value in POLYGON_CLASSES}
         if count:
@@ -497,7 +450,7 @@ def class_polygons(mask_path: str, min_area: float, feedback: QgsProcessingFeedb
             # (measured on a noisy 4096 x 4096 mask, 10,943 regions: dissolve 85 s, this < 2 s).
             polygons = QgsVectorLayer(f"{polys_gpkg}|layername=clouds", "clouds", "ogr")
             if not polygons.isValid():
-                raise QgsProcessingException(tr(f"Cannot read the polygonised clouds back from {polys_gpkg}."))
+                raise QgsProcessingException(CloudMaskAlgorithm.tr(f"Cannot read the polygonised clouds back from {polys_gpkg}."))
             for i, feat in enumerate(polygons.getFeatures()):
                 if i % 1000 == 0:
                     common.check_cancelled(feedback)

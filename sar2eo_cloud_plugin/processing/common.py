@@ -23,10 +23,6 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
-    QgsProcessingParameterDefinition,
-    QgsProcessingParameterEnum,
-    QgsProcessingParameterFile,
-    QgsProcessingParameterNumber,
     QgsProperty,
     QgsProviderRegistry,
     QgsRasterLayer,
@@ -34,10 +30,7 @@ from qgis.core import (
 
 from ..core import outputs as safe
 from ..core.errors import CancelledError, OutputError, Sar2EoError
-
-# Order = core.inference.DEVICES ("auto", "cpu", "cuda"); the enum index is the stable value.
-DEVICE_KEYS: Tuple[str, ...] = ("auto", "cpu", "cuda")
-DEVICE_LABELS: Tuple[str, ...] = ("Auto (CUDA GPU if available, else CPU)", "CPU", "CUDA (NVIDIA GPU)")
+from ..core.tasks import TaskSpec
 
 # Python packages the inference needs at run time (import name -> pip name).
 RUNTIME_PACKAGES: Dict[str, str] = {"torch": "torch", "safetensors": "safetensors", "rasterio": "rasterio"}
@@ -270,34 +263,6 @@ def sigterm_cancels(feedback: Optional[QgsProcessingFeedback], raise_after: bool
 
 
 # --------------------------------------------------------------------------- parameters
-def device_parameter(name: str = "DEVICE") -> QgsProcessingParameterEnum:
-    return QgsProcessingParameterEnum(name, "Compute device", options=list(DEVICE_LABELS), defaultValue=0)
-
-
-def advanced(param: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
-    param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-    return param
-
-
-def int_parameter(name: str, description: str, default: int, minimum: int, maximum: int) -> QgsProcessingParameterNumber:
-    return QgsProcessingParameterNumber(name, description, QgsProcessingParameterNumber.Integer,
-                                        defaultValue=default, minValue=minimum, maxValue=maximum)
-
-
-def model_file_parameter(name: str = "MODEL_FILE") -> QgsProcessingParameterFile:
-    return QgsProcessingParameterFile(
-        name, "Model file (.json card beside its .safetensors; empty = the bundled model)",
-        behavior=QgsProcessingParameterFile.File, extension="json", optional=True)
-
-
-def optional_int(alg: QgsProcessingAlgorithm, parameters: Dict, name: str, context: QgsProcessingContext) -> Optional[int]:
-    """An optional integer/band parameter; None (or 0 for a band) when it is not set."""
-    if parameters.get(name) in (None, ""):
-        return None
-    value = alg.parameterAsInt(parameters, name, context)
-    return value if value else None
-
-
 def band_number(alg: QgsProcessingAlgorithm, parameters: Dict, name: str, context: QgsProcessingContext,
                 label: str = "") -> Optional[int]:
     """A band-number parameter: None when not set, else an integer >= 1. ``0``, negative or
@@ -334,19 +299,6 @@ def check_output_folder(path: str, what: str = "output") -> None:
         safe.check_output_folder(os.path.dirname(os.path.abspath(path)), what)
     except OutputError as exc:
         raise QgsProcessingException(str(exc)) from exc
-
-
-def optional_double(alg: QgsProcessingAlgorithm, parameters: Dict, name: str, context: QgsProcessingContext) -> Optional[float]:
-    if parameters.get(name) in (None, ""):
-        return None
-    return alg.parameterAsDouble(parameters, name, context)
-
-
-def device_key(alg: QgsProcessingAlgorithm, parameters: Dict, context: QgsProcessingContext, name: str = "DEVICE") -> str:
-    index = alg.parameterAsEnum(parameters, name, context)
-    if not 0 <= index < len(DEVICE_KEYS):
-        raise QgsProcessingException(f"Unknown device option {index}; use 0 (auto), 1 (cpu) or 2 (cuda).")
-    return DEVICE_KEYS[index]
 
 
 def model_path(alg: QgsProcessingAlgorithm, parameters: Dict, context: QgsProcessingContext,
@@ -414,15 +366,6 @@ def set_post_processor(context: QgsProcessingContext, layer_id: str, make_post_p
         context.layerToLoadOnCompletionDetails(layer_id).setPostProcessor(make_post_processor())
 
 
-def pixel_area(layer_or_path) -> float:
-    """Area of one pixel in the raster's CRS units squared."""
-    layer = layer_or_path if isinstance(layer_or_path, QgsRasterLayer) else QgsRasterLayer(str(layer_or_path), "r", "gdal")
-    return abs(layer.rasterUnitsPerPixelX() * layer.rasterUnitsPerPixelY())
-
-
-ProgressFn = Callable[[float], None]
-
-
 # --------------------------------------------------------------------------- help texts and icons
 def icon_path(name: str) -> str:
     return str(Path(__file__).resolve().parent.parent / "icons" / name)
@@ -439,21 +382,13 @@ def help_url() -> str:
         return ""
 
 
-def bundled_models_help(task: str) -> str:
+def bundled_models_help(task: "TaskSpec") -> str:
     """An HTML paragraph listing the bundled models of ``task`` from their cards: training data,
     measured metrics, or that no weights are bundled yet. Reads JSON only (no torch)."""
     from ..core import modelfile
 
-    if task == "sar2eo":
-        from ..core.bands import BAND_SET_KEYS
-
-        names = [f"sar2eo_{k}" for k in BAND_SET_KEYS]
-    else:
-        from ..core.cloud import bundled_cloud_models
-
-        names = bundled_cloud_models() or ["cloudmask"]
     items = []
-    for name in names:
+    for name in task.bundled_models():
         card_file = Path(modelfile.BUNDLED_DIR) / f"{name}.json"
         if not card_file.is_file():
             items.append(f"<li><b>{name}</b>: no weights bundled in this build (use a model file, "

@@ -11,7 +11,6 @@ import re
 from typing import Any, Dict
 
 from qgis.core import (
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -21,56 +20,34 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
-from qgis.PyQt.QtGui import QIcon
 
 from ..core.bands import BAND_SET_KEYS, BAND_SETS
+from ..core.tasks import TRANSLATE
 from . import common
+from .base import Sar2EoAlgorithm
 
 UNITS_KEYS = ("auto", "dB", "linear")
 UNITS_LABELS = ("Auto-detect (from the values and band descriptions)", "Decibels (dB)", "Linear power (sigma0)")
 
 
-class TranslateSarToEoAlgorithm(QgsProcessingAlgorithm):
+class TranslateSarToEoAlgorithm(Sar2EoAlgorithm):
+    TASK_SPEC = TRANSLATE
+    DISPLAY_NAME = "Translate SAR to EO (Sentinel-1 to Sentinel-2)"
+    GROUP = "SAR to optical"
+    GROUP_ID = "sar_to_optical"
+    TAGS = ("sentinel-1", "sentinel-2", "sar", "optical", "translation", "cyclegan", "deep learning",
+            "vv", "vh", "synthetic")
+
     INPUT = "INPUT"
     VV_BAND = "VV_BAND"
     VH_BAND = "VH_BAND"
     UNITS = "UNITS"
     BAND_SET = "BAND_SET"
-    DEVICE = "DEVICE"
-    TILE_SIZE = "TILE_SIZE"
-    OVERLAP = "OVERLAP"
-    BATCH_SIZE = "BATCH_SIZE"
-    MODEL_FILE = "MODEL_FILE"
     OUTPUT = "OUTPUT"
     DEVICE_USED = "DEVICE_USED"
     INPUT_UNITS = "INPUT_UNITS"
 
     # ------------------------------------------------------------------ metadata
-    def name(self) -> str:
-        return "translate_sar_to_eo"
-
-    def displayName(self) -> str:  # noqa: N802
-        return "Translate SAR to EO (Sentinel-1 to Sentinel-2)"
-
-    def group(self) -> str:
-        return "SAR to optical"
-
-    def groupId(self) -> str:  # noqa: N802
-        return "sar_to_optical"
-
-    def tags(self):
-        return ["sentinel-1", "sentinel-2", "sar", "optical", "translation", "cyclegan", "deep learning",
-                "vv", "vh", "synthetic"]
-
-    def icon(self) -> QIcon:
-        return QIcon(common.icon_path("translate.svg"))
-
-    def createInstance(self):  # noqa: N802
-        return TranslateSarToEoAlgorithm()
-
-    def helpUrl(self) -> str:  # noqa: N802
-        return common.help_url()
-
     def shortHelpString(self) -> str:  # noqa: N802
         sets = "".join(f"<li><b>{i}</b> {bs.label}</li>" for i, bs in enumerate(BAND_SETS.values()))
         return (
@@ -110,33 +87,39 @@ class TranslateSarToEoAlgorithm(QgsProcessingAlgorithm):
             "interpretation and gap filling under clouds, not for quantitative reflectance or indices you "
             "would report. Quality depends on how close your scene is to the training data (sensor mode, "
             "season, region, resolution).</p>"
-            + common.bundled_models_help("sar2eo")
+            + common.bundled_models_help(TRANSLATE)
         )
 
     # ------------------------------------------------------------------ parameters
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Sentinel-1 layer (VV and VH backscatter)"))
+        self.add(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Sentinel-1 layer (VV and VH backscatter)")),
+                 "A file-based Sentinel-1 GRD raster with at least the VV and VH backscatter (sigma0) bands.")
         # Flagged optional, with defaults: QGIS 3.22's band parameter treats a missing value as missing even
         # when it has a default, so `qgis_process run ... -- INPUT=... OUTPUT=...` (and scripts leaving the
         # bands out) would be refused. Unset = the default (1 and 2).
         for name, label, default in ((self.VV_BAND, "VV band", 1), (self.VH_BAND, "VH band", 2)):
-            self.addParameter(QgsProcessingParameterBand(name, label, defaultValue=default,
-                                                         parentLayerParameterName=self.INPUT, optional=True))
-        self.addParameter(QgsProcessingParameterEnum(self.UNITS, "Input units", options=list(UNITS_LABELS),
-                                                     defaultValue=0))
-        self.addParameter(QgsProcessingParameterEnum(self.BAND_SET, "Output band set",
-                                                     options=[BAND_SETS[k].label for k in BAND_SET_KEYS],
-                                                     defaultValue=0))
-        self.addParameter(common.device_parameter(self.DEVICE))
-        self.addParameter(common.advanced(common.int_parameter(self.TILE_SIZE, "Tile size (pixels, multiple of 4)",
-                                                               256, 16, 4096)))
-        self.addParameter(common.advanced(common.int_parameter(self.OVERLAP, "Tile overlap (pixels)", 32, 0, 2048)))
-        self.addParameter(common.advanced(common.int_parameter(self.BATCH_SIZE, "Batch size (tiles per step)",
-                                                               4, 1, 256)))
-        self.addParameter(common.advanced(common.model_file_parameter(self.MODEL_FILE)))
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Translated (Sentinel-2-like)"))
-        self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, "Device used"))
-        self.addOutput(QgsProcessingOutputString(self.INPUT_UNITS, "Input units used"))
+            self.add(QgsProcessingParameterBand(name, self.tr(label), defaultValue=default,
+                                                parentLayerParameterName=self.INPUT, optional=True),
+                     f"The band holding {label[:2]} backscatter. Unset: the band described as {label[:2]}, "
+                     f"else band {default}.")
+        self.add(QgsProcessingParameterEnum(self.UNITS, self.tr("Input units"),
+                                            options=[self.tr(x) for x in UNITS_LABELS], defaultValue=0),
+                 "dB, linear power, or auto-detect from the values and band descriptions (logged, and returned "
+                 "as INPUT_UNITS).")
+        self.add(QgsProcessingParameterEnum(self.BAND_SET, self.tr("Output band set"),
+                                            options=[BAND_SETS[k].label for k in BAND_SET_KEYS], defaultValue=0),
+                 "Which Sentinel-2 bands to synthesise; each band set has its own bundled model.")
+        self.add_device()
+        self.add_tiling(((self.TILE_SIZE, "Tile size (pixels, multiple of 4)",
+                          "Tile edge in input pixels. Larger tiles are faster and use more memory."),
+                         (self.OVERLAP, "Tile overlap (pixels)", "Overlap between tiles, blended smoothly."),
+                         (self.BATCH_SIZE, "Batch size (tiles per step)", "Tiles sent to the network at once.")),
+                        defaults=(256, 32, 4), minimums=(16, 0, 1), maximums=(4096, 2048, 256), optional=False)
+        self.add_model_file()
+        self.add(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Translated (Sentinel-2-like)")),
+                 "uint16 GeoTIFF, reflectance x 10,000, nodata 0, on the input's grid.")
+        self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, self.tr("Device used")))
+        self.addOutput(QgsProcessingOutputString(self.INPUT_UNITS, self.tr("Input units used")))
 
     def canExecute(self):  # noqa: N802
         return common.can_execute()
@@ -160,7 +143,7 @@ class TranslateSarToEoAlgorithm(QgsProcessingAlgorithm):
             vv_band=common.band_number(self, parameters, self.VV_BAND, context, "VV band"),
             vh_band=common.band_number(self, parameters, self.VH_BAND, context, "VH band"),
             units=UNITS_KEYS[units_index],
-            device=common.device_key(self, parameters, context, self.DEVICE),
+            device=self.device_key(parameters, context),
             tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
             overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),

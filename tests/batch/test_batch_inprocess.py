@@ -97,7 +97,7 @@ def test_find_inputs_leaves_out_hidden_outputs_and_output_subfolder(tmp_path):
 
 def test_output_names_mirror_subfolders(tmp_path):
     src = tmp_path / "in" / "sub" / "scene.tif"
-    outs = ba.output_paths(src, tmp_path / "in", tmp_path / "out", "cloudmask", "rgb", True, True)
+    outs = ba.output_paths(src, tmp_path / "in", tmp_path / "out", "cloud_mask", "rgb", True, True)
     assert outs == {"OUTPUT": str(tmp_path / "out" / "sub" / "scene_cloudmask.tif"),
                     "OUTPUT_PROBABILITY": str(tmp_path / "out" / "sub" / "scene_cloudprob.tif"),
                     "OUTPUT_POLYGONS": str(tmp_path / "out" / "sub" / "scene_clouds.gpkg")}

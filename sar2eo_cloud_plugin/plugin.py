@@ -76,10 +76,7 @@ class Sar2EoCloudPlugin:
             return
         text = self.deps.message()
         QgsMessageLog.logMessage(text, LOG_TAG, Qgis.Warning)
-        try:
-            self.iface.messageBar().pushMessage("SAR2EO & Cloud", text, Qgis.Warning, 0)
-        except Exception:  # noqa: BLE001 - a stub iface without a message bar
-            pass
+        self.iface.messageBar().pushMessage("SAR2EO & Cloud", text, Qgis.Warning, 0)
 
     def _set_dock_visible(self, visible: bool) -> None:
         if self.dock is not None:

@@ -151,25 +151,17 @@ class LayerActions(QObject):
                 attached.append(task)
         return attached
 
-    def current_layer(self):
-        view = getattr(self.iface, "layerTreeView", None)
-        try:
-            layer = view().currentLayer() if callable(view) else None
-        except Exception:  # noqa: BLE001 - stub ifaces
-            layer = None
-        if not isinstance(layer, QgsMapLayer):  # None, or a stub iface's mock
-            layer = self.iface.activeLayer()
-        return layer if isinstance(layer, QgsMapLayer) else None
+    def current_layer(self) -> Optional[QgsMapLayer]:
+        """The layer selected in the Layers panel (QGIS keeps the active layer in step with it, a
+        right-click included)."""
+        return self.iface.activeLayer()
 
     # ---- running ---------------------------------------------------------------------------
     def _can_run(self, task: str) -> bool:
         return self.deps is None or self.deps.can_run(task)
 
     def _message(self, text: str, level=Qgis.Info, duration: int = 5) -> None:
-        try:
-            self.iface.messageBar().pushMessage("SAR2EO & Cloud", text, level, duration)
-        except Exception:  # noqa: BLE001
-            pass
+        self.iface.messageBar().pushMessage("SAR2EO & Cloud", text, level, duration)
         QgsMessageLog.logMessage(text, LOG_TAG, level)
         self.log(text, level == Qgis.Critical)
 

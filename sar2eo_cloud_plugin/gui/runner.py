@@ -33,10 +33,6 @@ LOG_TAG = "SAR2EO & Cloud"
 _ACTIVE: set = set()
 
 
-def active_runs() -> list:
-    return list(_ACTIVE)
-
-
 class RunFeedback(QgsProcessingFeedback):
     """Feedback that forwards the algorithm's text to a Qt signal (emitted from the worker thread;
     receivers in the GUI thread get it queued)."""

@@ -63,7 +63,3 @@ class PluginSettings:
 
     def set_tile_size(self, task: str, value: int) -> None:
         self._set(f"tile_size/{task}", int(value))
-
-    def clear(self) -> None:
-        """Forget everything (tests)."""
-        self._s.remove(PREFIX.rstrip("/"))

@@ -147,16 +147,6 @@ class Dist:
         dist.all_reduce(t)
         return float(t.item()) / self.world
 
-    def sum_array(self, arr: np.ndarray) -> np.ndarray:
-        if not self.enabled:
-            return arr
-        import torch
-        import torch.distributed as dist
-
-        t = torch.as_tensor(np.asarray(arr, dtype=np.float64), device=self.device)
-        dist.all_reduce(t)
-        return t.cpu().numpy()
-
     def broadcast_scalar(self, value: float) -> float:
         """Rank 0's ``value`` on every process."""
         if not self.enabled:

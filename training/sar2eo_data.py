@@ -295,7 +295,6 @@ class BigEarthNetPairs(_PairBase):
         if not names:
             raise FileNotFoundError(f"no S1/S2 pairs found under {self.root}")
         self.names = names
-        self._pairs = pairs
         self.samples_per_epoch = samples_per_epoch or len(names)
         self._cache = [self._load(pairs[n]) for n in names]
 

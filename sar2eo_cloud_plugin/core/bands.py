@@ -17,8 +17,6 @@ S2_L1C_ORDER: Tuple[str, ...] = (
 )
 # Sentinel-2 L2A stacks have no B10 (cirrus band is dropped by Sen2Cor): 12 bands.
 S2_L2A_ORDER: Tuple[str, ...] = tuple(b for b in S2_L1C_ORDER if b != "B10")
-# The common 10 m stack.
-S2_10M_ORDER: Tuple[str, ...] = ("B2", "B3", "B4", "B8")
 
 S1_BANDS: Tuple[str, ...] = ("VV", "VH")
 

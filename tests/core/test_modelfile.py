@@ -215,10 +215,32 @@ def test_loading_never_calls_pickle_or_torch_load(saved, monkeypatch):
     assert net is not None
 
 
-def test_save_is_atomic_no_temp_files_left(tmp_path):
+def test_save_leaves_no_temp_files(tmp_path):
     net, card = _tiny_generator()
     modelfile.save_model(net, card, tmp_path)
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_save_is_atomic_a_crash_while_writing_keeps_the_earlier_model(tmp_path, monkeypatch):
+    """A save that dies half-way through writing the weights leaves the earlier card and weights
+    exactly as they were, and the card still verifies against its weights."""
+    import safetensors.torch
+
+    net, card = _tiny_generator(0)
+    card_path = modelfile.save_model(net, card, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def crash(_state, path, metadata=None):
+        Path(path).write_bytes(b"half-written")
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", crash)
+    net2, card2 = _tiny_generator(1)
+    with pytest.raises(OSError, match="disk gone"):
+        modelfile.save_model(net2, card2, tmp_path)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if not p.name.endswith(".tmp")}
+    assert after == before
+    modelfile.verify_weights(card_path, modelfile.read_card(card_path))
 
 
 def test_bundled_model_path_without_weights(tmp_path):

@@ -100,13 +100,15 @@ def test_parse_version(text, expected):
     assert deps.parse_version(text) == expected
 
 
-def test_check_is_fast_and_does_not_import_torch():
+def test_check_imports_none_of_the_heavy_packages():
+    """What makes the check fast at QGIS start-up: it looks packages up, it imports none of them."""
     import subprocess
     import sys
+    from pathlib import Path
 
-    code = ("import sys, time; t=time.time(); from sar2eo_cloud_plugin import deps; r=deps.check_dependencies(); "
-            "print('torch' in sys.modules, round(time.time()-t, 3))")
+    heavy = ("torch", "torchvision", "segmentation_models_pytorch", "rasterio", "safetensors", "numpy")
+    code = ("import sys; from sar2eo_cloud_plugin import deps; r = deps.check_dependencies(); "
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=str(__import__('pathlib').Path(__file__).resolve().parents[2])).stdout.split()
-    assert out[0] == "False"
-    assert float(out[1]) < 2.0
+                         cwd=str(Path(__file__).resolve().parents[2])).stdout.strip()
+    assert out == "[]"

@@ -30,58 +30,16 @@ from qgis.core import (
 from sar2eo_cloud_plugin.core import modelfile
 from tests.qgis_versions import handle_algorithm_results
 
-PROVIDER_ID = "sar2eo_cloud"
 ALG = "sar2eo_cloud:translate_sar_to_eo"
 BUNDLED_RGB = modelfile.BUNDLED_DIR / "sar2eo_rgb.json"
 
 
-def ensure_provider():
-    from sar2eo_cloud_plugin.processing.provider import Sar2EoCloudProvider
-
-    registry = QgsApplication.processingRegistry()
-    provider = registry.providerById(PROVIDER_ID)
-    if provider is None:
-        provider = Sar2EoCloudProvider()
-        assert registry.addProvider(provider)
-    return registry.providerById(PROVIDER_ID)
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_app, qgis_processing):
-    return ensure_provider()
-
-
 @pytest.fixture
-def run(provider):
-    import processing
-
+def run(run_alg):
     def _run(params, feedback=None, context=None):
-        return processing.run(ALG, params, feedback=feedback or QgsProcessingFeedback(), context=context)
+        return run_alg(ALG, params, feedback, context)
 
     return _run
-
-
-class LogFeedback(QgsProcessingFeedback):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def pushInfo(self, info):  # noqa: N802
-        self.lines.append(info)
-        super().pushInfo(info)
-
-
-class CancelOnFirstProgress(QgsProcessingFeedback):
-    """Cancels as soon as the first tile reports progress."""
-
-    def __init__(self):
-        super().__init__()
-        self.progressChanged.connect(lambda _p: self.cancel() if self.progress() > 0 else None)
-
-
-def leftovers(folder: Path):
-    """Files in ``folder``, without the .aux.xml statistics side files GDAL/QGIS add when reading."""
-    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".aux.xml"))
 
 
 # ---------------------------------------------------------------------------------------- provider
@@ -93,8 +51,13 @@ def test_provider_registers_both_algorithms(provider):
         alg = QgsApplication.processingRegistry().algorithmById(alg_id)
         assert alg is not None
         assert alg.displayName() and alg.group() and alg.groupId()
-        assert len(alg.shortHelpString()) > 500, "help must say what it does, inputs, outputs, limits"
-        assert "nodata" in alg.shortHelpString().lower()
+        text = alg.shortHelpString()
+        for section in ("<h3>Input</h3>", "<h3>Output", "<h3>Limits</h3>", "<h3>Bundled models</h3>"):
+            assert section in text, f"{alg_id}: help has no {section} section"
+        assert "nodata" in text.lower()
+        for out in alg.outputDefinitions():   # every result the algorithm returns is explained by name
+            if out.type() in ("outputString", "outputNumber"):
+                assert out.name() in text, f"{alg_id}: help does not explain the result {out.name()}"
 
 
 def test_translate_parameters_follow_the_contract(provider):
@@ -164,9 +127,9 @@ def check_translation(out: Path, src: Path, bands):
 
 
 @pytest.mark.parametrize("index,key", list(enumerate(EXPECTED)))
-def test_translate_real_s1_every_band_set(run, s1_sample, tiny_models, tmp_path, index, key):
+def test_translate_real_s1_every_band_set(run, s1_sample, tiny_models, tmp_path, index, key, log_feedback, leftovers):
     out = tmp_path / f"eo_{key}.tif"
-    feedback = LogFeedback()
+    feedback = log_feedback()
     res = run({"INPUT": str(s1_sample), "BAND_SET": index, "MODEL_FILE": str(tiny_models / f"sar2eo_{key}.json"),
                "OUTPUT": str(out)}, feedback)
     assert res["OUTPUT"] == str(out)
@@ -261,7 +224,7 @@ def test_one_band_layer_is_refused(run, one_band_s1, tiny_models, tmp_path):
     assert not (tmp_path / "o.tif").exists()
 
 
-def test_wrong_band_number_is_refused(run, s1_sample, tiny_models, tmp_path):
+def test_wrong_band_number_is_refused(run, s1_sample, tiny_models, tmp_path, leftovers):
     with pytest.raises(QgsProcessingException, match=r"VH band number 3 does not exist"):
         run({"INPUT": str(s1_sample), "VH_BAND": 3, "MODEL_FILE": str(tiny_models / "sar2eo_rgb.json"),
              "OUTPUT": str(tmp_path / "o.tif")})
@@ -271,7 +234,7 @@ def test_wrong_band_number_is_refused(run, s1_sample, tiny_models, tmp_path):
     assert leftovers(tmp_path) == []
 
 
-def test_optical_reflectance_is_refused(run, s2_sample, tiny_models, tmp_path):
+def test_optical_reflectance_is_refused(run, s2_sample, tiny_models, tmp_path, leftovers):
     """A real uint16 Sentinel-2 stack fed as SAR: refused, naming what was seen."""
     with pytest.raises(QgsProcessingException, match=r"does not look like Sentinel-1.*uint16"):
         run({"INPUT": str(s2_sample), "MODEL_FILE": str(tiny_models / "sar2eo_rgb.json"),
@@ -315,11 +278,11 @@ def test_missing_bundled_weights_are_refused(run, s1_sample, tmp_path, monkeypat
     assert not out.exists()
 
 
-def test_cancelled_run_leaves_no_output(run, s1_sample, tiny_models, tmp_path):
+def test_cancelled_run_leaves_no_output(run, s1_sample, tiny_models, tmp_path, log_feedback, leftovers):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / "cancelled.tif"
-    feedback = CancelOnFirstProgress()
+    feedback = log_feedback(cancel_on_progress=True)
     with pytest.raises(QgsProcessingException, match="[Cc]ancel"):
         run({"INPUT": str(s1_sample), "TILE_SIZE": 32, "OVERLAP": 0, "BATCH_SIZE": 1,
              "MODEL_FILE": str(tiny_models / "sar2eo_rgb.json"), "OUTPUT": str(out)}, feedback)

@@ -85,7 +85,10 @@ def test_unet_trains_evaluates_exports(cloudsen12_cache, tmp_path):
     assert common.checkpoint_exists(run / "ckpt_best") and common.checkpoint_exists(run / "ckpt_last")
     assert "trained from scratch" in (run / "train.log").read_text()
     ev = cloudmask.evaluate(cfg)
-    assert 0 <= ev["scores"]["accuracy"] <= 1 and (run / "eval" / "cloudmask_examples.png").is_file()
+    s = ev["scores"]
+    pixels = s["tp"] + s["fp"] + s["fn"] + s["tn"]
+    assert pixels > 0 and s["accuracy"] == pytest.approx((s["tp"] + s["tn"]) / pixels)
+    assert (run / "eval" / "cloudmask_examples.png").is_file()
     path = cloudmask.export(cfg, models_dir=str(tmp_path / "models"))
     net, card = modelfile.load_model(path, expected_task="cloudmask")
     assert card.metrics["pixel_accuracy"] == pytest.approx(ev["scores"]["accuracy"])

@@ -53,6 +53,25 @@ def s2_sample(s2_samples) -> Path:
     return s2_samples[0]
 
 
+@pytest.fixture(scope="module")
+def provider(qgis_app, qgis_processing):
+    """The plugin's Processing provider, registered for the test module (and removed afterwards when
+    this fixture added it, leaving the registry as other test modules expect it)."""
+    from qgis.core import QgsApplication
+
+    from sar2eo_cloud_plugin.core.tasks import PROVIDER_ID
+    from sar2eo_cloud_plugin.processing.provider import Sar2EoCloudProvider
+
+    registry = QgsApplication.processingRegistry()
+    added = None
+    if registry.providerById(PROVIDER_ID) is None:
+        added = Sar2EoCloudProvider()
+        assert registry.addProvider(added)
+    yield registry.providerById(PROVIDER_ID)
+    if added is not None:
+        registry.removeProvider(added)
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> Path:
     """GENERATED test-only model files: small random-weight generators for every band set

@@ -14,23 +14,6 @@ from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingExcepti
 
 from sar2eo_cloud_plugin.processing import batch_algorithm as ba
 
-PROVIDER_ID = "sar2eo_cloud"
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_app, qgis_processing):
-    from sar2eo_cloud_plugin.processing.provider import Sar2EoCloudProvider
-
-    registry = QgsApplication.processingRegistry()
-    added = None
-    if registry.providerById(PROVIDER_ID) is None:
-        added = Sar2EoCloudProvider()
-        assert registry.addProvider(added)
-    yield registry.providerById(PROVIDER_ID)
-    if added is not None:  # leave the registry as other test modules expect it
-        registry.removeProvider(added)
-
-
 @pytest.fixture()
 def s1_copies(tmp_path, s1_samples):
     folder = tmp_path / "in"

@@ -20,22 +20,12 @@ import numpy as np
 import pytest
 import rasterio
 
-from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback
+from qgis.core import QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback
 
 from fault_helpers import sha
 from sar2eo_cloud_plugin.core import outputs
 
 BATCH = "sar2eo_cloud:batch_folder"
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_app, qgis_processing):
-    from sar2eo_cloud_plugin.processing.provider import Sar2EoCloudProvider
-
-    registry = QgsApplication.processingRegistry()
-    if registry.providerById("sar2eo_cloud") is None:
-        assert registry.addProvider(Sar2EoCloudProvider())
-    return registry.providerById("sar2eo_cloud")
 
 
 def batch(params):

@@ -11,22 +11,12 @@ import os
 import numpy as np
 import pytest
 
-from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback
+from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
 from fault_helpers import sha, write_raster
 from sar2eo_cloud_plugin.core.errors import CancelledError, InputError
 
 ALG = "sar2eo_cloud:translate_sar_to_eo"
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_app, qgis_processing):
-    from sar2eo_cloud_plugin.processing.provider import Sar2EoCloudProvider
-
-    registry = QgsApplication.processingRegistry()
-    if registry.providerById("sar2eo_cloud") is None:
-        assert registry.addProvider(Sar2EoCloudProvider())
-    return registry.providerById("sar2eo_cloud")
 
 
 @pytest.fixture

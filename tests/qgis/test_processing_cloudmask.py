@@ -34,32 +34,6 @@ BUNDLED_CLOUD = modelfile.BUNDLED_DIR / "cloudmask.json"
 L2A_B2_B3_B4_B8 = (2, 3, 4, 8)   # 1-based band numbers of B2, B3, B4, B8 in the 12-band L2A stack
 
 
-def ensure_provider():
-    from sar2eo_cloud_plugin.processing.provider import Sar2EoCloudProvider
-
-    registry = QgsApplication.processingRegistry()
-    if registry.providerById("sar2eo_cloud") is None:
-        assert registry.addProvider(Sar2EoCloudProvider())
-    return registry.providerById("sar2eo_cloud")
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_app, qgis_processing):
-    return ensure_provider()
-
-
-class LogFeedback(QgsProcessingFeedback):
-    def __init__(self, cancel_on_progress: bool = False):
-        super().__init__()
-        self.lines = []
-        if cancel_on_progress:
-            self.progressChanged.connect(lambda _p: self.cancel() if self.progress() > 0 else None)
-
-    def pushInfo(self, info):  # noqa: N802
-        self.lines.append(info)
-        super().pushInfo(info)
-
-
 @pytest.fixture
 def model(tiny_models):
     """The GENERATED random RGB (sigmoid, cloud / clear) model."""
@@ -76,21 +50,16 @@ FAST_TILE = 128   # the 120 px patches fit one 128 px tile; the default 512 px t
 
 
 @pytest.fixture
-def run(provider):
+def run(run_alg):
     """Runs the algorithm; tile size 128 unless the test sets one (the default is exercised by
     ``test_cloud_mask_real_l2a_stacks`` and the bundled-model test)."""
-    import processing
 
     def _run(params, feedback=None, default_tile=False):
         if not default_tile:
             params = {"TILE_SIZE": FAST_TILE, **params}
-        return processing.run(ALG, params, feedback=feedback or LogFeedback())
+        return run_alg(ALG, params, feedback)
 
     return _run
-
-
-def leftovers(folder: Path):
-    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".aux.xml"))
 
 
 def read(path):
@@ -180,10 +149,10 @@ def check_mask(mask_path: Path, src_path: Path, values=(0, 1, 2, 255)) -> np.nda
     return mask
 
 
-def test_cloud_mask_real_l2a_stacks(run, s2_samples, model, tmp_path):
+def test_cloud_mask_real_l2a_stacks(run, s2_samples, model, tmp_path, log_feedback):
     for i, s2 in enumerate(s2_samples[:2]):
         out, prob = tmp_path / f"mask{i}.tif", tmp_path / f"prob{i}.tif"
-        feedback = LogFeedback()
+        feedback = log_feedback()
         res = run({"INPUT": str(s2), "MODEL_FILE": model, "OUTPUT": str(out), "OUTPUT_PROBABILITY": str(prob)},
                   feedback, default_tile=(i == 0))
         mask = check_mask(out, s2, (0, 1))
@@ -203,7 +172,7 @@ def test_cloud_mask_real_l2a_stacks(run, s2_samples, model, tmp_path):
         np.testing.assert_array_equal(mask == 1, cloud_p >= 0.5)    # the mask is the thresholded probability
 
 
-def test_undescribed_four_bands_need_a_band_map(run, s2_sample, s2_4band, model, tmp_path):
+def test_undescribed_four_bands_need_a_band_map(run, s2_sample, s2_4band, model, tmp_path, log_feedback):
     """A 4-band raster without descriptions is not silently taken as B2, B3, B4, B8: refused naming the
     bands and the parameter; with BAND_MAP the same pixels give the same mask as the full stack."""
     out = tmp_path / "mask4.tif"
@@ -212,7 +181,7 @@ def test_undescribed_four_bands_need_a_band_map(run, s2_sample, s2_4band, model,
     assert not out.exists()
     ref = tmp_path / "ref.tif"
     run({"INPUT": str(s2_sample), "MODEL_FILE": model, "OUTPUT": str(ref)})
-    feedback = LogFeedback()
+    feedback = log_feedback()
     run({"INPUT": str(s2_4band), "MODEL_FILE": model, "BAND_MAP": "B2=1, B3=2, B4=3, B8=4", "OUTPUT": str(out)},
         feedback)
     assert any("set by the user" in line and "B4=3, B3=2, B2=1" in line for line in feedback.lines)
@@ -226,7 +195,7 @@ def test_ambiguous_layout_is_refused_naming_the_bands(run, s2_5band, model, tmp_
     assert not out.exists()
 
 
-def test_red_edge_and_eight_bit_layers_are_refused(run, s2_sample, model, tmp_path):
+def test_red_edge_and_eight_bit_layers_are_refused(run, s2_sample, model, tmp_path, leftovers):
     """GENERATED from the real sample: bands described 'Red Edge 1', 'Green', 'Blue' (B5, B3, B2) are not
     taken for B4, B3, B2; an 8-bit rendering of B4, B3, B2 is not fed to the model."""
     edge = subset(s2_sample, tmp_path / "edge.tif", (5, 3, 2), ["Red Edge 1", "Green", "Blue"])
@@ -243,7 +212,7 @@ def test_red_edge_and_eight_bit_layers_are_refused(run, s2_sample, model, tmp_pa
     assert leftovers(tmp_path) == ["edge.tif", "rgb8.tif"]
 
 
-def test_wrong_band_map_is_refused(run, s2_sample, model, tmp_path):
+def test_wrong_band_map_is_refused(run, s2_sample, model, tmp_path, leftovers):
     with pytest.raises(QgsProcessingException, match=r"band 20 does not exist"):
         run({"INPUT": str(s2_sample), "BAND_MAP": "B4=20", "MODEL_FILE": model, "OUTPUT": str(tmp_path / "a.tif")})
     with pytest.raises(QgsProcessingException, match=r"not of the form B2=1"):
@@ -316,9 +285,9 @@ def half_cloud_threshold(run, s2_nodata_block, model, tmp_path_factory):
     return float(np.median(p[p >= 0]))
 
 
-def test_polygons_overlay_the_mask(run, s2_nodata_block, model, half_cloud_threshold, tmp_path):
+def test_polygons_overlay_the_mask(run, s2_nodata_block, model, half_cloud_threshold, tmp_path, log_feedback):
     out, polys = tmp_path / "m.tif", tmp_path / "clouds.gpkg"
-    feedback = LogFeedback()
+    feedback = log_feedback()
     res = run({"INPUT": str(s2_nodata_block), "MODEL_FILE": model, "THRESHOLD": half_cloud_threshold,
                "MIN_AREA": 0, "OUTPUT": str(out), "OUTPUT_POLYGONS": str(polys)}, feedback)
     mask = check_mask(out, s2_nodata_block)
@@ -341,10 +310,10 @@ def test_polygons_overlay_the_mask(run, s2_nodata_block, model, half_cloud_thres
     np.testing.assert_array_equal(rasterize_like(polys, out) == 1, cloud)
 
 
-def test_min_area_drops_small_parts(run, s2_nodata_block, model, half_cloud_threshold, tmp_path):
+def test_min_area_drops_small_parts(run, s2_nodata_block, model, half_cloud_threshold, tmp_path, log_feedback):
     min_area = 1000.0   # m² (UTM): parts of fewer than 10 pixels of 10 m go
     out, polys = tmp_path / "m.tif", tmp_path / "clouds_big.gpkg"
-    feedback = LogFeedback()
+    feedback = log_feedback()
     run({"INPUT": str(s2_nodata_block), "MODEL_FILE": model, "THRESHOLD": half_cloud_threshold,
          "MIN_AREA": min_area, "OUTPUT": str(out), "OUTPUT_POLYGONS": str(polys)}, feedback)
     layer = QgsVectorLayer(str(polys), "clouds", "ogr")
@@ -424,10 +393,10 @@ def test_missing_bundled_weights_are_refused(run, s2_sample, tmp_path, monkeypat
     assert not out.exists()
 
 
-def test_cancelled_run_leaves_no_output(run, s2_sample, model, tmp_path):
+def test_cancelled_run_leaves_no_output(run, s2_sample, model, tmp_path, log_feedback, leftovers):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    feedback = LogFeedback(cancel_on_progress=True)
+    feedback = log_feedback(cancel_on_progress=True)
     with pytest.raises(QgsProcessingException, match="[Cc]ancel"):
         run({"INPUT": str(s2_sample), "MODEL_FILE": model, "TILE_SIZE": 32, "OVERLAP": 0, "BATCH_SIZE": 1,
              "OUTPUT": str(out_dir / "m.tif"), "OUTPUT_PROBABILITY": str(out_dir / "p.tif"),
@@ -436,7 +405,7 @@ def test_cancelled_run_leaves_no_output(run, s2_sample, model, tmp_path):
     assert leftovers(out_dir) == []
 
 
-def test_cancel_while_polygonising_removes_the_rasters(run, s2_sample, model, tmp_path, monkeypatch):
+def test_cancel_while_polygonising_removes_the_rasters(run, s2_sample, model, tmp_path, monkeypatch, leftovers):
     """Cancelling after inference (during the polygon step) leaves no new output and keeps earlier ones."""
     from sar2eo_cloud_plugin.processing import cloudmask_algorithm as cm
 
@@ -533,7 +502,7 @@ def test_outputs_open_styled(provider, s2_sample, model, tmp_path):
     project.removeAllMapLayers()
 
 
-def test_runs_inside_a_model(provider, s2_sample, model, tmp_path):
+def test_runs_inside_a_model(provider, s2_sample, model, tmp_path, log_feedback):
     """A model built in code (as the modeler does): cloud mask child fed from model parameters, its mask
     and polygons as model outputs, and the mask chained into a second algorithm."""
     import processing
@@ -576,7 +545,7 @@ def test_runs_inside_a_model(provider, s2_sample, model, tmp_path):
     clouds_param = next(n for n in dest if n.endswith("clouds_out"))
 
     res = processing.run(m, {"s2": str(s2_sample), "model": model, mask_param: str(tmp_path / "mask.tif"),
-                             clouds_param: str(tmp_path / "clouds.gpkg")}, feedback=LogFeedback())
+                             clouds_param: str(tmp_path / "clouds.gpkg")}, feedback=log_feedback())
     mask_arr = check_mask(tmp_path / "mask.tif", s2_sample)
     assert Path(res[mask_param]) == tmp_path / "mask.tif"
     assert QgsVectorLayer(str(tmp_path / "clouds.gpkg"), "c", "ogr").isValid()
@@ -651,7 +620,7 @@ def test_real_qgis_desktop_runs_and_styles_both_algorithms(s1_sample, s2_sample,
         assert kinds[f"c{i}.gpkg"] == "singleSymbol"
 
 
-def test_sentinel2_products_as_downloaded(run, tmp_path):
+def test_sentinel2_products_as_downloaded(run, tmp_path, log_feedback):
     """A GENERATED miniature L1C .SAFE product (real sample values, invented metadata; tests/core/safe_fixture.py)
     as a folder, as its zip and as its MTD xml: the algorithm stacks its bands, detects L1C, and writes the
     mask on the product's 10 m grid."""
@@ -663,7 +632,7 @@ def test_sentinel2_products_as_downloaded(run, tmp_path):
     masks = {}
     for form, path in forms.items():
         out = tmp_path / f"mask_{form}.tif"
-        feedback = LogFeedback()
+        feedback = log_feedback()
         res = run({"INPUT": str(path), "OUTPUT": str(out), "OUTPUT_POLYGONS": str(tmp_path / f"p_{form}.gpkg")},
                   feedback, default_tile=True)
         assert res["LEVEL_USED"] == "L1C" and res["MODEL_USED"] == "ukis_csmask_4b_l1c", form

@@ -33,6 +33,16 @@ class ShippedModel(QgsProcessingModelAlgorithm):
         if not self.fromFile(self._path):
             raise ValueError(f"cannot read model file {path}")
         self._title = super().name() or self._stable_name
+        self._help_from_model()
+
+    def _help_from_model(self) -> None:
+        """Model outputs are clones of the child algorithm's output parameter, without help; the model's
+        own help text for them (keyed ``<child>:<output>``, written by scripts/build_models.py) becomes
+        their help, like the model's inputs have."""
+        texts = self.helpContent() or {}
+        for definition in self.parameterDefinitions():
+            if not definition.help() and texts.get(definition.name()):
+                definition.setHelp(texts[definition.name()])
 
     def name(self) -> str:
         return self._stable_name

@@ -7,16 +7,13 @@ never presented as results and never written into the plugin's bundled-models fo
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[1]   # on sys.path through pytest.ini's `pythonpath = .`
 
 SAMPLES = REPO / "sample_data"
 SHARED_DATA = REPO.parent / "shared" / "data" / "bigearthnet-example"

@@ -20,9 +20,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import common  # noqa: F401  (repo root on sys.path)
 from sar2eo_cloud_plugin.core import normalisation as norm
 from sar2eo_cloud_plugin.core.bands import S2_L1C_ORDER, S2_L2A_ORDER
+
+from . import common
 
 Item = Tuple[np.ndarray, np.ndarray, str]
 
@@ -46,7 +47,8 @@ def cache_status(cache_dir: Path) -> List[str]:
 
 def _offline_message(cache_dir: Path, n: int, have: int, source: str, exc: BaseException) -> str:
     return (f"CloudSEN12 is not available: the cache {cache_dir} holds {have} of the {n} samples asked for, and "
-            f"tacoreader could not open '{source}' ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).\n"
+            f"tacoreader could not open '{source}' ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}).\n"
             f"Either run `python -m training cloudmask localise --config <config>` on a machine with internet access "
             f"(it downloads {n} samples of the CloudSEN12 L1C TACO dataset, https://huggingface.co/datasets/"
             f"tacofoundation/cloudsen12, and writes them to {cache_dir}), then copy that folder here; or download the "
@@ -246,7 +248,8 @@ def build_cloud_items(data_cfg: Dict, seed: int, log=print) -> Tuple[List[Item],
         items = load_cloudsen12_items(cache, n)
         tr, va = split_items(items, float(data_cfg.get("val_fraction", 0.2)), seed)
         return tr, va, (f"CloudSEN12 L1C ({data_cfg.get('source', CLOUDSEN12_SOURCE)}), {len(items)} samples cached "
-                        f"in {data_cfg['cache_dir']}, {len(tr)} train / {len(va)} val (scikit-learn split, seed {seed})")
+                        f"in {data_cfg['cache_dir']}, {len(tr)} train / {len(va)} val "
+                        f"(scikit-learn split, seed {seed})")
     if kind == "bigearthnet_pseudo":
         root = common.resolve_path(data_cfg["root"])
         held = common.names(data_cfg.get("holdout"), "data.holdout")

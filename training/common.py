@@ -13,16 +13,13 @@ import datetime as _dt
 import json
 import os
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Tuple
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # `python -m training` from the repo root already has it
-    sys.path.insert(0, str(REPO_ROOT))
+REPO_ROOT = Path(__file__).resolve().parents[1]   # `python -m training` runs from here, so it is on sys.path
 
 
 # ----------------------------------------------------------------------------------------------- configs

@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
-
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
 
 
 def _mount(point: Path, options: str) -> None:

@@ -109,7 +109,8 @@ def run_plugin(scene: str, out: str, precision: str) -> dict:
     # ... and once at the scene's tile shape: oneDNN sets up its kernels per input shape on the first call
     # (seconds); a user pays that once per QGIS session, not per scene.
     spec = cloud.read_spec(modelfile.BUNDLED_DIR / "ukis_csmask_4b_l2a.json")
-    shape = (int(spec.tiling["batch_size"]), len(spec.bands), int(spec.tiling["tile_size"]), int(spec.tiling["tile_size"]))
+    tile = int(spec.tiling["tile_size"])
+    shape = (int(spec.tiling["batch_size"]), len(spec.bands), tile, tile)
     with torch.inference_mode():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
             calls["forward"](torch.zeros(shape).contiguous(memory_format=torch.channels_last))

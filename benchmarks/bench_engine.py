@@ -93,7 +93,8 @@ def random_model(workdir: Path, task: str) -> Path:
     if card_file.exists():
         return card_file
     torch.manual_seed(0)
-    card = cards.sar2eo_card("rgb", ngf=64, n_blocks=9, name=name) if task == "sar2eo" else cards.cloudmask_card(name=name)
+    card = (cards.sar2eo_card("rgb", ngf=64, n_blocks=9, name=name) if task == "sar2eo"
+            else cards.cloudmask_card(name=name))
     card.notes = "GENERATED for benchmarks: random weights"
     net = networks.build_network(card.architecture, card.architecture_args)
     if task == "sar2eo":
@@ -267,7 +268,8 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     q = args.quick
     repeats = 1 if q else 3
-    ctx = tempfile.TemporaryDirectory(prefix="sar2eo_bench_") if not args.workdir else contextlib.nullcontext(args.workdir)
+    ctx = (tempfile.TemporaryDirectory(prefix="sar2eo_bench_") if not args.workdir
+           else contextlib.nullcontext(args.workdir))
     rows = []
     notes = []
     with ctx as wd:

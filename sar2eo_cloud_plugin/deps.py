@@ -147,7 +147,8 @@ def check_package(key: str) -> PackageStatus:
     if req.minimum and _cmp(v, parse_version(req.minimum)) < 0:
         return PackageStatus(key, True, version, f"{req.dist} {version} is too old (need >= {req.minimum})")
     if req.below and _cmp(v, parse_version(req.below)) >= 0:
-        return PackageStatus(key, True, version, f"{req.dist} {version} is not supported (need < {req.below}: {req.why})")
+        return PackageStatus(key, True, version,
+                             f"{req.dist} {version} is not supported (need < {req.below}: {req.why})")
     return PackageStatus(key, True, version, None)
 
 

@@ -150,10 +150,12 @@ def translate_and_cloud_mask() -> QgsProcessingModelAlgorithm:
         "SHORT_DESCRIPTION": "Translate a Sentinel-1 scene to EO and mask the clouds of a Sentinel-2 scene.",
         "SENTINEL1": "Sentinel-1 GRD layer with VV as band 1 and VH as band 2 (dB or linear power; detected).",
         "SENTINEL2": "Sentinel-2 layer (L1C 13-band, L2A 12-band, or bands described as B2, B3, B4, B8; detected).",
-        "BAND_SET": "Bands of the translated layer: RGB (B4, B3, B2), NIR + SWIR + Red-Edge (B8, B11, B5) or RGB + NIR.",
+        "BAND_SET": "Bands of the translated layer: RGB (B4, B3, B2), NIR + SWIR + Red-Edge (B8, B11, B5) "
+                    "or RGB + NIR.",
         "DEVICE": "Auto uses a CUDA GPU when PyTorch sees one, else the CPU.",
         "MIN_AREA": "Cloud polygons smaller than this area (m²) are dropped.",
-        "SAR2EO_MODEL_FILE": "Advanced: a translation model card (.json beside its .safetensors) to use instead of the bundled one.",
+        "SAR2EO_MODEL_FILE": "Advanced: a translation model card (.json beside its .safetensors) to use instead of "
+                             "the bundled one.",
         "CLOUD_MODEL_FILE": "Advanced: a cloud model card (.json) to use instead of the bundled one.",
         "translate:EO": "GeoTIFF, uint16 reflectance x 10,000 (nodata 0), on the Sentinel-1 grid.",
         "cloudmask:CLOUD_MASK": "GeoTIFF, uint8: 0 clear, 1 cloud, 2 shadow, 255 nodata, on the Sentinel-2 grid.",
@@ -192,7 +194,8 @@ def sar_under_clouds() -> QgsProcessingModelAlgorithm:
             "same area translates to: masks cloud and cloud shadow in the Sentinel-2 layer (polygons grown by "
             "the buffer), translates the Sentinel-1 layer to a Sentinel-2-like layer, and keeps the "
             "translated pixels inside those polygons (GDAL 'Clip raster by mask layer'). Put the result "
-            "above the Sentinel-2 layer to fill its gaps. To change the steps, open the .model3 file (plugin folder processing/models) "
+            "above the Sentinel-2 layer to fill its gaps. To change the steps, open the .model3 file "
+            "(plugin folder processing/models) "
             "in the Graphical Modeler and save your copy elsewhere. The translated pixels are model "
             "predictions, not observations."),
         "ALG_CREATOR": "SAR2EO & Cloud plugin",
@@ -201,7 +204,8 @@ def sar_under_clouds() -> QgsProcessingModelAlgorithm:
         "SHORT_DESCRIPTION": "Translate a Sentinel-1 scene and keep it where a Sentinel-2 scene is cloudy.",
         "SENTINEL1": "Sentinel-1 GRD layer with VV as band 1 and VH as band 2 (dB or linear power; detected).",
         "SENTINEL2": "Sentinel-2 layer of the same area (band layout detected).",
-        "BAND_SET": "Bands of the translated layer: RGB (B4, B3, B2), NIR + SWIR + Red-Edge (B8, B11, B5) or RGB + NIR.",
+        "BAND_SET": "Bands of the translated layer: RGB (B4, B3, B2), NIR + SWIR + Red-Edge (B8, B11, B5) "
+                    "or RGB + NIR.",
         "DEVICE": "Auto uses a CUDA GPU when PyTorch sees one, else the CPU.",
         "MIN_AREA": "Cloud and shadow polygons smaller than this area (m²) are not filled.",
         "BUFFER": "Cloud and shadow are grown by this distance (m) before the translation fills them.",

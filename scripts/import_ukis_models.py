@@ -32,7 +32,8 @@ What this script does, for each model ``ukis_csmask_<4b|6b>_<l1c|l2a>``:
    one; should a future wheel carry float32 values that float16 cannot hold exactly, float32 is stored instead;
 5. ``sar2eo_cloud_plugin/models/<stem>.safetensors`` (generated, git-ignored) via ``modelfile.save_model``, its
    header's two metadata entries then put in sorted order (safetensors writes them in a per-process random order,
-   which would make the sha256 random: ``canonicalise_safetensors``), and ``<stem>.json`` (the card, committed; docs/model_cards.md). When the card already exists it is KEPT (later steps
+   which would make the sha256 random: ``canonicalise_safetensors``), and ``<stem>.json`` (the card, committed;
+   docs/model_cards.md). When the card already exists it is KEPT (later steps
    add measured metrics to it) and the fresh weights must match its sha256 and byte count, or this script fails
    loudly and installs nothing;
 6. ``models/LICENSE-ukis-csmask-Apache-2.0.txt`` (the wheel's licence text) and ``models/NOTICE-ukis-csmask.txt``

@@ -21,9 +21,10 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from . import common, metrics, plots
-from .cloud_data import CloudArrays, build_cloud_items, localise_cloudsen12, CLOUDSEN12_SOURCE
 from sar2eo_cloud_plugin.core import cards, modelfile, networks
+
+from . import common, metrics, plots
+from .cloud_data import CLOUDSEN12_SOURCE, CloudArrays, build_cloud_items, localise_cloudsen12
 
 DEFAULTS: Dict[str, Any] = {
     "task": "cloudmask",

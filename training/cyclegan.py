@@ -24,11 +24,11 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from sar2eo_cloud_plugin.core import cards, modelfile, networks, normalisation as norm
+from sar2eo_cloud_plugin.core.bands import band_set
+
 from . import common, metrics, plots
 from .sar2eo_data import build_sar2eo_dataset
-from sar2eo_cloud_plugin.core import cards, modelfile, networks
-from sar2eo_cloud_plugin.core import normalisation as norm
-from sar2eo_cloud_plugin.core.bands import band_set
 
 DEFAULTS: Dict[str, Any] = {
     "task": "sar2eo",
@@ -192,7 +192,8 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
     g = torch.Generator()
     g.manual_seed(cfg["seed"])
     nw = int(cfg["data"].get("num_workers") or 0)
-    loader_kwargs = dict(batch_size=int(t_cfg["batch_size"]), num_workers=nw, drop_last=len(ds) >= t_cfg["batch_size"] * dist.world,
+    loader_kwargs = dict(batch_size=int(t_cfg["batch_size"]), num_workers=nw,
+                         drop_last=len(ds) >= t_cfg["batch_size"] * dist.world,
                          pin_memory=dev.type == "cuda")
     loader_kwargs.update(common.loader_worker_kwargs(dist, nw) or {"persistent_workers": False})
     pool_A, pool_B = ImagePool(int(t_cfg["pool_size"])), ImagePool(int(t_cfg["pool_size"]))

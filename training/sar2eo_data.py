@@ -22,9 +22,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import common  # noqa: F401  (puts the repo root on sys.path)
 from sar2eo_cloud_plugin.core import normalisation as norm
 from sar2eo_cloud_plugin.core.bands import S2_L1C_ORDER, S2_L2A_ORDER, band_set
+
+from . import common
 
 
 def sar_to_network(db: np.ndarray) -> np.ndarray:
@@ -142,7 +143,7 @@ def extract_archives(root: Path, extract_to: Optional[Path] = None, log=print) -
                 for m in tf.getmembers():
                     dest = (target / m.name).resolve()
                     if not str(dest).startswith(str(target.resolve())) or not (m.isfile() or m.isdir()):
-                        raise RuntimeError(f"refusing unsafe archive member {m.name} in {arc}")
+                        raise RuntimeError(f"refusing unsafe archive member {m.name} in {arc}") from None
                 tf.extractall(target)
         marker.write_text(arc.name + "\n", encoding="utf-8")
         done.append(target)

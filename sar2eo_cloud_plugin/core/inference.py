@@ -168,8 +168,8 @@ def resolve_sar_bands(req: "TranslationRequest", count: int,
         other = "VH" if label == "VV" else "VV"
         if named.get(other) == b or (label in named and named[label] != b):
             desc = descriptions[b - 1] or "(no description)"
-            raise InputError(f"Layer '{name}': {label}_BAND is {b}, but band {b} is described as '{desc}'"
-                             + (f" and band {named[label]} as '{descriptions[named[label] - 1]}'" if label in named else "")
+            also = f" and band {named[label]} as '{descriptions[named[label] - 1]}'" if label in named else ""
+            raise InputError(f"Layer '{name}': {label}_BAND is {b}, but band {b} is described as '{desc}'" + also
                              + f". Set {label}_BAND to match the band descriptions, or leave VV_BAND and VH_BAND "
                              "empty to use them.")
     vv = req.vv_band or named.get("VV") or (1 if named.get("VH") != 1 else 2)
@@ -179,7 +179,8 @@ def resolve_sar_bands(req: "TranslationRequest", count: int,
     if req.vv_band and req.vh_band:
         how = "set by the user"
     elif named:
-        how = "from the band descriptions: " + ", ".join(f"{k} = '{descriptions[v - 1]}'" for k, v in sorted(named.items()))
+        how = "from the band descriptions: " + ", ".join(f"{k} = '{descriptions[v - 1]}'"
+                                                         for k, v in sorted(named.items()))
     else:
         how = "no band descriptions name VV/VH: the default order VV, VH"
     return (vv, vh), how
@@ -194,7 +195,8 @@ class TaskResult:
     extra: Dict[str, float] = field(default_factory=dict)
 
 
-def translate_sar_to_eo(req: TranslationRequest, progress=None, is_cancelled=None, log: Optional[Log] = None) -> TaskResult:
+def translate_sar_to_eo(req: TranslationRequest, progress=None, is_cancelled=None,
+                        log: Optional[Log] = None) -> TaskResult:
     """Sentinel-1 VV/VH raster -> Sentinel-2-like uint16 reflectance x 10,000 raster."""
     from .modelfile import load_model
 
@@ -208,7 +210,8 @@ def translate_sar_to_eo(req: TranslationRequest, progress=None, is_cancelled=Non
     bands, how = resolve_sar_bands(req, count, descriptions)
     log(f"Bands VV = {bands[0]}, VH = {bands[1]} ({how})")
 
-    card_path = Path(req.model_path) if req.model_path else bundled_model_path(TRANSLATE.bundled_model(bs.key), f"band set {bs.label}")
+    card_path = (Path(req.model_path) if req.model_path
+                 else bundled_model_path(TRANSLATE.bundled_model(bs.key), f"band set {bs.label}"))
     card = read_card(card_path, TRANSLATE.card_task)
     if list(card.output.get("bands", [])) != list(bs.bands):
         raise InputError(f"Model {card_path} writes bands {card.output.get('bands')}, not {list(bs.bands)}.")

@@ -20,6 +20,7 @@ from typing import Any, Dict, Optional, Union
 
 from .cardschema import CARD_FORMAT, TASKS, check_weight_shapes, validate_card
 from .errors import ModelFileError, NoBundledWeightsError
+
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
 
 PathLike = Union[str, os.PathLike]

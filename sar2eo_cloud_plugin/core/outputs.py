@@ -36,7 +36,8 @@ from typing import Iterator, List, Optional, Sequence
 
 from .errors import OutputError
 
-PARTIAL_RE = re.compile(r"^\.(?P<stem>.*)\.(?P<pid>\d{1,10})-(?P<host>[0-9a-f]{4})-[0-9a-f]{6}\.partial(?P<suffix>\.[^.]*)?$")
+PARTIAL_RE = re.compile(r"^\.(?P<stem>.*)\.(?P<pid>\d{1,10})-(?P<host>[0-9a-f]{4})-[0-9a-f]{6}"
+                        r"\.partial(?P<suffix>\.[^.]*)?$")
 # Name used by plugin versions before the PID was part of it: ``.<stem>.<8 hex>.partial<suffix>``.
 LEGACY_PARTIAL_RE = re.compile(r"^\..*\.[0-9a-f]{8}\.partial\.[A-Za-z0-9]+$")
 LEGACY_MAX_AGE_S = 24 * 3600      # a legacy partial this old has no live writer

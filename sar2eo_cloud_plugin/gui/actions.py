@@ -182,10 +182,10 @@ class LayerActions(QObject):
         output = unique_output_path(folder, task, layer, s.band_set) if folder and os.path.isdir(folder) else ""
         params = build_parameters(task, layer, device=s.device, band_set=s.band_set,
                                   tile_size=s.tile_size(task), output=output)
-        run = AlgorithmRun(ALG_IDS[task], params, QgsProject.instance(),
-                           description=f"{FEATURE_LABELS[task]}: {layer.name()}")
-        run.message.connect(lambda text, err, n=layer.name(): self.log(f"[{n}] {text}", err))
-        run.finished.connect(lambda state, results, layers, r=run, t=task, n=layer.name():
+        name = layer.name()
+        run = AlgorithmRun(ALG_IDS[task], params, QgsProject.instance(), description=f"{FEATURE_LABELS[task]}: {name}")
+        run.message.connect(lambda text, err, n=name: self.log(f"[{n}] {text}", err))
+        run.finished.connect(lambda state, results, layers, r=run, t=task, n=name:
                              self._on_one_click_finished(r, t, n, state, results, layers))
         self.runs.append(run)
         self._message(f"{FEATURE_LABELS[task]} started on '{layer.name()}' (progress in the status bar).")

@@ -45,8 +45,7 @@ from qgis.core import (
 from ..core import outputs as safe
 from ..core.bands import BAND_SET_KEYS, BAND_SETS
 from ..core.errors import OutputError
-from ..core.tasks import CLOUD_MASK, PROVIDER_ID, TASKS, TRANSLATE, TaskSpec
-from ..core.tasks import task as task_spec
+from ..core.tasks import CLOUD_MASK, PROVIDER_ID, TASKS, TRANSLATE, TaskSpec, task as task_spec
 from . import common
 from .base import Sar2EoAlgorithm
 from .cloudmask_algorithm import LEVEL_LABELS, MODES, CloudMaskAlgorithm
@@ -62,7 +61,8 @@ def _spec(task) -> TaskSpec:
 
 
 # --------------------------------------------------------------------------- plain helpers (no QGIS state)
-def find_inputs(folder: str, patterns: str, recursive: bool, exclude_dir: Optional[str] = None) -> Tuple[List[Path], int]:
+def find_inputs(folder: str, patterns: str, recursive: bool,
+                exclude_dir: Optional[str] = None) -> Tuple[List[Path], int]:
     """Files under ``folder`` matching any of the ``;``-separated glob patterns (case-insensitive).
 
     Hidden files (the engine's ``.x.partial.tif`` temporaries among them), this algorithm's own
@@ -101,7 +101,8 @@ def output_paths(src: Path, in_root: Path, out_root: Path, task: str, band_set_k
     return {key: str(base) + spec.output_suffix(key, band_set_key) for key in spec.outputs if wanted.get(key, True)}
 
 
-def _raster_matches(path: str, src_path: str, count: Optional[int], descriptions: Optional[Sequence[str]] = None) -> Optional[str]:
+def _raster_matches(path: str, src_path: str, count: Optional[int],
+                    descriptions: Optional[Sequence[str]] = None) -> Optional[str]:
     """None when ``path`` is a readable raster on the grid of ``src_path`` with ``count`` bands; else why not."""
     import rasterio
     from rasterio.windows import Window
@@ -634,8 +635,9 @@ class BatchFolderAlgorithm(Sar2EoAlgorithm):
                 + f"; {counts['processed']} processed before that. Run it again to process the remaining files "
                 f"(complete outputs are skipped). Summary: {summary_path}")
         if counts["failed"] and not (counts["processed"] or counts["skipped"]):
+            first = next(r["reason"] for r in records if r.get("status") == "failed")
             raise QgsProcessingException(f"Every file failed ({counts['failed']}); nothing was processed. "
-                                         f"First reason: {next(r['reason'] for r in records if r.get('status') == 'failed')}. "
+                                         f"First reason: {first}. "
                                          f"Summary: {summary_path}")
         return {"PROCESSED": counts["processed"], "SKIPPED": counts["skipped"], "FAILED": counts["failed"],
                 "OUTPUT_FOLDER": str(out_root), "SUMMARY": str(summary_path)}

@@ -38,8 +38,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from ..core import s2product
-from ..core.outputs import temp_path
 from ..core.cloud import CLASS_NAMES, CLOUD, SHADOW, model_choices
+from ..core.outputs import temp_path
 from ..core.tasks import CLOUD_MASK
 from . import common
 from .base import Sar2EoAlgorithm
@@ -140,30 +140,29 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
         self.add(QgsProcessingParameterEnum(self.MODEL, self.tr("Model"), options=labels, defaultValue=0),
                   "Which bundled model to run. Auto: the 4-band cloud + shadow model when B2, B3, B4, B8 are present, "
                   "the RGB-only model otherwise. A Model file (advanced) wins over this choice.")
-        self.add(QgsProcessingParameterString(self.BAND_MAP, self.tr("Band map (empty: detect), e.g. B2=1, B3=2, B4=3, B8=4"),
-                                               optional=True),
+        self.add(QgsProcessingParameterString(
+            self.BAND_MAP, self.tr("Band map (empty: detect), e.g. B2=1, B3=2, B4=3, B8=4"), optional=True),
                   "Which band of the layer holds which Sentinel-2 band, for layers whose bands are not described. "
                   "Entries override the detected bands.")
-        self.add(QgsProcessingParameterEnum(self.LEVEL, self.tr("Product level"), options=[self.tr(x) for x in LEVEL_LABELS],
-                                             defaultValue=0),
+        self.add(QgsProcessingParameterEnum(self.LEVEL, self.tr("Product level"),
+                                            options=[self.tr(x) for x in LEVEL_LABELS], defaultValue=0),
                   "L1C (top of atmosphere) or L2A (surface reflectance); auto-detected from a B10 band, the "
                   "metadata or MSIL1C/MSIL2A in the file name.")
-        self.add(QgsProcessingParameterEnum(self.MODE, self.tr("Output classes"), options=[self.tr(x) for _k, x in MODES],
-                                             defaultValue=0),
+        self.add(QgsProcessingParameterEnum(self.MODE, self.tr("Output classes"),
+                                            options=[self.tr(x) for _k, x in MODES], defaultValue=0),
                   "Cloud and shadow classes, or the seed's binary cloud mask (shadow written as clear).")
         self.add(QgsProcessingParameterNumber(self.BUFFER, self.tr("Buffer around cloud and shadow (m)"),
                                                QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0,
                                                maxValue=10000.0),
                   "Dilate cloud and shadow by this distance in metres (0: none). Cloud wins where both grow.")
         self.add_device()
-        self.add(QgsProcessingParameterEnum(self.OFFSET, self.tr("DN offset"), options=[self.tr(x) for x in OFFSET_LABELS],
-                                             defaultValue=0),
+        self.add(QgsProcessingParameterEnum(self.OFFSET, self.tr("DN offset"),
+                                            options=[self.tr(x) for x in OFFSET_LABELS], defaultValue=0),
                   "Products of processing baseline 04.00 and later store DN = 10,000 x reflectance + 1,000. Auto "
                   "reads it from the metadata, the baseline or the acquisition date.", advanced=True)
-        self.add(QgsProcessingParameterNumber(self.THRESHOLD, self.tr("Cloud probability threshold (binary models; empty: "
-                                                                  "the model's)"),
-                                               QgsProcessingParameterNumber.Double, optional=True, minValue=0.0,
-                                               maxValue=1.0),
+        self.add(QgsProcessingParameterNumber(
+            self.THRESHOLD, self.tr("Cloud probability threshold (binary models; empty: the model's)"),
+            QgsProcessingParameterNumber.Double, optional=True, minValue=0.0, maxValue=1.0),
                   "Only for one-channel (sigmoid) models such as the RGB model: probability at or above which a pixel "
                   "is cloud. Cloud + shadow models take the most probable class.", advanced=True)
         self.add(QgsProcessingParameterNumber(self.RESOLUTION, self.tr("Network resolution (m; empty: the model's)"),
@@ -184,7 +183,8 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
                                              options=[self.tr(label) for _key, label in PRECISIONS], defaultValue=0),
                   "float32 as the card's metrics were measured, or bfloat16 autocast (about 1.8x faster on CPUs "
                   "with bfloat16 instructions).", advanced=True)
-        self.add(QgsProcessingParameterNumber(self.MIN_AREA, self.tr("Minimum polygon area (layer CRS units², m² in UTM)"),
+        self.add(QgsProcessingParameterNumber(self.MIN_AREA,
+                                              self.tr("Minimum polygon area (layer CRS units², m² in UTM)"),
                                                QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0),
                   "Polygon parts smaller than this are dropped (only the polygons; the raster is not changed).",
                   advanced=True)
@@ -239,7 +239,8 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
         mask_path = common.geotiff_destination(self, parameters, self.OUTPUT, context, inputs=[src])
         prob_path = common.geotiff_destination(self, parameters, self.OUTPUT_PROBABILITY, context, inputs=[src])
         if prob_path and os.path.abspath(prob_path) == os.path.abspath(mask_path):
-            raise QgsProcessingException(self.tr("The cloud mask and the class probabilities need different file names."))
+            raise QgsProcessingException(
+                self.tr("The cloud mask and the class probabilities need different file names."))
         want_polygons = parameters.get(self.OUTPUT_POLYGONS) not in (None, "")
         if want_polygons:
             from .provider import NO_GEOMETRY
@@ -331,7 +332,8 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
         candidate = layer.source() if layer is not None and layer.isValid() else raw
         try:
             if isinstance(candidate, str) and is_product(candidate):
-                return candidate, (layer.name() if layer is not None else os.path.basename(candidate.rstrip("/"))), layer
+                name = layer.name() if layer is not None else os.path.basename(candidate.rstrip("/"))
+                return candidate, name, layer
         except Sar2EoError as exc:
             raise QgsProcessingException(str(exc)) from exc
         return common.raster_source(self, parameters, self.INPUT, context)
@@ -390,7 +392,8 @@ def _write_classes(mask_path: str, out_path: str, rows: int = 1024) -> Any:
 
     src = gdal.Open(mask_path)
     if src is None:
-        raise QgsProcessingException(CloudMaskAlgorithm.tr(f"Cannot reopen the cloud mask {mask_path} to polygonise it."))
+        raise QgsProcessingException(
+            CloudMaskAlgorithm.tr(f"Cannot reopen the cloud mask {mask_path} to polygonise it."))
     band = src.GetRasterBand(1)
     w, h = src.RasterXSize, src.RasterYSize
     dst = gdal.GetDriverByName("GTiff").Create(out_path, w, h, 1, gdal.GDT_Byte,
@@ -450,7 +453,8 @@ def class_polygons(mask_path: str, min_area: float, feedback: QgsProcessingFeedb
             # (measured on a noisy 4096 x 4096 mask, 10,943 regions: dissolve 85 s, this < 2 s).
             polygons = QgsVectorLayer(f"{polys_gpkg}|layername=clouds", "clouds", "ogr")
             if not polygons.isValid():
-                raise QgsProcessingException(CloudMaskAlgorithm.tr(f"Cannot read the polygonised clouds back from {polys_gpkg}."))
+                raise QgsProcessingException(
+                    CloudMaskAlgorithm.tr(f"Cannot read the polygonised clouds back from {polys_gpkg}."))
             for i, feat in enumerate(polygons.getFeatures()):
                 if i % 1000 == 0:
                     common.check_cancelled(feedback)

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import List
 
-from qgis.core import QgsMessageLog, QgsProcessingModelAlgorithm, Qgis
+from qgis.core import Qgis, QgsMessageLog, QgsProcessingModelAlgorithm
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 

@@ -9,10 +9,10 @@ import shutil
 import numpy as np
 import pytest
 import rasterio
-
 from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback
 
 from sar2eo_cloud_plugin.processing import batch_algorithm as ba
+
 
 @pytest.fixture()
 def s1_copies(tmp_path, s1_samples):
@@ -128,6 +128,7 @@ def test_batch_without_model_file_uses_bundled_weights_or_stops_before_any_file(
     the core's "No weights bundled" message (never random weights), before touching any file."""
     import processing
     from qgis.core import QgsProcessingException
+
     from sar2eo_cloud_plugin.core.modelfile import BUNDLED_DIR
 
     out = tmp_path / "out"
@@ -166,6 +167,7 @@ def test_batch_passes_the_cloud_options(provider, s2_folder, tiny_models, tmp_pa
     """CLOUD_MODE, BUFFER and LEVEL reach every file's cloud mask: cloud only (no shadow code), the buffer
     and level recorded in each mask's tags; CLOUD_MODEL lists the single-scene algorithm's choices."""
     import processing
+
     from sar2eo_cloud_plugin.core.cloud import model_choices
 
     alg = QgsApplication.processingRegistry().algorithmById("sar2eo_cloud:batch_folder")

@@ -100,9 +100,11 @@ def _spectral_info() -> str:
 
 
 def _tile_xml(level: str, tile_id: str, ulx: float, uly: float, epsg: int, size10: int) -> str:
-    sizes = "\n".join(f"""      <Size resolution="{r}"><NROWS>{size10 * 10 // r}</NROWS><NCOLS>{size10 * 10 // r}</NCOLS></Size>"""
+    sizes = "\n".join(f"""      <Size resolution="{r}"><NROWS>{size10 * 10 // r}</NROWS>"""
+                      f"""<NCOLS>{size10 * 10 // r}</NCOLS></Size>"""
                       for r in (10, 20, 60))
-    geopos = "\n".join(f"""      <Geoposition resolution="{r}"><ULX>{ulx:.0f}</ULX><ULY>{uly:.0f}</ULY><XDIM>{r}</XDIM><YDIM>-{r}</YDIM></Geoposition>"""
+    geopos = "\n".join(f"""      <Geoposition resolution="{r}"><ULX>{ulx:.0f}</ULX><ULY>{uly:.0f}</ULY>"""
+                       f"""<XDIM>{r}</XDIM><YDIM>-{r}</YDIM></Geoposition>"""
                        for r in (10, 20, 60))
     root = "Level-1C_Tile_ID" if level == "L1C" else "Level-2A_Tile_ID"
     return f"""<?xml version="1.0" encoding="UTF-8" standalone="no"?>
@@ -126,7 +128,8 @@ def _tile_xml(level: str, tile_id: str, ulx: float, uly: float, epsg: int, size1
 def _product_xml(level: str, product_uri: str, baseline: str, granule_list, datastrip_id: str,
                  offset: Optional[int], generated: str) -> str:
     granules = "\n".join(
-        f"""          <Granule datastripIdentifier="{datastrip_id}" granuleIdentifier="{gid}" imageFormat="JPEG2000">\n"""
+        f"""          <Granule datastripIdentifier="{datastrip_id}" granuleIdentifier="{gid}" """
+        """imageFormat="JPEG2000">\n"""
         + "\n".join(f"            <IMAGE_FILE>{f}</IMAGE_FILE>" for f in files) + "\n          </Granule>"
         for gid, files in granule_list)
     if level == "L1C":

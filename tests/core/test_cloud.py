@@ -463,13 +463,14 @@ def test_bfloat16_close_to_float32(tmp_path, s2_sample, tiny_models):
 def test_failed_run_keeps_an_earlier_output(tmp_path, s2_sample, tiny_models):
     dst = tmp_path / "mask.tif"
     dst.write_bytes(b"an earlier result")
+    model = tiny_models / "cloudmask.json"
     with pytest.raises(InputError):
-        cloud.cloud_mask(cloud.CloudMaskRequest(str(s2_sample), str(dst), model_path=str(tiny_models / "cloudmask.json"),
+        cloud.cloud_mask(cloud.CloudMaskRequest(str(s2_sample), str(dst), model_path=str(model),
                                                 buffer_m=30, tile_size=100))
     from sar2eo_cloud_plugin.core.errors import CancelledError
 
     with pytest.raises(CancelledError):
-        cloud.cloud_mask(cloud.CloudMaskRequest(str(s2_sample), str(dst), model_path=str(tiny_models / "cloudmask.json"),
+        cloud.cloud_mask(cloud.CloudMaskRequest(str(s2_sample), str(dst), model_path=str(model),
                                                 buffer_m=30, tile_size=32, overlap=0), is_cancelled=lambda: True)
     assert dst.read_bytes() == b"an earlier result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.tif"]

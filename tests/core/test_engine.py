@@ -12,10 +12,11 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from core_helpers import read_raster, write_raster
 from sar2eo_cloud_plugin.core import engine
 from sar2eo_cloud_plugin.core.engine import OutputSpec, TilingOptions, run_tiled
 from sar2eo_cloud_plugin.core.errors import CancelledError, InputError
+
+from core_helpers import read_raster, write_raster
 
 OUT_NODATA = -9999.0
 

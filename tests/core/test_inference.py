@@ -12,10 +12,11 @@ import pytest
 import rasterio
 import torch
 
-from core_helpers import write_raster
 from sar2eo_cloud_plugin.core import inference
 from sar2eo_cloud_plugin.core.errors import DeviceError, InputError, ModelFileError
 from sar2eo_cloud_plugin.core.inference import TranslationRequest
+
+from core_helpers import write_raster
 
 
 def _same_grid(a, b):
@@ -71,7 +72,8 @@ def test_translate_nodata_in_nodata_out(tmp_path, s1_sample, tiny_models):
     lin[1, 80:85, 80:85] = 0.0       # zero power in VH: no dB value -> nodata
     src = write_raster(tmp_path / "in.tif", lin, crs=crs.to_wkt(), transform=transform, nodata=-1.0)
     dst = tmp_path / "out.tif"
-    inference.translate_sar_to_eo(TranslationRequest(str(src), str(dst), model_path=str(tiny_models / "sar2eo_rgb.json"),
+    model = str(tiny_models / "sar2eo_rgb.json")
+    inference.translate_sar_to_eo(TranslationRequest(str(src), str(dst), model_path=model,
                                                      device="cpu", units="linear", tile_size=64, overlap=8))
     with rasterio.open(dst) as out:
         data = out.read()

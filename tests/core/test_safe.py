@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import rasterio
 
-import safe_fixture
 from sar2eo_cloud_plugin.core import safe
 from sar2eo_cloud_plugin.core.errors import InputError
+
+import safe_fixture
 
 CLOUD_PY = Path(safe.__file__).with_name("cloud.py")
 HOOK_PRESENT = "product_stack" in CLOUD_PY.read_text(encoding="utf-8")

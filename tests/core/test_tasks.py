@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from sar2eo_cloud_plugin.core import cardschema, cards, inference, tasks
+from sar2eo_cloud_plugin.core import cards, cardschema, inference, tasks
 from sar2eo_cloud_plugin.core.bands import BAND_SET_KEYS
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-
 from qgis.core import QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback
 
-from fault_helpers import sha
 from sar2eo_cloud_plugin.core import outputs
+
+from fault_helpers import sha
 
 BATCH = "sar2eo_cloud:batch_folder"
 
@@ -63,7 +63,8 @@ def test_resume_redoes_an_output_damaged_in_place(provider, s1_samples, tiny_mod
     assert (res["PROCESSED"], res["SKIPPED"]) == (1, 1)
     recs = {r["input"]: r for r in _summary(out)["files"]}
     assert recs[s1_samples[0].name]["status"] == "processed"
-    assert recs[s1_samples[1].name]["status"] == "skipped" and "sha256 as recorded" in recs[s1_samples[1].name]["reason"]
+    second = recs[s1_samples[1].name]
+    assert second["status"] == "skipped" and "sha256 as recorded" in second["reason"]
     assert recs[s1_samples[0].name]["checksums"]["OUTPUT"]["sha256"] == sha(victim)
 
 
@@ -83,7 +84,8 @@ def test_overwrite_run_where_every_file_fails_keeps_the_earlier_outputs(provider
     assert _summary(out, "cloudmask")["counts"]["failed"] == 2
 
 
-def test_translate_overwrite_where_every_file_fails_keeps_outputs_and_fails(provider, s1_samples, tiny_models, tmp_path):
+def test_translate_overwrite_where_every_file_fails_keeps_outputs_and_fails(provider, s1_samples, tiny_models,
+                                                                           tmp_path):
     inp = _copies(tmp_path / "in", s1_samples[:2])
     out = tmp_path / "out"
     batch(_translate_params(inp, out, tiny_models))

@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fault_helpers import identity_predict, identity_prepare, leftovers, sha, uint16_output, write_raster
 from sar2eo_cloud_plugin.core.engine import TilingOptions, run_tiled
 from sar2eo_cloud_plugin.core.errors import OutputError
+
+from fault_helpers import identity_predict, identity_prepare, leftovers, sha, uint16_output, write_raster
 
 
 def test_full_disk_is_an_error_and_the_old_output_survives(small_fs, tmp_path):

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fault_helpers import identity_predict, identity_prepare, leftovers, uint16_output, write_raster
 from sar2eo_cloud_plugin.core import outputs
 from sar2eo_cloud_plugin.core.engine import TilingOptions, run_tiled
+
+from fault_helpers import identity_predict, identity_prepare, leftovers, uint16_output, write_raster
 
 
 def _src(tmp_path):

@@ -10,11 +10,11 @@ import os
 
 import numpy as np
 import pytest
-
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
-from fault_helpers import sha, write_raster
 from sar2eo_cloud_plugin.core.errors import CancelledError, InputError
+
+from fault_helpers import sha, write_raster
 
 ALG = "sar2eo_cloud:translate_sar_to_eo"
 

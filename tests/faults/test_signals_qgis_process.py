@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from fault_helpers import sha, write_raster
 from tests.plugin_install import copy_plugin, qgis_process_env
+
+from fault_helpers import sha, write_raster
 
 pytestmark = pytest.mark.qgis_process
 QGIS_PROCESS = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import rasterio
 
-from fault_helpers import write_raster
 from sar2eo_cloud_plugin.core import inference, normalisation as norm
 from sar2eo_cloud_plugin.core.errors import InputError
 from sar2eo_cloud_plugin.core.inference import TranslationRequest
+
+from fault_helpers import write_raster
 
 REPO = Path(__file__).resolve().parents[2]
 FLOODS_S1 = REPO.parent / "shared" / "data" / "sen1floods11-sample" / "Spain_7370579_S1Hand.tif"

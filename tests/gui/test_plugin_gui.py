@@ -187,7 +187,8 @@ def test_settings_are_remembered(plugin, qgis_iface, tmp_path, s1_layer):
     dock.tile_spin.setValue(128)
     dock.output_folder.setFilePath(str(tmp_path))
     s = PluginSettings()
-    assert (s.device, s.band_set, s.tile_size("translate"), s.output_folder) == ("cpu", "nir_swir_re", 128, str(tmp_path))
+    assert (s.device, s.band_set, s.tile_size("translate"), s.output_folder) == ("cpu", "nir_swir_re", 128,
+                                                                                  str(tmp_path))
     assert s.tile_size("cloud_mask") == 512
     # a new session (plugin reloaded) restores them
     plugin.unload()

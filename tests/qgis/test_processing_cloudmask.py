@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-
 from qgis.core import (
     QgsApplication,
     QgsProcessingContext,
@@ -121,7 +120,8 @@ def test_cloud_mask_parameters_follow_the_contract(provider):
     adv = {p.name() for p in alg.parameterDefinitions() if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced}
     assert adv == {"OFFSET", "THRESHOLD", "RESOLUTION", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "MODEL_FILE",
                    "PRECISION", "MIN_AREA"}
-    optional = {p.name() for p in alg.parameterDefinitions() if p.flags() & QgsProcessingParameterDefinition.FlagOptional}
+    optional = {p.name() for p in alg.parameterDefinitions()
+                if p.flags() & QgsProcessingParameterDefinition.FlagOptional}
     assert {"BAND_MAP", "THRESHOLD", "RESOLUTION", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "MODEL_FILE",
             "OUTPUT_PROBABILITY", "OUTPUT_POLYGONS"} <= optional
     missing_help = [p.name() for p in alg.parameterDefinitions() if not p.help()]

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-
 from qgis.core import (
     QgsApplication,
     QgsProcessingContext,
@@ -78,8 +77,10 @@ def test_translate_parameters_follow_the_contract(provider):
 def test_plugin_modules_do_not_import_torch(repo_root):
     """The provider and algorithms load without importing torch (fast start, works without it)."""
     code = ("import sys; sys.path.insert(0, %r)\n"
-            "import sar2eo_cloud_plugin.processing.translate_algorithm, sar2eo_cloud_plugin.processing.cloudmask_algorithm\n"
-            "import sar2eo_cloud_plugin.processing.common, sar2eo_cloud_plugin.styling, sar2eo_cloud_plugin.processing.provider\n"
+            "import sar2eo_cloud_plugin.processing.translate_algorithm\n"
+            "import sar2eo_cloud_plugin.processing.cloudmask_algorithm\n"
+            "import sar2eo_cloud_plugin.processing.common, sar2eo_cloud_plugin.styling\n"
+            "import sar2eo_cloud_plugin.processing.provider\n"
             "from sar2eo_cloud_plugin.processing.translate_algorithm import TranslateSarToEoAlgorithm as T\n"
             "from sar2eo_cloud_plugin.processing.cloudmask_algorithm import CloudMaskAlgorithm as C\n"
             "a, b = T(), C(); a.initAlgorithm(); b.initAlgorithm(); a.shortHelpString(); b.shortHelpString()\n"
@@ -94,7 +95,8 @@ def test_missing_torch_gives_a_clear_error(run, s1_sample, tiny_models, tmp_path
     from sar2eo_cloud_plugin.processing import common
 
     real = common.importlib.util.find_spec
-    monkeypatch.setattr(common.importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    monkeypatch.setattr(common.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real(name, *a))
     alg = QgsApplication.processingRegistry().algorithmById(ALG)
     ok, message = alg.canExecute()
     assert not ok and "torch" in message
@@ -200,7 +202,8 @@ def test_no_post_processor_is_created_when_nothing_is_loaded(run, s1_sample, tin
 
     styling._prune()
     before = len(styling._LIVE)
-    run({"INPUT": str(s1_sample), "MODEL_FILE": str(tiny_models / "sar2eo_rgb.json"), "OUTPUT": str(tmp_path / "o.tif")})
+    run({"INPUT": str(s1_sample), "MODEL_FILE": str(tiny_models / "sar2eo_rgb.json"),
+         "OUTPUT": str(tmp_path / "o.tif")})
     assert len(styling._LIVE) == before
 
 

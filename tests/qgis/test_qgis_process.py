@@ -65,8 +65,8 @@ def test_list_shows_both_algorithms(qp_env):
 def test_help_lists_the_parameters(qp_env):
     out = qgis_process(qp_env, "help", CLOUD)
     assert out.returncode == 0, out.stderr
-    for name in ("MODEL", "BAND_MAP", "LEVEL", "BUFFER", "THRESHOLD", "MIN_AREA", "OUTPUT_PROBABILITY", "OUTPUT_POLYGONS",
-                 "CLOUD_FRACTION", "SHADOW_FRACTION", "MODEL_USED"):
+    for name in ("MODEL", "BAND_MAP", "LEVEL", "BUFFER", "THRESHOLD", "MIN_AREA", "OUTPUT_PROBABILITY",
+                 "OUTPUT_POLYGONS", "CLOUD_FRACTION", "SHADOW_FRACTION", "MODEL_USED"):
         assert name in out.stdout
 
 
@@ -124,7 +124,8 @@ def test_bundled_default_and_a_safe_product_through_qgis_process(qp_env, s2_samp
     safe_dir = safe_fixture.make_safe(tmp_path / "products", "L2A")
     doc = run_json(qp_env, CLOUD, INPUT=safe_dir, OUTPUT=tmp_path / "safe.tif", BUFFER=30)
     results = doc["results"]
-    assert (results["LEVEL_USED"], results["OFFSET_USED"], results["MODEL_USED"]) == ("L2A", -1000, "ukis_csmask_4b_l2a")
+    used = (results["LEVEL_USED"], results["OFFSET_USED"], results["MODEL_USED"])
+    assert used == ("L2A", -1000, "ukis_csmask_4b_l2a")
     same_grid(tmp_path / "safe.tif", safe_fixture.SAMPLE)
 
 

@@ -59,8 +59,9 @@ def sen12ms_root(tmp_path_factory) -> Path:
         s2 = np.zeros((13,) + s2_12.shape[1:], dtype=np.uint16)
         for i, b in enumerate(S2_L2A_ORDER):
             s2[S2_L1C_ORDER.index(b)] = s2_12[i]  # B10 stays 0
-        _write_tif(work / "s1" / "ROIs2017_winter" / f"s1_{scene}" / f"ROIs2017_winter_s1_{scene}_p{patch}.tif", s1, prof1)
-        _write_tif(work / "s2" / "ROIs2017_winter" / f"s2_{scene}" / f"ROIs2017_winter_s2_{scene}_p{patch}.tif", s2, prof2)
+        for kind, data, prof in (("s1", s1, prof1), ("s2", s2, prof2)):
+            name = f"ROIs2017_winter_{kind}_{scene}_p{patch}.tif"
+            _write_tif(work / kind / "ROIs2017_winter" / f"{kind}_{scene}" / name, data, prof)
     # an S1 file without a twin, and a pair whose S2 file is broken (GENERATED)
     shutil.copy(work / "s1/ROIs2017_winter/s1_1/ROIs2017_winter_s1_1_p1.tif",
                 work / "s1/ROIs2017_winter/s1_1/ROIs2017_winter_s1_1_p9.tif")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from test_train import sar_cfg
 
 REPO = Path(__file__).resolve().parents[2]

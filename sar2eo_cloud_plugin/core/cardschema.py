@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from .errors import ModelFileError
-from .tasks import CARD_TASKS
+from .tasks import CARD_TASKS, TASKS as TASK_SPECS
 
 CARD_FORMAT = 1
 TASKS = CARD_TASKS
-ARCHITECTURES_BY_TASK = {"sar2eo": ("resnet_generator",), "cloudmask": ("unet",)}
+ARCHITECTURES_BY_TASK = {t.card_task: t.architectures for t in TASK_SPECS}
 SMP_ENCODERS = tuple(f"efficientnet-b{i}" for i in range(8)) + ("resnet18", "resnet34", "resnet50")
 S2_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
 S1_BANDS = ("VV", "VH")

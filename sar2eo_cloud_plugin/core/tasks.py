@@ -49,6 +49,7 @@ def device_index(key: str) -> int:
 class TaskSpec:
     key: str                        # plugin task key: "translate", "cloud_mask"
     card_task: str                  # model card "task": "sar2eo", "cloudmask"
+    architectures: Tuple[str, ...]  # network architectures a card of this task may name (core/networks.py)
     algorithm: str                  # Processing algorithm name (id = provider:name)
     label: str                      # short user-visible name (menus, messages, dock)
     batch_label: str                # option of the batch algorithm's TASK enum
@@ -97,14 +98,14 @@ class TaskSpec:
 _BASE_PACKAGES = ("numpy", "torch", "rasterio", "safetensors")
 
 TRANSLATE = TaskSpec(
-    key="translate", card_task="sar2eo", algorithm="translate_sar_to_eo",
+    key="translate", card_task="sar2eo", architectures=("resnet_generator",), algorithm="translate_sar_to_eo",
     label="Translate SAR to EO", batch_label="Translate SAR to EO (folder of Sentinel-1 VV/VH scenes)",
     batch_name="translate", icon="translate.svg", model_name="sar2eo_{band_set}",
     outputs={"OUTPUT": "_eo_{band_set}.tif"},
     packages=_BASE_PACKAGES, default_tile_size=256, tile_multiple=4,
 )
 CLOUD_MASK = TaskSpec(
-    key="cloud_mask", card_task="cloudmask", algorithm="cloud_mask",
+    key="cloud_mask", card_task="cloudmask", architectures=("unet",), algorithm="cloud_mask",
     label="Cloud mask", batch_label="Cloud mask (folder of Sentinel-2 scenes)",
     batch_name="cloudmask", icon="cloud.svg", model_name="cloudmask",
     outputs={"OUTPUT": "_cloudmask.tif", "OUTPUT_PROBABILITY": "_cloudprob.tif", "OUTPUT_POLYGONS": "_clouds.gpkg"},

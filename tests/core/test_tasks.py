@@ -20,6 +20,7 @@ def test_keys_spellings_and_ids_are_unique_and_stable():
 
 def test_the_core_takes_its_tables_from_tasks():
     assert tuple(cardschema.TASKS) == tasks.CARD_TASKS
+    assert cardschema.ARCHITECTURES_BY_TASK == {"sar2eo": ("resnet_generator",), "cloudmask": ("unet",)}
     assert tuple(inference.DEVICES) == tasks.DEVICE_KEYS == ("auto", "cpu", "cuda")
     assert cards.sar2eo_card("rgbn").name == tasks.TRANSLATE.bundled_model("rgbn") == "sar2eo_rgbn"
     assert cards.cloudmask_card().task == tasks.CLOUD_MASK.card_task

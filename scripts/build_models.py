@@ -35,6 +35,8 @@ from qgis.core import (  # noqa: E402
 )
 from qgis.PyQt.QtCore import QPointF  # noqa: E402
 
+from sar2eo_cloud_plugin.core.tasks import CLOUD_MASK, TRANSLATE  # noqa: E402
+
 MODELS_DIR = REPO / "sar2eo_cloud_plugin" / "processing" / "models"
 GROUP, GROUP_ID = "Models", "models"
 
@@ -78,15 +80,15 @@ def _child(alg_id, child_id, description, x, y, params, outputs):
 def _scene_inputs(model, sentinel2_label: str) -> None:
     """The inputs both shipped models share: the scene pair, band set, device, polygon area, model files."""
     from sar2eo_cloud_plugin.core.bands import BAND_SET_KEYS, BAND_SETS
+    from sar2eo_cloud_plugin.core.tasks import DEVICE_LABELS
 
     _param(model, QgsProcessingParameterRasterLayer("SENTINEL1", "Sentinel-1 layer (VV and VH backscatter)"), 120, 80)
     _param(model, QgsProcessingParameterRasterLayer("SENTINEL2", sentinel2_label), 120, 320)
     _param(model, QgsProcessingParameterEnum("BAND_SET", "Translated band set",
                                              options=[BAND_SETS[k].label for k in BAND_SET_KEYS], defaultValue=0),
            120, 160)
-    _param(model, QgsProcessingParameterEnum("DEVICE", "Compute device",
-                                             options=["Auto (CUDA GPU if available, else CPU)", "CPU",
-                                                      "CUDA (NVIDIA GPU)"], defaultValue=0), 120, 240)
+    _param(model, QgsProcessingParameterEnum("DEVICE", "Compute device", options=list(DEVICE_LABELS), defaultValue=0),
+           120, 240)
     _param(model, QgsProcessingParameterNumber("MIN_AREA", "Minimum cloud polygon area (m²)",
                                                QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0),
            120, 400, advanced=True)
@@ -101,7 +103,7 @@ def _scene_inputs(model, sentinel2_label: str) -> None:
 def _translate_child(outputs) -> QgsProcessingModelChildAlgorithm:
     """Translate SAR to EO fed from the shared inputs (VV band 1, VH band 2, units detected)."""
     return _child(
-        "sar2eo_cloud:translate_sar_to_eo", "translate", "Translate SAR to EO", 480, 140,
+        TRANSLATE.algorithm_id, "translate", "Translate SAR to EO", 480, 140,
         {"INPUT": Source.fromModelParameter("SENTINEL1"),
          "VV_BAND": Source.fromStaticValue(1), "VH_BAND": Source.fromStaticValue(2),
          "UNITS": Source.fromStaticValue(0),
@@ -117,7 +119,7 @@ CLOUD_MASK_OUTPUT = ("OUTPUT", "Cloud mask (0 clear, 1 cloud, 2 shadow, 255 noda
 def _cloudmask_child(extra_params, outputs) -> QgsProcessingModelChildAlgorithm:
     """Cloud mask fed from the shared inputs; ``extra_params`` adds or overrides child parameters."""
     return _child(
-        "sar2eo_cloud:cloud_mask", "cloudmask", "Cloud mask (Sentinel-2)", 480, 380,
+        CLOUD_MASK.algorithm_id, "cloudmask", "Cloud mask (Sentinel-2)", 480, 380,
         {"INPUT": Source.fromModelParameter("SENTINEL2"),
          "DEVICE": Source.fromModelParameter("DEVICE"),
          "MIN_AREA": Source.fromModelParameter("MIN_AREA"),

@@ -30,6 +30,7 @@ from ..core.bands import BAND_SET_KEYS, BAND_SETS
 from ..core.cloud import model_choices as cloud_model_choices
 from ..core.tasks import CLOUD_MASK, DEFAULT_DEVICE, DEVICES, TASKS, TRANSLATE
 from ..deps import FEATURE_LABELS, FEATURES, DependencyReport
+from ..processing.cloudmask_algorithm import MODES as CLOUD_MODES
 from .layers import ALG_IDS, build_parameters, has_bundled_model, suggested_task
 from .runner import AlgorithmRun
 from .settings import PluginSettings
@@ -93,8 +94,8 @@ class Sar2EoCloudDock(QDockWidget):
         form.addRow("Cloud model", self.cloud_model_combo)
         self.cloud_mode_combo = QComboBox(body)
         self.cloud_mode_combo.setObjectName("cloudModeCombo")
-        self.cloud_mode_combo.addItem("Cloud + shadow (0 clear, 1 cloud, 2 shadow)", 0)
-        self.cloud_mode_combo.addItem("Cloud only (0 clear, 1 cloud)", 1)
+        for index, (_key, label) in enumerate(CLOUD_MODES):   # the cloud-mask algorithm's MODE enum
+            self.cloud_mode_combo.addItem(label, index)
         form.addRow("Classes", self.cloud_mode_combo)
         self.buffer_spin = QDoubleSpinBox(body)
         self.buffer_spin.setObjectName("bufferSpin")

@@ -17,11 +17,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sar2eo_cloud_plugin.core.tasks import CARD_TASKS, CLOUD_MASK, TRANSLATE
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=["sar2eo", "cloudmask"])
+    parser.add_argument("task", choices=list(CARD_TASKS))
     parser.add_argument("action", choices=["train", "evaluate", "export", "all", "localise"],
                         help="'all' = train, evaluate, export; 'localise' (cloudmask) fills the CloudSEN12 cache")
     parser.add_argument("--config", required=True, help="YAML or JSON config file")
@@ -34,12 +36,12 @@ def main(argv=None) -> int:
     from . import common
 
     cfg = common.load_config(args.config, args.overrides)
-    if args.task == "sar2eo":
+    if args.task == TRANSLATE.card_task:
         from . import cyclegan as mod
     else:
         from . import cloudmask as mod
     if args.action == "localise":
-        if args.task != "cloudmask":
+        if args.task != CLOUD_MASK.card_task:
             parser.error("localise is for cloudmask only")
         mod.localise_from_config(cfg)
         return 0

@@ -248,8 +248,9 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
             dest = self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context) or ""
             ext = os.path.splitext(dest.split("|")[0])[1].lower().lstrip(".")
             if ext in NO_GEOMETRY:
-                raise QgsProcessingException(tr(f"Polygons cannot be written to '{dest}': a .{ext} file holds no "
-                                                "geometry. Choose a GeoPackage (.gpkg), Shapefile or GeoJSON."))
+                raise QgsProcessingException(self.tr(f"Polygons cannot be written to '{dest}': a .{ext} file holds "
+                                                     "no geometry. Choose a GeoPackage (.gpkg), Shapefile or "
+                                                     "GeoJSON."))
         min_area = self.parameterAsDouble(parameters, self.MIN_AREA, context)
         if min_area < 0:
             raise QgsProcessingException(self.tr(f"Minimum polygon area must be 0 or more, not {min_area}."))

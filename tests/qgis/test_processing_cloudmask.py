@@ -645,7 +645,7 @@ def test_sentinel2_products_as_downloaded(run, tmp_path, log_feedback):
     np.testing.assert_array_equal(masks["folder"], masks["xml"])
 
 
-def test_polygons_to_a_format_without_geometry_are_refused(run, s2_sample, model, tmp_path):
+def test_polygons_to_a_format_without_geometry_are_refused(run, s2_sample, model, tmp_path, leftovers):
     """A .csv (or spreadsheet) destination for the polygons would lose their geometry: refused before the run."""
     for name in ("clouds.csv", "clouds.xlsx"):
         with pytest.raises(QgsProcessingException):

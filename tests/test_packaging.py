@@ -6,7 +6,6 @@ unpacked as QGIS's "Install from ZIP" would, and loaded by qgis_process.bin from
 from __future__ import annotations
 
 import configparser
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.script_modules import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 PKG = "sar2eo_cloud_plugin"
 PKG_DIR = REPO / PKG
@@ -25,14 +26,7 @@ S1_DEMO = REPO / "sample_data/s1/S1A_IW_GRDH_1SDV_20170613T165043_33UUP_87_48_VV
 S2_DEMO = REPO / "sample_data/s2/S2A_MSIL2A_20170613T101031_87_48_L2A12.tif"
 
 
-def _load_build_module():
-    spec = importlib.util.spec_from_file_location("build_plugin", REPO / "scripts" / "build_plugin.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-build_plugin = _load_build_module()
+build_plugin = load_script("build_plugin")
 
 
 def _metadata(path: Path) -> dict:

@@ -12,7 +12,6 @@ Only the key-check tests use GENERATED data (fake initializer dicts).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 import torch
 
 from sar2eo_cloud_plugin.core import modelfile
+from tests.script_modules import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = modelfile.BUNDLED_DIR
@@ -33,14 +33,7 @@ MAX_LOGIT_DIFF_FP32 = 1e-4   # vs the same graph computing in float32
 MIN_AGREEMENT = 0.999
 
 
-def _load_importer():
-    spec = importlib.util.spec_from_file_location("import_ukis_models", REPO / "scripts" / "import_ukis_models.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-imp = _load_importer()
+imp = load_script("import_ukis_models")
 VARIANTS = imp.VARIANTS
 _WEIGHTS_ABSENT = [imp.stem_for(v) for v in VARIANTS if not (MODELS / f"{imp.stem_for(v)}.safetensors").is_file()]
 needs_weights = pytest.mark.skipif(

@@ -72,12 +72,6 @@ SAR_CASES = [
 ]
 
 
-@pytest.mark.parametrize("field,value,named", SAR_CASES, ids=[f"{c[0]}={c[1]!r}"[:40] for c in SAR_CASES])
-def test_bad_translation_card_is_refused_before_building(tiny_models, tmp_path, no_real_build, field, value, named):
-    card = _edit(_copy(tiny_models, tmp_path, "sar2eo_rgb"), _set(field, value))
-    with pytest.raises(ModelFileError) as err:
-        modelfile.load_model(card, "sar2eo")
-    assert named in str(err.value) and str(card) in str(err.value)
 
 
 CLOUD_CASES = [
@@ -94,12 +88,17 @@ CLOUD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("field,value,named", CLOUD_CASES, ids=[f"{c[0]}={c[1]!r}"[:40] for c in CLOUD_CASES])
-def test_bad_cloud_card_is_refused_before_building(tiny_models, tmp_path, no_real_build, field, value, named):
-    card = _edit(_copy(tiny_models, tmp_path, "cloudmask"), _set(field, value))
+# (model file, card task, field, value, what the error must name)
+BAD_CARDS = [("sar2eo_rgb", "sar2eo", *c) for c in SAR_CASES] + [("cloudmask", "cloudmask", *c) for c in CLOUD_CASES]
+
+
+@pytest.mark.parametrize("stem,task,field,value,named", BAD_CARDS,
+                         ids=[f"{c[1]}:{c[2]}={c[3]!r}"[:50] for c in BAD_CARDS])
+def test_bad_card_is_refused_before_building(tiny_models, tmp_path, no_real_build, stem, task, field, value, named):
+    card = _edit(_copy(tiny_models, tmp_path, stem), _set(field, value))
     with pytest.raises(ModelFileError) as err:
-        modelfile.load_model(card, "cloudmask")
-    assert named in str(err.value)
+        modelfile.load_model(card, task)
+    assert named in str(err.value) and str(card) in str(err.value)
 
 
 def new_cloud_card() -> dict:

@@ -31,7 +31,7 @@ class Sar2EoCloudPlugin:
                 self.provider = provider
             else:  # already registered by someone else: not ours to remove at unload
                 QgsMessageLog.logMessage("The Processing provider 'sar2eo_cloud' was already registered; "
-                                         "using that one.", LOG_TAG, Qgis.Warning)
+                                         "using that one.", LOG_TAG, Qgis.MessageLevel.Warning)
 
     # ---- GUI -------------------------------------------------------------------------------
     def initGui(self) -> None:  # noqa: N802
@@ -57,7 +57,7 @@ class Sar2EoCloudPlugin:
         main = self.iface.mainWindow()
 
         self.dock = Sar2EoCloudDock(main, deps=self.deps, settings=self.settings)
-        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         self.dock.hide()
 
         self.dock_action = QAction(icon("dock.svg"), "SAR2EO & Cloud panel", main)
@@ -75,8 +75,8 @@ class Sar2EoCloudPlugin:
         if self.deps is None or self.deps.ok:
             return
         text = self.deps.message()
-        QgsMessageLog.logMessage(text, LOG_TAG, Qgis.Warning)
-        self.iface.messageBar().pushMessage("SAR2EO & Cloud", text, Qgis.Warning, 0)
+        QgsMessageLog.logMessage(text, LOG_TAG, Qgis.MessageLevel.Warning)
+        self.iface.messageBar().pushMessage("SAR2EO & Cloud", text, Qgis.MessageLevel.Warning, 0)
 
     def _set_dock_visible(self, visible: bool) -> None:
         if self.dock is not None:

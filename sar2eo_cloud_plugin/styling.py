@@ -31,6 +31,7 @@ from qgis.PyQt.QtGui import QColor
 
 REFLECTANCE_FALLBACK_DN: Tuple[float, float] = (0.0, 3000.0)   # reflectance 0..0.3
 CUMULATIVE_CUT: Tuple[float, float] = (0.02, 0.98)
+STRETCH_MIN_MAX = QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum
 
 MASK_CLASSES = (
     (0, QColor(0, 0, 0, 0), "Clear"),            # transparent: the imagery below shows through
@@ -48,7 +49,7 @@ def _band_cut(layer: QgsRasterLayer, band: int) -> Tuple[float, float]:
     except Exception:  # noqa: BLE001 - any failure means "use the fallback"
         return REFLECTANCE_FALLBACK_DN
     if lo is None or hi is None or not hi > lo:
-        stats = provider.bandStatistics(band, QgsRasterBandStats.Min | QgsRasterBandStats.Max)
+        stats = provider.bandStatistics(band, QgsRasterBandStats.Stats.Min | QgsRasterBandStats.Stats.Max)
         if stats.maximumValue > stats.minimumValue:
             return float(stats.minimumValue), float(stats.maximumValue)
         return REFLECTANCE_FALLBACK_DN
@@ -70,7 +71,7 @@ def style_translation(layer: QgsRasterLayer, band_set_key: str = "rgb") -> None:
     for band, setter in zip((1, 2, 3), setters):
         lo, hi = _band_cut(layer, band)
         ce = QgsContrastEnhancement(provider.dataType(band))
-        ce.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum, False)
+        ce.setContrastEnhancementAlgorithm(STRETCH_MIN_MAX, False)
         ce.setMinimumValue(lo)
         ce.setMaximumValue(hi)
         setter(ce)
@@ -96,7 +97,7 @@ def style_cloud_probability(layer: QgsRasterLayer) -> None:
     band = 2 if layer.bandCount() >= 2 else 1
     renderer = QgsSingleBandGrayRenderer(provider, band)
     ce = QgsContrastEnhancement(provider.dataType(band))
-    ce.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum, False)
+    ce.setContrastEnhancementAlgorithm(STRETCH_MIN_MAX, False)
     ce.setMinimumValue(0.0)
     ce.setMaximumValue(1.0)
     renderer.setContrastEnhancement(ce)

@@ -160,22 +160,23 @@ class LayerActions(QObject):
     def _can_run(self, task: str) -> bool:
         return self.deps is None or self.deps.can_run(task)
 
-    def _message(self, text: str, level=Qgis.Info, duration: int = 5) -> None:
+    def _message(self, text: str, level=Qgis.MessageLevel.Info, duration: int = 5) -> None:
         self.iface.messageBar().pushMessage("SAR2EO & Cloud", text, level, duration)
         QgsMessageLog.logMessage(text, LOG_TAG, level)
-        self.log(text, level == Qgis.Critical)
+        self.log(text, level == Qgis.MessageLevel.Critical)
 
     def run_on_current_layer(self, task: str) -> Optional[AlgorithmRun]:
         layer = self.current_layer()
         if layer is None or layer.type() != QgsMapLayerType.RasterLayer:
-            self._message(f"{FEATURE_LABELS[task]}: select a raster layer in the Layers panel first.", Qgis.Warning)
+            self._message(f"{FEATURE_LABELS[task]}: select a raster layer in the Layers panel first.",
+                          Qgis.MessageLevel.Warning)
             return None
         return self.run_one_click(task, layer)
 
     def run_one_click(self, task: str, layer) -> Optional[AlgorithmRun]:
         """Run ``task`` on ``layer`` with the remembered defaults, in the background."""
         if not self._can_run(task):
-            self._message(self.deps.message(), Qgis.Critical, 0)
+            self._message(self.deps.message(), Qgis.MessageLevel.Critical, 0)
             return None
         s = self.settings
         folder = s.output_folder
@@ -192,7 +193,8 @@ class LayerActions(QObject):
         if not run.start():
             if run in self.runs:
                 self.runs.remove(run)
-            self._message(f"{FEATURE_LABELS[task]} could not start: {'; '.join(run.errors)}", Qgis.Critical, 0)
+            self._message(f"{FEATURE_LABELS[task]} could not start: {'; '.join(run.errors)}",
+                          Qgis.MessageLevel.Critical, 0)
             return None
         return run
 
@@ -201,12 +203,12 @@ class LayerActions(QObject):
             self.runs.remove(run)
         if state == "ok":
             added = ", ".join(f"'{lay.name()}'" for lay in layers) or "no layer"
-            self._message(f"{FEATURE_LABELS[task]} on '{name}' done: added {added}.", Qgis.Success)
+            self._message(f"{FEATURE_LABELS[task]} on '{name}' done: added {added}.", Qgis.MessageLevel.Success)
         elif state == "cancelled":
-            self._message(f"{FEATURE_LABELS[task]} on '{name}' cancelled.", Qgis.Info)
+            self._message(f"{FEATURE_LABELS[task]} on '{name}' cancelled.", Qgis.MessageLevel.Info)
         else:
             why = run.errors[-1] if run.errors else "see the Log Messages panel"
-            self._message(f"{FEATURE_LABELS[task]} on '{name}' failed: {why}", Qgis.Critical, 0)
+            self._message(f"{FEATURE_LABELS[task]} on '{name}' failed: {why}", Qgis.MessageLevel.Critical, 0)
 
     def open_dialog_for_current_layer(self, task: str):
         layer = self.current_layer()

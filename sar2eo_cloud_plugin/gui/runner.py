@@ -84,7 +84,7 @@ def load_results(alg, context: QgsProcessingContext, feedback: QgsProcessingFeed
             added.append(layer)
         except Exception:  # never let a styling problem lose the result silently
             QgsMessageLog.logMessage(f"Error loading result layer {ref}:\n{traceback.format_exc()}", LOG_TAG,
-                                     Qgis.Warning)
+                                     Qgis.MessageLevel.Warning)
             feedback.reportError(f"The result {ref} was written but could not be loaded; see the log.")
     return added
 
@@ -166,7 +166,7 @@ class AlgorithmRun(QObject):
 
         deadline = time.monotonic() + timeout_s
         while self.active and time.monotonic() < deadline:
-            QCoreApplication.processEvents(QEventLoop.AllEvents, 50)
+            QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
             time.sleep(0.01)
         return not self.active
 

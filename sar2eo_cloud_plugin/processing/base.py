@@ -89,7 +89,7 @@ class Sar2EoAlgorithm(QgsProcessingAlgorithm):
         """Add ``param`` with its (translated) help text; ``advanced`` puts it under Advanced."""
         param.setHelp(self.tr(help_text))
         if advanced:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
         self.addParameter(param)
         return param
 
@@ -108,13 +108,13 @@ class Sar2EoAlgorithm(QgsProcessingAlgorithm):
             kwargs = {"defaultValue": default, "optional": optional, "minValue": low}
             if high is not None:
                 kwargs["maxValue"] = high
-            self.add(QgsProcessingParameterNumber(name, self.tr(description), QgsProcessingParameterNumber.Integer,
+            self.add(QgsProcessingParameterNumber(name, self.tr(description), QgsProcessingParameterNumber.Type.Integer,
                                                   **kwargs), help_text, advanced=True)
 
     def add_model_file(self, description: str = "Model file (.json card beside its .safetensors; empty = the bundled "
                        "model)", help_text: str = MODEL_FILE_HELP) -> QgsProcessingParameterFile:
         return self.add(QgsProcessingParameterFile(self.MODEL_FILE, self.tr(description),
-                                                   behavior=QgsProcessingParameterFile.File, extension="json",
+                                                   behavior=QgsProcessingParameterFile.Behavior.File, extension="json",
                                                    optional=True), help_text, advanced=True)
 
     # ------------------------------------------------------------------ reading parameters

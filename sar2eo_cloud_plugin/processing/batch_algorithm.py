@@ -370,7 +370,7 @@ class BatchFolderAlgorithm(Sar2EoAlgorithm):
         # The options passed on to the single-scene algorithms take their choices from those algorithms.
         translate, cloud = TranslateSarToEoAlgorithm, CloudMaskAlgorithm
         self.add(QgsProcessingParameterFile(self.INPUT_FOLDER, self.tr("Input folder"),
-                                            behavior=QgsProcessingParameterFile.Folder),
+                                            behavior=QgsProcessingParameterFile.Behavior.Folder),
                  "The folder whose rasters are processed, one output per input.")
         self.add(QgsProcessingParameterString(self.PATTERN, self.tr("File name pattern(s), ';'-separated"),
                                               defaultValue="*.tif"),
@@ -390,7 +390,7 @@ class BatchFolderAlgorithm(Sar2EoAlgorithm):
         for name, label, default in ((self.VV_BAND, "VV", 1), (self.VH_BAND, "VH", 2)):
             self.add(QgsProcessingParameterNumber(
                 name, self.tr(f"{label} band number (translation; empty = from band descriptions, else {default})"),
-                QgsProcessingParameterNumber.Integer, optional=True, minValue=1),
+                QgsProcessingParameterNumber.Type.Integer, optional=True, minValue=1),
                 f"{name} of {TRANSLATE.label}; empty: each file's band described as {label}, else band {default}.",
                 advanced=True)
         self.add_device()
@@ -403,7 +403,7 @@ class BatchFolderAlgorithm(Sar2EoAlgorithm):
                                             options=[self.tr(label) for _k, label in MODES], defaultValue=0),
                  f"{cloud.MODE} of {CLOUD_MASK.label}: cloud and shadow classes, or cloud only.")
         self.add(QgsProcessingParameterNumber(self.BUFFER, self.tr("Buffer around cloud and shadow, m (cloud mask)"),
-                                              QgsProcessingParameterNumber.Double, defaultValue=0.0,
+                                              QgsProcessingParameterNumber.Type.Double, defaultValue=0.0,
                                               minValue=0.0, maxValue=10000.0),
                  f"{cloud.BUFFER} of {CLOUD_MASK.label}: dilate cloud and shadow by this distance in metres.")
         self.add(QgsProcessingParameterEnum(self.LEVEL, self.tr("Product level (cloud mask)"),
@@ -420,11 +420,11 @@ class BatchFolderAlgorithm(Sar2EoAlgorithm):
                  "per file.", advanced=True)
         self.add(QgsProcessingParameterNumber(
             self.THRESHOLD, self.tr("Cloud probability threshold (cloud mask; empty = the model's)"),
-            QgsProcessingParameterNumber.Double, optional=True, minValue=0.0, maxValue=1.0),
+            QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0, maxValue=1.0),
             f"{cloud.THRESHOLD} of {CLOUD_MASK.label}, for one-channel (sigmoid) models only.", advanced=True)
         self.add(QgsProcessingParameterNumber(
-            self.MIN_AREA, self.tr("Minimum cloud polygon area, m² (cloud mask)"), QgsProcessingParameterNumber.Double,
-            defaultValue=0.0, minValue=0.0),
+            self.MIN_AREA, self.tr("Minimum cloud polygon area, m² (cloud mask)"),
+            QgsProcessingParameterNumber.Type.Double, defaultValue=0.0, minValue=0.0),
             f"{cloud.MIN_AREA} of {CLOUD_MASK.label}: polygon parts smaller than this are dropped.", advanced=True)
         self.add_tiling(((self.TILE_SIZE, "Tile size, px (empty = the task's default)",
                           "Tile edge in pixels; empty: the task's (or the model card's) default."),

@@ -152,7 +152,7 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
                                             options=[self.tr(x) for _k, x in MODES], defaultValue=0),
                   "Cloud and shadow classes, or the seed's binary cloud mask (shadow written as clear).")
         self.add(QgsProcessingParameterNumber(self.BUFFER, self.tr("Buffer around cloud and shadow (m)"),
-                                               QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0,
+                                               QgsProcessingParameterNumber.Type.Double, defaultValue=0.0, minValue=0.0,
                                                maxValue=10000.0),
                   "Dilate cloud and shadow by this distance in metres (0: none). Cloud wins where both grow.")
         self.add_device()
@@ -162,11 +162,11 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
                   "reads it from the metadata, the baseline or the acquisition date.", advanced=True)
         self.add(QgsProcessingParameterNumber(
             self.THRESHOLD, self.tr("Cloud probability threshold (binary models; empty: the model's)"),
-            QgsProcessingParameterNumber.Double, optional=True, minValue=0.0, maxValue=1.0),
+            QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0, maxValue=1.0),
                   "Only for one-channel (sigmoid) models such as the RGB model: probability at or above which a pixel "
                   "is cloud. Cloud + shadow models take the most probable class.", advanced=True)
         self.add(QgsProcessingParameterNumber(self.RESOLUTION, self.tr("Network resolution (m; empty: the model's)"),
-                                               QgsProcessingParameterNumber.Double, optional=True, minValue=0.0,
+                                               QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0,
                                                maxValue=1000.0),
                   "Run the network at this ground resolution instead of the one in its card (30 m for the "
                   "ukis-csmask models). The result is always written on the layer's grid.", advanced=True)
@@ -185,7 +185,8 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
                   "with bfloat16 instructions).", advanced=True)
         self.add(QgsProcessingParameterNumber(self.MIN_AREA,
                                               self.tr("Minimum polygon area (layer CRS units², m² in UTM)"),
-                                               QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0),
+                                               QgsProcessingParameterNumber.Type.Double, defaultValue=0.0,
+                                               minValue=0.0),
                   "Polygon parts smaller than this are dropped (only the polygons; the raster is not changed).",
                   advanced=True)
         self.add(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Cloud mask")),
@@ -194,7 +195,7 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
                                                           optional=True, createByDefault=False),
                   "float32 GeoTIFF, one band per class of the model, nodata -1.")
         self.add(QgsProcessingParameterFeatureSink(self.OUTPUT_POLYGONS, self.tr("Cloud and shadow polygons"),
-                                                    QgsProcessing.TypeVectorPolygon, optional=True,
+                                                    QgsProcessing.SourceType.TypeVectorPolygon, optional=True,
                                                     createByDefault=False),
                   "One dissolved multipolygon per class (cloud, shadow).")
         for name, label in ((self.CLOUD_FRACTION, "Cloud fraction of valid pixels (0..1)"),
@@ -349,7 +350,7 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
         for name, kind in (("class", "string"), ("value", "int"), ("area", "double"), ("parts", "int")):
             fields.append(_field(name, kind))
         sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT_POLYGONS, context, fields,
-                                             QgsWkbTypes.MultiPolygon, crs)
+                                             QgsWkbTypes.Type.MultiPolygon, crs)
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT_POLYGONS))
         for value, (geometry, n_parts, n_dropped) in per_class.items():
@@ -361,7 +362,7 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
             feature = QgsFeature(fields)
             feature.setGeometry(geometry)
             feature.setAttributes([CLASS_NAMES[value], value, area, n_parts])
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+            sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert)
         common.set_post_processor(context, dest_id, lambda: _styler("polygons"))
         return dest_id
 
@@ -374,7 +375,7 @@ def _field(name: str, kind: str) -> QgsField:
 
         types = {"string": QMetaType.Type.QString, "int": QMetaType.Type.Int, "double": QMetaType.Type.Double}
     else:
-        types = {"string": QVariant.String, "int": QVariant.Int, "double": QVariant.Double}
+        types = {"string": QVariant.Type.String, "int": QVariant.Type.Int, "double": QVariant.Type.Double}
     return QgsField(name, types[kind])
 
 

@@ -65,5 +65,6 @@ def shipped_model_algorithms() -> List[QgsProcessingModelAlgorithm]:
         try:
             algs.append(ShippedModel(os.fspath(path)))
         except Exception as exc:  # noqa: BLE001 - one bad model must not stop the provider loading
-            QgsMessageLog.logMessage(f"Shipped model {path.name} not loaded: {exc}", "SAR2EO & Cloud", Qgis.Warning)
+            QgsMessageLog.logMessage(f"Shipped model {path.name} not loaded: {exc}", "SAR2EO & Cloud",
+                                     Qgis.MessageLevel.Warning)
     return algs

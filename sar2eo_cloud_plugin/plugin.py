@@ -44,7 +44,10 @@ class Sar2EoCloudPlugin:
             self._resources = None
 
         from qgis.PyQt.QtCore import Qt
-        from qgis.PyQt.QtWidgets import QAction
+        try:   # Qt 6 (QGIS 4) has QAction in QtGui, Qt 5 in QtWidgets
+            from qgis.PyQt.QtGui import QAction
+        except ImportError:
+            from qgis.PyQt.QtWidgets import QAction
 
         from .deps import check_dependencies
         from .gui.actions import LayerActions, icon

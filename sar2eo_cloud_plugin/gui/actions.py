@@ -17,7 +17,11 @@ from typing import Callable, Dict, List, Optional
 from qgis.core import Qgis, QgsMapLayer, QgsMapLayerType, QgsMessageLog, QgsProject
 from qgis.PyQt.QtCore import QFile, QObject
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction
+
+try:   # Qt 6 (QGIS 4) has QAction in QtGui, Qt 5 in QtWidgets
+    from qgis.PyQt.QtGui import QAction
+except ImportError:
+    from qgis.PyQt.QtWidgets import QAction
 
 from ..core.tasks import CLOUD_MASK, TASKS, TRANSLATE
 from ..deps import FEATURE_LABELS, DependencyReport

@@ -7,12 +7,12 @@ seed's RGB EfficientNet-B2 (binary, sigmoid) and the ukis-csmask EfficientNet-B4
 cloud / shadow, softmax, 30 m) are cards like any other.
 
 A run: decide the product level and the DN offset (``s2product``), pick a model (``select_model``),
-find its bands in the layer (``bands.find_s2_bands``), check a sample of the values, then let the
-tiled engine read the bands at the input's grid; the predictor resamples each tile to the model's
-resolution, runs the network, and resamples the class probabilities back, so they are blended and
-written on the input's own grid (nodata kept). The class raster is the argmax (softmax) or the
-thresholded probability (sigmoid). An optional buffer dilates cloud and shadow afterwards.
-No QGIS here.
+find its bands in the layer (``bands.find_s2_bands``), check a sample of the values, then run the
+tiled engine. A model at the layer's resolution runs on the layer's grid; a coarser one runs on its own
+grid (``regrid``: the bands averaged onto it first, the blended class probabilities sampled back at
+every input pixel), so the outputs are always on the input's grid, nodata kept. The class raster is the
+argmax (softmax) or the thresholded probability (sigmoid). An optional buffer dilates cloud and shadow
+afterwards. No QGIS here.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import s2product
-from .bands import available_s2_bands, canonical_s2_band, find_s2_bands
+from .bands import available_s2_bands, canonical_s2_band, describe_bands, find_s2_bands
 from .engine import OutputSpec, RunResult, TilingOptions, run_tiled
 from .errors import InputError, ModelFileError
 from .validity import check_has_data
@@ -353,7 +353,7 @@ def buffer_classes(src_path: str, dst_path: str, radius_px: float, rows: int = 1
     from scipy import ndimage
 
     from . import outputs
-    from .engine import finish_output
+    from .engine import commit_output, finish_output
     from .errors import CancelledError
 
     r = int(math.ceil(radius_px))
@@ -384,7 +384,7 @@ def buffer_classes(src_path: str, dst_path: str, radius_px: float, rows: int = 1
                     dst.close()
                 raise
         finish_output(dst_path, dst, tmp, W, H, 1, "uint8")
-        os.replace(tmp, dst_path)
+        commit_output(tmp, dst_path)
     finally:
         outputs.remove_quietly([tmp])
 
@@ -491,8 +491,8 @@ def _cloud_mask_raster(req: CloudMaskRequest, src_path: str, progress, is_cancel
     else:
         if not available:
             raise InputError(f"Layer '{name}': cannot tell which Sentinel-2 bands it holds ({how_found}; bands seen: "
-                             + ", ".join(f"{i + 1}:{d or '(no description)'}" for i, d in enumerate(descriptions))
-                             + "). Name them with the Band map parameter, e.g. B2=1, B3=2, B4=3, B8=4.")
+                             f"{describe_bands(descriptions)}). Name them with the Band map parameter, e.g. "
+                             "B2=1, B3=2, B4=3, B8=4.")
         card_path, why = select_model(list(available), level.value, log=log)
     spec = read_spec(card_path)
     log(f"Model: {spec.label} — {why}")
@@ -578,9 +578,9 @@ def _cloud_mask_raster(req: CloudMaskRequest, src_path: str, progress, is_cancel
             counts = _count_classes(req.dst_path)
     finally:
         if buffered:
-            for candidate in (mask_target, mask_target + ".aux.xml"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(candidate)
+            from .outputs import remove_quietly
+
+            remove_quietly([mask_target])
     class_pixels = {CLASS_NAMES[v]: int(counts[v]) for v in (CLEAR, CLOUD, SHADOW)}
     valid = int(sum(class_pixels.values()))
     result = CloudMaskResult(outputs={"OUTPUT": req.dst_path}, run=run, device=device, model=spec.name,
@@ -602,7 +602,7 @@ def _run_on_network_grid(src_path: str, bands: Sequence[int], scale: float, spec
 
     progress = progress or (lambda _f: None)
     with tempfile.TemporaryDirectory(prefix="sar2eo_network_grid_") as workdir:
-        vrt, grid = regrid.network_grid(src_path, bands, scale, workdir, is_cancelled)
+        grid_path, grid = regrid.network_grid(src_path, bands, scale, workdir, is_cancelled)
         log(f"Network grid: {grid.width} x {grid.height} px")
         coarse = os.path.join(workdir, "probabilities.tif")
 
@@ -613,7 +613,7 @@ def _run_on_network_grid(src_path: str, bands: Sequence[int], scale: float, spec
 
         spec_out = OutputSpec(path=coarse, count=channels, dtype="float32", nodata=PROB_NODATA, convert=keep,
                               compress=None)
-        run = run_tiled(vrt, list(range(1, len(bands) + 1)), make_prepare(spec, offset), predictor, channels,
+        run = run_tiled(grid_path, list(range(1, len(bands) + 1)), make_prepare(spec, offset), predictor, channels,
                         [spec_out], options, lambda f: progress(0.9 * f), is_cancelled, log)
         regrid.to_input_grid(coarse, PROB_NODATA, src_path, bands[0], outputs,
                              lambda f: progress(90.0 + 0.1 * f), is_cancelled)

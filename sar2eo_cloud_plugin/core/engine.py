@@ -154,6 +154,43 @@ def _finish(outputs: Sequence[OutputSpec], writers: list, temps: Sequence[str], 
         finish_output(spec.path, dst, tmp, width, height, spec.count, spec.dtype)
 
 
+def open_output(spec: OutputSpec, tmp: str, width: int, height: int, crs, transform):
+    """Open the temporary file ``tmp`` of output ``spec`` for writing (tiled GeoTIFF, ``spec``'s compression,
+    descriptions, tags and colour interpretation); a failure is an :class:`OutputError` naming ``spec.path``.
+    Every writer of the project's rasters opens them here."""
+    import rasterio
+
+    extra = {"compress": "none"}
+    if spec.compress:
+        extra = {"compress": spec.compress, "predictor": 2 if np.dtype(spec.dtype).kind in "iu" else 3}
+    try:
+        dst = rasterio.open(tmp, "w", driver="GTiff", width=width, height=height, crs=crs, transform=transform,
+                            tiled=True, blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER", count=spec.count,
+                            dtype=spec.dtype, nodata=spec.nodata, **extra)
+    except Exception as exc:  # noqa: BLE001 - rasterio raises several types
+        raise _write_error(spec.path, exc) from exc
+    for i, d in enumerate(spec.descriptions, start=1):
+        dst.set_band_description(i, d)
+    if spec.tags:
+        dst.update_tags(**spec.tags)
+    if spec.colorinterp:
+        from rasterio.enums import ColorInterp
+        dst.colorinterp = [getattr(ColorInterp, c) for c in spec.colorinterp]
+    return dst
+
+
+def commit_output(tmp: str, final: str) -> None:
+    """Put a complete temporary file in place: an atomic rename (an existing file is replaced only now), the
+    replaced file's stale side file removed, the folder synced. A failed rename is an :class:`OutputError`."""
+    try:
+        os.replace(tmp, final)
+    except OSError as exc:
+        raise _write_error(final, exc) from exc
+    with contextlib.suppress(OSError):
+        os.remove(final + ".aux.xml")  # side file of the replaced output, now stale
+    safe.fsync_folder(Path(final).parent)
+
+
 def finish_output(final: str, dst, tmp: str, width: int, height: int, count: int, dtype: str) -> None:
     """Close one writer (``dst``, writing ``tmp`` for ``final``) and check the file is complete and on
     disk, or raise :class:`OutputError` naming ``final`` and the cause. Other writers (the cloud
@@ -247,32 +284,13 @@ def run_tiled(
         n_tiles = len(ys) * len(xs)
         log(f"{W} x {H} pixels, {n_tiles} tile(s) of {T} px with {ov} px overlap, batch {options.batch_size}")
 
-        profile = {
-            "driver": "GTiff", "width": W, "height": H, "crs": src.crs, "transform": src.transform,
-            "tiled": True, "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER",
-        }
         for folder in sorted({str(Path(spec.path).parent) for spec in outputs}):
             safe.check_output_folder(folder)
             safe.sweep_stale_partials(folder, started, log)
         for spec in outputs:
             tmp = _temp_path(spec.path)
             temps.append(tmp)
-            extra = {"compress": "none"}
-            if spec.compress:
-                extra = {"compress": spec.compress, "predictor": 2 if np.dtype(spec.dtype).kind in "iu" else 3}
-            try:
-                dst = rasterio.open(tmp, "w", count=spec.count, dtype=spec.dtype, nodata=spec.nodata,
-                                    **profile, **extra)
-            except Exception as exc:  # noqa: BLE001 - rasterio raises several types
-                raise _write_error(spec.path, exc) from exc
-            writers.append(dst)
-            for i, d in enumerate(spec.descriptions, start=1):
-                dst.set_band_description(i, d)
-            if spec.tags:
-                dst.update_tags(**spec.tags)
-            if spec.colorinterp:
-                from rasterio.enums import ColorInterp
-                dst.colorinterp = [getattr(ColorInterp, c) for c in spec.colorinterp]
+            writers.append(open_output(spec, tmp, W, H, src.crs, src.transform))
 
         # The reader thread has a dataset handle of its own (GDAL handles are not shared between threads).
         rsrc = rasterio.open(src_path)
@@ -362,13 +380,7 @@ def run_tiled(
         _finish(outputs, writers, temps, W, H)
         writers.clear()
         for spec, tmp in zip(outputs, temps):
-            try:
-                os.replace(tmp, spec.path)  # atomic: an existing file is replaced only now, when complete
-            except OSError as exc:
-                raise _write_error(spec.path, exc) from exc
-            with contextlib.suppress(OSError):
-                os.remove(spec.path + ".aux.xml")  # side file of the replaced output, now stale
-            safe.fsync_folder(Path(spec.path).parent)
+            commit_output(tmp, spec.path)
         temps.clear()
         return RunResult(valid_pixels=valid_total, total_pixels=H * W, tiles=n_tiles)
     finally:

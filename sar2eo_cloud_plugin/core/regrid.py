@@ -98,7 +98,7 @@ def to_input_grid(prob_path: str, prob_nodata: float, src_path: str, valid_band:
     from rasterio.windows import Window
 
     from . import outputs as safe
-    from .engine import finish_output
+    from .engine import commit_output, finish_output, open_output
 
     progress = progress or (lambda _f: None)
     temps: List[str] = []
@@ -107,19 +107,10 @@ def to_input_grid(prob_path: str, prob_nodata: float, src_path: str, valid_band:
         with rasterio.open(prob_path) as coarse, rasterio.open(src_path) as src:
             W, H, Wc, Hc = src.width, src.height, coarse.width, coarse.height
             band_nodata = src.nodatavals[valid_band - 1]
-            profile = {"driver": "GTiff", "width": W, "height": H, "crs": src.crs, "transform": src.transform,
-                       "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
-                       "BIGTIFF": "IF_SAFER"}
             for out in outputs:
                 tmp = safe.temp_path(out.path)
                 temps.append(tmp)
-                dst = rasterio.open(tmp, "w", count=out.count, dtype=out.dtype, nodata=out.nodata,
-                                    predictor=2 if np.dtype(out.dtype).kind in "iu" else 3, **profile)
-                writers.append(dst)
-                for i, d in enumerate(out.descriptions, start=1):
-                    dst.set_band_description(i, d)
-                if out.tags:
-                    dst.update_tags(**out.tags)
+                writers.append(open_output(out, tmp, W, H, src.crs, src.transform))
             k = W / Wc
             integer = k == int(k) and H == Hc * int(k)     # e.g. 10 m -> 30 m: the common case, a faster path
             u = torch.from_numpy(_sample_coords(W, Wc).astype(np.float32))
@@ -172,7 +163,7 @@ def to_input_grid(prob_path: str, prob_nodata: float, src_path: str, valid_band:
             finish_output(out.path, dst, tmp, W, H, out.count, out.dtype)
         writers.clear()
         for out, tmp in zip(outputs, temps):
-            os.replace(tmp, out.path)
+            commit_output(tmp, out.path)
         temps.clear()
     finally:
         for dst in writers:

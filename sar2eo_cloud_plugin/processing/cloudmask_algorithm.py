@@ -39,6 +39,7 @@ from qgis.PyQt.QtCore import QVariant
 
 from ..core import s2product
 from ..core.cloud import CLASS_NAMES, CLOUD, SHADOW, model_choices
+from ..core.engine import commit_output
 from ..core.outputs import temp_path
 from ..core.tasks import CLOUD_MASK
 from . import common
@@ -310,8 +311,7 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
                         parameters, context, feedback, layer, layer_name, staged[mask_path], min_area)
                     common.check_cancelled(feedback)
                     for final, temp in staged.items():
-                        os.replace(temp, final)
-                        common.remove_outputs([final + ".aux.xml"])   # the replaced file's stale side file
+                        commit_output(temp, final)
                     staged = {}
         finally:
             common.remove_outputs(list(staged.values()))

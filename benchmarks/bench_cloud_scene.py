@@ -39,6 +39,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_engine import _reset_peak_rss, _rss_mb  # noqa: E402  (the peak-RSS readings, one definition)
+
 SOURCE = REPO / "sample_data" / "s2" / "S2A_MSIL2A_20170613T101031_87_48_L2A12.tif"
 BANDS = ("B2", "B3", "B4", "B8", "B11", "B12")
 
@@ -66,18 +68,6 @@ def make_scene(path: Path, size: int) -> Path:
         dst.descriptions = BANDS
     os.replace(tmp, path)
     return path
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as fh:   # Linux: "5" resets VmHWM to the current RSS
-        fh.write("5")
-
-
-def _peak_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def run_plugin(scene: str, out: str, precision: str) -> dict:
@@ -115,11 +105,11 @@ def run_plugin(scene: str, out: str, precision: str) -> dict:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
             calls["forward"](torch.zeros(shape).contiguous(memory_format=torch.channels_last))
     calls.update(seconds=0.0, inputs=[])
-    _reset_peak()
+    _reset_peak_rss()
     t0 = time.perf_counter()
     result = cloud.cloud_mask(cloud.CloudMaskRequest(scene, out, precision=precision))
     end_to_end = time.perf_counter() - t0
-    peak = _peak_mb()
+    peak = _rss_mb("VmHWM")
     forward = calls["forward"]
     t0 = time.perf_counter()
     torch.manual_seed(0)
@@ -148,11 +138,11 @@ def run_csmask(scene: str) -> dict:
         h, w = src.height // 3, src.width // 3
         img = src.read([1, 2, 3, 4], out_shape=(4, h, w), resampling=Resampling.average, out_dtype="float32")
     img = np.ascontiguousarray(np.moveaxis(img, 0, -1) / 10000.0, dtype=np.float32)
-    _reset_peak()
+    _reset_peak_rss()
     t0 = time.perf_counter()
     CSmask(img, band_order=["blue", "green", "red", "nir"], product_level="l2a", nodata_value=0)
     seconds = time.perf_counter() - t0
-    return {"what": "ukis-csmask CSmask 4b l2a (onnxruntime)", "seconds": seconds, "peak_rss_mb": _peak_mb(),
+    return {"what": "ukis-csmask CSmask 4b l2a (onnxruntime)", "seconds": seconds, "peak_rss_mb": _rss_mb("VmHWM"),
             "array": [h, w, 4], "load_avg": os.getloadavg()}
 
 

@@ -16,17 +16,9 @@ from sar2eo_cloud_plugin.core import engine
 from sar2eo_cloud_plugin.core.engine import OutputSpec, TilingOptions, run_tiled
 from sar2eo_cloud_plugin.core.errors import CancelledError, InputError
 
-from core_helpers import read_raster, write_raster
+from core_helpers import identity_predict, identity_prepare, read_raster, write_raster
 
 OUT_NODATA = -9999.0
-
-
-def identity_prepare(raw):
-    return np.nan_to_num(raw, nan=0.0), np.all(np.isfinite(raw), axis=0)
-
-
-def identity_predict(batch):
-    return batch.copy()
 
 
 def float_output(path, count):

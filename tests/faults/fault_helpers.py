@@ -26,14 +26,6 @@ def sha(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def identity_prepare(raw):
-    return np.nan_to_num(raw, nan=0.0), np.all(np.isfinite(raw), axis=0)
-
-
-def identity_predict(batch):
-    return batch.copy()
-
-
 def uint16_output(path, count):
     """An OutputSpec writing the prediction as uint16 (random input -> poorly compressible output)."""
     from sar2eo_cloud_plugin.core.engine import OutputSpec

@@ -11,8 +11,9 @@ import pytest
 
 from sar2eo_cloud_plugin.core.engine import TilingOptions, run_tiled
 from sar2eo_cloud_plugin.core.errors import OutputError
+from tests.core.core_helpers import identity_predict, identity_prepare
 
-from fault_helpers import identity_predict, identity_prepare, leftovers, sha, uint16_output, write_raster
+from fault_helpers import leftovers, sha, uint16_output, write_raster
 
 
 def test_full_disk_is_an_error_and_the_old_output_survives(small_fs, tmp_path):

@@ -13,8 +13,9 @@ import numpy as np
 
 from sar2eo_cloud_plugin.core import outputs
 from sar2eo_cloud_plugin.core.engine import TilingOptions, run_tiled
+from tests.core.core_helpers import identity_predict, identity_prepare
 
-from fault_helpers import identity_predict, identity_prepare, leftovers, uint16_output, write_raster
+from fault_helpers import leftovers, uint16_output, write_raster
 
 
 def _src(tmp_path):

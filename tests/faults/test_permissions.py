@@ -22,7 +22,8 @@ NOBODY = 65534
 CHILD = """
 import sys
 sys.path.insert(0, {repo!r}); sys.path.insert(0, {here!r})
-from fault_helpers import identity_predict, identity_prepare, uint16_output
+from fault_helpers import uint16_output
+from tests.core.core_helpers import identity_predict, identity_prepare
 from sar2eo_cloud_plugin.core.engine import TilingOptions, run_tiled
 from sar2eo_cloud_plugin.core.errors import Sar2EoError
 try:

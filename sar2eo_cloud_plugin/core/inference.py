@@ -45,14 +45,24 @@ def describe_devices() -> str:
 
 
 def resolve_device(requested: str = "auto") -> str:
-    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'. 'cuda' without a GPU is an error."""
-    import torch
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'. 'cuda' without a GPU is an error. Without torch,
+    ONNX Runtime's providers decide (a CUDA provider is a GPU)."""
+    from .runtime import CUDA_PROVIDER, installed, ort_providers_offered
 
     requested = (requested or "auto").lower()
     if requested not in DEVICES:
         raise DeviceError(f"Unknown device '{requested}' (use auto, cpu or cuda).")
     if requested == "cpu":
         return "cpu"
+    if not installed("torch"):
+        if CUDA_PROVIDER in ort_providers_offered():
+            return "cuda"
+        if requested == "cuda":
+            raise DeviceError("CUDA was requested but neither PyTorch nor a CUDA build of onnxruntime is installed. "
+                              "Choose 'auto' or 'cpu', or install onnxruntime-gpu.")
+        return "cpu"
+    import torch
+
     if torch.cuda.is_available():
         return "cuda"
     if requested == "cuda":

@@ -32,8 +32,10 @@ from ..core import outputs as safe
 from ..core.errors import CancelledError, OutputError, Sar2EoError
 from ..core.tasks import TaskSpec
 
-# Python packages the inference needs at run time (import name -> pip name).
-RUNTIME_PACKAGES: Dict[str, str] = {"torch": "torch", "safetensors": "safetensors", "rasterio": "rasterio"}
+# Python packages the inference needs at run time (import name -> pip name): rasterio, plus a runtime
+# (core.runtime: onnxruntime, or torch + safetensors, + segmentation-models-pytorch for the cloud U-Net).
+RUNTIME_PACKAGES: Dict[str, str] = {"rasterio": "rasterio"}
+TORCH_PACKAGES: Dict[str, str] = {"torch": "torch", "safetensors": "safetensors"}
 CLOUD_PACKAGES: Dict[str, str] = {"segmentation_models_pytorch": "segmentation-models-pytorch"}
 
 GEOTIFF_EXTENSIONS = (".tif", ".tiff")
@@ -41,9 +43,14 @@ GEOTIFF_EXTENSIONS = (".tif", ".tiff")
 
 # --------------------------------------------------------------------------- dependencies
 def missing_packages(extra: Optional[Dict[str, str]] = None) -> List[str]:
-    """pip names of the run-time packages that cannot be found (no import is done)."""
+    """pip names of the run-time packages that cannot be found (no import is done). With onnxruntime
+    installed, torch and ``extra`` (torch-only packages) are not needed."""
+    from ..core.runtime import installed
+
     wanted = dict(RUNTIME_PACKAGES)
-    wanted.update(extra or {})
+    if not installed("onnxruntime"):
+        wanted.update(TORCH_PACKAGES)
+        wanted.update(extra or {})
     missing = []
     for module, pip_name in wanted.items():
         try:
@@ -57,7 +64,8 @@ def missing_packages(extra: Optional[Dict[str, str]] = None) -> List[str]:
 
 def missing_packages_message(missing: Sequence[str]) -> str:
     return ("This algorithm needs Python packages that the Python used by QGIS cannot import: "
-            f"{', '.join(missing)}. Install them into QGIS's Python (see the plugin's README, 'Install'), "
+            f"{', '.join(missing)} (or onnxruntime instead of PyTorch). Install them into QGIS's Python (see the "
+            "plugin's README, 'Install'), "
             f"e.g. `python3 -m pip install {' '.join(missing)}`, then restart QGIS.")
 
 
@@ -81,12 +89,17 @@ def import_inference(extra_packages: Optional[Dict[str, str]] = None):
     if missing:
         raise QgsProcessingException(missing_packages_message(missing))
     keep_triton_out()
+    from ..core.runtime import installed
+
     try:
-        import torch  # noqa: F401  (import here, not at plugin load)
+        if installed("onnxruntime"):
+            import onnxruntime  # noqa: F401  (import here, not at plugin load)
+        else:
+            import torch  # noqa: F401
 
         from ..core import inference
     except ImportError as exc:  # installed but broken (ABI mismatch, missing shared library, ...)
-        raise QgsProcessingException(f"PyTorch or another run-time package failed to import: {exc}. "
+        raise QgsProcessingException(f"ONNX Runtime, PyTorch or another run-time package failed to import: {exc}. "
                                      "Reinstall the packages listed in the plugin's README.") from exc
     return inference
 

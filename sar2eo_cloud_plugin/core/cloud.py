@@ -606,18 +606,25 @@ def _run_on_network_grid(src_path: str, bands: Sequence[int], scale: float, spec
         grid_path, grid = regrid.network_grid(src_path, bands, scale, workdir, is_cancelled)
         log(f"Network grid: {grid.width} x {grid.height} px")
         coarse = os.path.join(workdir, "probabilities.tif")
+        # The probabilities go back to the input's grid while the network still runs (regrid.StreamingBackSampler
+        # is fed the finished rows); the coarse file is what the engine checks and writes anyway.
+        sampler = regrid.StreamingBackSampler((channels, grid.height, grid.width), PROB_NODATA, src_path, bands[0],
+                                              outputs)
+        try:
+            def keep(prob: np.ndarray, valid: np.ndarray) -> np.ndarray:
+                out = prob.astype(np.float32, copy=True)
+                out[:, ~valid] = PROB_NODATA
+                sampler.feed(out)
+                return out
 
-        def keep(prob: np.ndarray, valid: np.ndarray) -> np.ndarray:
-            out = prob.astype(np.float32, copy=True)
-            out[:, ~valid] = PROB_NODATA
-            return out
-
-        spec_out = OutputSpec(path=coarse, count=channels, dtype="float32", nodata=PROB_NODATA, convert=keep,
-                              compress=None)
-        run = run_tiled(grid_path, list(range(1, len(bands) + 1)), make_prepare(spec, offset), predictor, channels,
-                        [spec_out], options, lambda f: progress(0.9 * f), is_cancelled, log)
-        regrid.to_input_grid(coarse, PROB_NODATA, src_path, bands[0], outputs,
-                             lambda f: progress(90.0 + 0.1 * f), is_cancelled)
+            spec_out = OutputSpec(path=coarse, count=channels, dtype="float32", nodata=PROB_NODATA, convert=keep,
+                                  compress=None)
+            run = run_tiled(grid_path, list(range(1, len(bands) + 1)), make_prepare(spec, offset), predictor,
+                            channels, [spec_out], options, lambda f: progress(0.95 * f), is_cancelled, log)
+            sampler.finish()
+            progress(100.0)
+        finally:
+            sampler.close()
     return run
 
 

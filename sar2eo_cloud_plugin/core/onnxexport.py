@@ -39,7 +39,7 @@ def graph_bytes(net: Any, in_channels: int) -> bytes:
     axes = {0: "batch", 2: "height", 3: "width"}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")      # TracerWarnings about Python ints in shapes: harmless here
-        torch.onnx.export(net, (dummy,), buf, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        torch.onnx.export(net, (dummy,), buf,  # type: ignore[arg-type]  # a file-like object works (documented) input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes}, opset_version=OPSET,
                           do_constant_folding=True, dynamo=False)
     return buf.getvalue()
@@ -74,13 +74,14 @@ def export_card_onnx(card_path: PathLike, net: Optional[Any] = None, update_card
     if net is None:
         net, card = modelfile.load_model(card_file, card.task, "cpu")
     data = graph_bytes(net, channels_of(card)[0])
-    entry = {"file": f"{card.name}.onnx", "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    entry: Dict[str, Any] = {"file": f"{card.name}.onnx", "sha256": hashlib.sha256(data).hexdigest(),
+                             "bytes": len(data)}
     if card.onnx and dict(card.onnx) != entry and not update_card:
         raise ModelFileError(f"{card_file} names ONNX graph sha256 {card.onnx.get('sha256', '')[:12]}… "
                              f"({card.onnx.get('bytes')} bytes) but exporting its weights here gives "
                              f"{entry['sha256'][:12]}… ({entry['bytes']} bytes): this torch does not reproduce the "
                              "graph the card was made with. Nothing was written.")
-    write_atomic(card_file.parent / entry["file"], data)
+    write_atomic(card_file.parent / str(entry["file"]), data)
     if update_card and dict(card.onnx) != entry:
         modelfile.set_card_entry(card_file, "onnx", entry)
     return entry

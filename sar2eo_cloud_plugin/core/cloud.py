@@ -353,7 +353,7 @@ def buffer_classes(src_path: str, dst_path: str, radius_px: float, rows: int = 1
     from scipy import ndimage
 
     from . import outputs
-    from .engine import commit_output, finish_output
+    from .geotiff import commit_output, finish_output
     from .errors import CancelledError
 
     r = int(math.ceil(radius_px))

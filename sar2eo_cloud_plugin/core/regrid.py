@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -90,27 +90,21 @@ def to_input_grid(prob_path: str, prob_nodata: float, src_path: str, valid_band:
                   is_cancelled: Optional[Callable[[], bool]] = None, rows: int = STRIP_ROWS) -> None:
     """Write ``outputs`` on the grid of ``src_path`` from the coarse probabilities in ``prob_path``
     (nodata ``prob_nodata``), converting the resampled probabilities with each output's ``convert``,
-    exactly as the engine does. Each output goes to a checked temporary file; all are renamed only when
-    all are complete."""
+    exactly as the engine does, through the same :class:`~.geotiff.AtomicGeoTiffWriter`: each output goes to
+    a checked temporary file, all are renamed only when all are complete, and a failed write is an
+    :class:`~.errors.OutputError` naming the file."""
     import rasterio
     import torch
     import torch.nn.functional as F
     from rasterio.windows import Window
 
-    from . import outputs as safe
-    from .engine import commit_output, finish_output, open_output
+    from .geotiff import AtomicGeoTiffWriter
 
     progress = progress or (lambda _f: None)
-    temps: List[str] = []
-    writers = []
-    try:
-        with rasterio.open(prob_path) as coarse, rasterio.open(src_path) as src:
-            W, H, Wc, Hc = src.width, src.height, coarse.width, coarse.height
-            band_nodata = src.nodatavals[valid_band - 1]
-            for out in outputs:
-                tmp = safe.temp_path(out.path)
-                temps.append(tmp)
-                writers.append(open_output(out, tmp, W, H, src.crs, src.transform))
+    with rasterio.open(prob_path) as coarse, rasterio.open(src_path) as src:
+        W, H, Wc, Hc = src.width, src.height, coarse.width, coarse.height
+        band_nodata = src.nodatavals[valid_band - 1]
+        with AtomicGeoTiffWriter(outputs, W, H, src.crs, src.transform) as writer:
             k = W / Wc
             integer = k == int(k) and H == Hc * int(k)     # e.g. 10 m -> 30 m: the common case, a faster path
             u = torch.from_numpy(_sample_coords(W, Wc).astype(np.float32))
@@ -155,20 +149,7 @@ def to_input_grid(prob_path: str, prob_nodata: float, src_path: str, valid_band:
                     valid &= raw != band_nodata
                 if np.issubdtype(raw.dtype, np.floating):
                     valid &= np.isfinite(raw)
-                window = Window(0, y0, W, n)
-                for out, dst in zip(outputs, writers):
-                    dst.write(np.asarray(out.convert(prob, valid)).astype(out.dtype, copy=False), window=window)
+                writer.write_rows(y0, prob, valid)
                 progress(100.0 * (y0 + n) / H)
-        for out, dst, tmp in zip(outputs, writers, temps):
-            finish_output(out.path, dst, tmp, W, H, out.count, out.dtype)
-        writers.clear()
-        for out, tmp in zip(outputs, temps):
-            commit_output(tmp, out.path)
-        temps.clear()
-    finally:
-        for dst in writers:
-            try:
-                dst.close()
-            except Exception:  # noqa: BLE001 - closing a failed writer; the first error is the one that counts
-                pass
-        safe.remove_quietly(temps)
+            writer.finish()
+            writer.commit()

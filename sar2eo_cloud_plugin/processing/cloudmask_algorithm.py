@@ -39,7 +39,7 @@ from qgis.PyQt.QtCore import QVariant
 
 from ..core import s2product
 from ..core.cloud import CLASS_NAMES, CLOUD, SHADOW, model_choices
-from ..core.engine import commit_output
+from ..core.geotiff import commit_output
 from ..core.outputs import remove_quietly, temp_path
 from ..core.tasks import CLOUD_MASK
 from .base import Sar2EoAlgorithm

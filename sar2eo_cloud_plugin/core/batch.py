@@ -250,8 +250,9 @@ def check_batch_wide(task: TaskLike, band_set_key: str, model_file: Optional[str
         check_weight_shapes(card_path, card.architecture, dict(card.architecture_args), weights)
         card_tiling = dict(card.tiling)
     # Translation tiles are input pixels (a multiple of 4); cloud tiles are network pixels (of 32).
+    overlap = tiling.get("OVERLAP")      # 0 is a real choice (no overlap); None: the card's or 32
     TilingOptions(tile_size=int(tiling.get("TILE_SIZE") or card_tiling.get("tile_size", spec.default_tile_size)),
-                  overlap=int(card_tiling.get("overlap", 32) if tiling.get("OVERLAP") is None else tiling["OVERLAP"]),
+                  overlap=int(card_tiling.get("overlap", 32) if overlap is None else overlap),
                   batch_size=int(tiling.get("BATCH_SIZE") or card_tiling.get("batch_size", 4)),
                   multiple=spec.tile_multiple).check()
     device = resolve_device(DEVICE_KEYS[device_index])

@@ -607,7 +607,7 @@ def _run_on_network_grid(src_path: str, bands: Sequence[int], scale: float, spec
         coarse = os.path.join(workdir, "probabilities.tif")
 
         def keep(prob: np.ndarray, valid: np.ndarray) -> np.ndarray:
-            out = prob.astype(np.float32, copy=True)
+            out: np.ndarray = prob.astype(np.float32, copy=True)
             out[:, ~valid] = PROB_NODATA
             return out
 

@@ -71,7 +71,8 @@ class TilingOptions:
         if self.tile_size % self.multiple:
             raise InputError(f"Tile size {self.tile_size} must be a multiple of {self.multiple} for this network.")
         if not 0 <= self.overlap < self.tile_size // 2 + 1:
-            raise InputError(f"Overlap {self.overlap} must be between 0 and half the tile size ({self.tile_size // 2}).")
+            raise InputError(f"Overlap {self.overlap} must be between 0 and half the tile size "
+                             f"({self.tile_size // 2}).")
         if self.batch_size < 1:
             raise InputError("Batch size must be at least 1.")
 

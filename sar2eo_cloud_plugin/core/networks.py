@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 import torch
 from torch import nn
@@ -122,7 +122,7 @@ def build_cloud_unet(encoder_name: str = "efficientnet-b2", in_channels: int = 3
 
 
 # Architecture names as written in model cards -> builders.
-ARCHITECTURES = {
+ARCHITECTURES: Dict[str, Callable[..., nn.Module]] = {
     "resnet_generator": ResnetGenerator,
     "patchgan_discriminator": NLayerDiscriminator,
     "unet": build_cloud_unet,

@@ -44,8 +44,10 @@ def pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
     ph, pw = h - x.shape[1], w - x.shape[2]
     if ph == 0 and pw == 0:
         return x
-    mode = "reflect" if x.shape[1] > 1 and x.shape[2] > 1 else "edge"
-    return np.pad(x, ((0, 0), (0, ph), (0, pw)), mode=mode)
+    pad = ((0, 0), (0, ph), (0, pw))
+    if x.shape[1] > 1 and x.shape[2] > 1:
+        return np.pad(x, pad, mode="reflect")
+    return np.pad(x, pad, mode="edge")        # reflection needs two rows and two columns
 
 
 class Batch(NamedTuple):

@@ -103,12 +103,9 @@ REQUIREMENTS: Dict[str, Requirement] = {
         minimum="0.3", why="builds the cloud-mask U-Net"),
 }
 
-# What each feature needs: always (FEATURES), and one of (RUNTIMES, preferred first). Every
-# key a feature may use: FEATURE_KEYS.
+# What each feature (task key) needs: always (FEATURES), and one of (RUNTIMES, preferred first).
 FEATURES: Dict[str, Tuple[str, ...]] = {t.key: t.packages for t in TASKS}
 RUNTIMES: Dict[str, Tuple[Tuple[str, ...], ...]] = {t.key: t.runtimes for t in TASKS}
-FEATURE_KEYS: Dict[str, Tuple[str, ...]] = {
-    t.key: tuple(dict.fromkeys(t.packages + tuple(k for r in t.runtimes for k in r))) for t in TASKS}
 FEATURE_LABELS: Dict[str, str] = {t.key: t.label for t in TASKS}
 
 

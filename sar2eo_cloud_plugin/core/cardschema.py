@@ -13,6 +13,7 @@ legacy cloud card (no ``normalisation.method``: the seed's ``clip_dn``/``mean``/
 """
 from __future__ import annotations
 
+import builtins
 import json
 import math
 import struct
@@ -69,14 +70,14 @@ class _Checker:
             self.fail(field, f"is '{value}'; allowed: {', '.join(choices)}")
         return value
 
-    def int(self, value: Any, field: str, lo: int, hi: int) -> int:
+    def int(self, value: Any, field: builtins.str, lo: builtins.int, hi: builtins.int) -> builtins.int:
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(field, f"must be an integer, not {_type(value)}")
         if not lo <= value <= hi:
             self.fail(field, f"is {value}; it must be between {lo} and {hi}")
         return value
 
-    def num(self, value: Any, field: str, lo: float = -math.inf, hi: float = math.inf,
+    def num(self, value: Any, field: builtins.str, lo: float = -math.inf, hi: float = math.inf,
             open_lo: bool = False, open_hi: bool = False) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             self.fail(field, f"must be a finite number, not {_type(value)}")
@@ -86,7 +87,7 @@ class _Checker:
             self.fail(field, f"is {value:g}; it must be {' and '.join(s for s in (lo_s, hi_s) if s)}")
         return float(value)
 
-    def range(self, value: Any, field: str) -> None:
+    def range(self, value: Any, field: builtins.str) -> None:
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             self.fail(field, f"must be a [low, high] pair, not {_type(value)}")
         lo = self.num(value[0], f"{field}[0]")
@@ -95,7 +96,7 @@ class _Checker:
             self.fail(field, f"is [{lo:g}, {hi:g}]: low must be below high (an empty range maps everything "
                              "to one value)")
 
-    def bands(self, value: Any, field: str, names: Sequence[str]) -> List[str]:
+    def bands(self, value: Any, field: builtins.str, names: Sequence[builtins.str]) -> List[builtins.str]:
         if not isinstance(value, list) or not value:
             self.fail(field, f"must be a non-empty list of band names, not {_type(value)}")
         for i, b in enumerate(value):
@@ -105,7 +106,7 @@ class _Checker:
             self.fail(field, f"names a band twice ({value})")
         return list(value)
 
-    def per_band(self, value: Any, field: str, n: int, positive: bool = False) -> None:
+    def per_band(self, value: Any, field: builtins.str, n: builtins.int, positive: bool = False) -> None:
         if not isinstance(value, list) or len(value) != n:
             self.fail(field, f"must be a list of {n} numbers (one per input band), not {_type(value)}"
                              + (f" of length {len(value)}" if isinstance(value, list) else ""))

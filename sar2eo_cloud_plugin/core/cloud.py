@@ -356,7 +356,7 @@ def buffer_classes(src_path: str, dst_path: str, radius_px: float, rows: int = 1
     from scipy import ndimage
 
     from . import outputs
-    from .engine import commit_output, finish_output
+    from .geotiff import commit_output, finish_output
     from .errors import CancelledError
 
     r = int(math.ceil(radius_px))
@@ -612,7 +612,7 @@ def _run_on_network_grid(src_path: str, bands: Sequence[int], scale: float, spec
                                               outputs)
         try:
             def keep(prob: np.ndarray, valid: np.ndarray) -> np.ndarray:
-                out = prob.astype(np.float32, copy=True)
+                out: np.ndarray = prob.astype(np.float32, copy=True)
                 out[:, ~valid] = PROB_NODATA
                 sampler.feed(out)
                 return out

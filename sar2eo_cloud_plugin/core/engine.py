@@ -1,5 +1,7 @@
 """Tiled, blended, memory-bounded raster inference (no QGIS, no torch needed).
 
+:func:`run_tiled` is a short orchestrator of three parts, each tested alone: the tile plan
+(:mod:`.tiling`), the row blender (:mod:`.blending`) and the atomic GeoTIFF writer (:mod:`.geotiff`).
 How a scene goes through a network:
 
 1. The raster is cut into square tiles of ``tile_size`` pixels that overlap by
@@ -32,15 +34,19 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import outputs as safe
-from .errors import CancelledError, InputError, OutputError
+from .blending import RowBlender
+from .errors import CancelledError, InputError
+from .geotiff import AtomicGeoTiffWriter, ConvertFn, OutputSpec
+from .tiling import Batch, TilePlan, edge_ramp, pad_to, tile_starts
+
+__all__ = ["CHUNK_COLS", "ConvertFn", "OutputSpec", "PredictFn", "PrepareFn", "RunResult", "TilingOptions",
+           "edge_ramp", "run_tiled", "tile_starts"]
 
 # Both ``prepare`` and ``convert`` must work pixel by pixel: the engine calls ``prepare`` on the
 # window under one batch of tiles and ``convert`` on column chunks (CHUNK_COLS wide) of finished
@@ -50,25 +56,6 @@ CHUNK_COLS = 2048
 PrepareFn = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
 # predict(batch (N, C, T, T) float32) -> (N, C_out, T, T) float32
 PredictFn = Callable[[np.ndarray], np.ndarray]
-# convert(blended prediction (C_out, h, w) float32, valid (h, w) bool) -> array written to an output
-ConvertFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-@dataclass
-class OutputSpec:
-    """One raster the run writes, converted from the blended prediction."""
-
-    path: str
-    count: int
-    dtype: str
-    nodata: Optional[float]
-    convert: ConvertFn
-    descriptions: Sequence[str] = ()
-    colorinterp: Optional[Sequence[str]] = None  # e.g. ("red", "green", "blue"); None = leave GDAL's default
-    tags: Dict[str, str] = field(default_factory=dict)
-    # Users' files are deflate-compressed; an intermediate file read once (the cloud mask's probabilities on
-    # the network's grid) is written raw: compressing floats beside the network costs it CPU time.
-    compress: Optional[str] = "deflate"
 
 
 @dataclass
@@ -84,7 +71,8 @@ class TilingOptions:
         if self.tile_size % self.multiple:
             raise InputError(f"Tile size {self.tile_size} must be a multiple of {self.multiple} for this network.")
         if not 0 <= self.overlap < self.tile_size // 2 + 1:
-            raise InputError(f"Overlap {self.overlap} must be between 0 and half the tile size ({self.tile_size // 2}).")
+            raise InputError(f"Overlap {self.overlap} must be between 0 and half the tile size "
+                             f"({self.tile_size // 2}).")
         if self.batch_size < 1:
             raise InputError("Batch size must be at least 1.")
 
@@ -97,127 +85,89 @@ class RunResult:
     stats: Dict[str, float] = field(default_factory=dict)
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> List[int]:
-    """Start offsets covering [0, length) with tiles of ``tile`` overlapping by at
-    least ``overlap``; the last start is clamped so the tile ends at ``length``."""
-    if length <= tile:
-        return [0]
-    stride = tile - overlap
-    starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
-    return starts
+class _Helper:
+    """One helper thread with at most one job in flight (the read ahead, the write behind). Leaving it
+    cancels a job not yet started and waits for a running one, so nothing it uses is closed under it."""
+
+    def __init__(self, name: str) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._pending: Optional[Future] = None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._pending = self._pool.submit(fn, *args)
+
+    def result(self) -> Any:
+        """The job's result (None without a job); its error is raised here, on the calling thread."""
+        pending, self._pending = self._pending, None
+        return pending.result() if pending is not None else None
+
+    def __enter__(self) -> "_Helper":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+        self._pool.shutdown(wait=True)
 
 
-def edge_ramp(n: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
-    """1-D blending weight: (i+0.5)/overlap near a ramped edge, 1 elsewhere; always > 0."""
-    w = np.ones(n, dtype=np.float64)
-    if overlap > 0:
-        ramp = (np.arange(min(overlap, n)) + 0.5) / overlap
-        if ramp_start:
-            w[: ramp.size] = np.minimum(w[: ramp.size], ramp)
-        if ramp_end:
-            w[n - ramp.size:] = np.minimum(w[n - ramp.size:], ramp[::-1])
-    return w
+def _check_paths(src_path: str, outputs: Sequence[OutputSpec]) -> None:
+    out_real = [os.path.realpath(spec.path) for spec in outputs]
+    if os.path.realpath(src_path) in out_real:
+        raise InputError(f"The output file '{src_path}' is the input raster itself; choose another output file.")
+    if len(set(out_real)) < len(out_real):
+        raise InputError(f"Two outputs of this run point to the same file ({', '.join(s.path for s in outputs)}).")
 
 
-def _pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Pad (C, h0, w0) to (C, h, w) at the bottom/right, by reflection where possible."""
-    ph, pw = h - x.shape[1], w - x.shape[2]
-    if ph == 0 and pw == 0:
-        return x
-    mode = "reflect" if x.shape[1] > 1 and x.shape[2] > 1 else "edge"
-    return np.pad(x, ((0, 0), (0, ph), (0, pw)), mode=mode)
-
-
-def _temp_path(final: str) -> str:
-    return safe.temp_path(final)
-
-
-def _write_error(final: str, exc: BaseException) -> OutputError:
-    """OutputError naming the output file and the cause of a failed write."""
-    if isinstance(exc, OSError) and getattr(exc, "errno", None):
-        cause = safe.os_error_text(exc)
-    else:
-        cause = safe.write_failure_text(Path(final).parent, str(exc).strip())
-    return OutputError(f"Could not write '{final}': {cause}. Nothing was written there; an earlier file at "
-                       "that path is unchanged.")
-
-
-def _finish(outputs: Sequence[OutputSpec], writers: list, temps: Sequence[str], width: int, height: int) -> None:
-    """Close every writer, then make sure each temporary file is complete and on disk.
-
-    GDAL writes a GeoTIFF's last blocks and its directory when the dataset is closed; a failure
-    there (a full disk) is only logged by rasterio, so the errors are collected and checked, the
-    file is reopened and its last block row read, and it is fsync'ed before anything is renamed.
-    """
-    for spec, dst, tmp in zip(outputs, writers, temps):
-        finish_output(spec.path, dst, tmp, width, height, spec.count, spec.dtype)
-
-
-def open_output(spec: OutputSpec, tmp: str, width: int, height: int, crs, transform):
-    """Open the temporary file ``tmp`` of output ``spec`` for writing (tiled GeoTIFF, ``spec``'s compression,
-    descriptions, tags and colour interpretation); a failure is an :class:`OutputError` naming ``spec.path``.
-    Every writer of the project's rasters opens them here."""
+def _open_source(src_path: str, bands: Sequence[int]) -> Any:
+    """The source dataset, checked: the bands exist and it has a CRS (InputError naming the file)."""
     import rasterio
 
-    extra = {"compress": "none"}
-    if spec.compress:
-        extra = {"compress": spec.compress, "predictor": 2 if np.dtype(spec.dtype).kind in "iu" else 3}
     try:
-        dst = rasterio.open(tmp, "w", driver="GTiff", width=width, height=height, crs=crs, transform=transform,
-                            tiled=True, blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER", count=spec.count,
-                            dtype=spec.dtype, nodata=spec.nodata, **extra)
-    except Exception as exc:  # noqa: BLE001 - rasterio raises several types
-        raise _write_error(spec.path, exc) from exc
-    for i, d in enumerate(spec.descriptions, start=1):
-        dst.set_band_description(i, d)
-    if spec.tags:
-        dst.update_tags(**spec.tags)
-    if spec.colorinterp:
-        from rasterio.enums import ColorInterp
-        dst.colorinterp = [getattr(ColorInterp, c) for c in spec.colorinterp]
-    return dst
-
-
-def commit_output(tmp: str, final: str) -> None:
-    """Put a complete temporary file in place: an atomic rename (an existing file is replaced only now), the
-    replaced file's stale side file removed, the folder synced. A failed rename is an :class:`OutputError`."""
+        src = rasterio.open(src_path)
+    except Exception as exc:  # rasterio raises several types; all mean "cannot read"
+        raise InputError(f"Cannot open raster '{src_path}': {exc}") from exc
     try:
-        os.replace(tmp, final)
-    except OSError as exc:
-        raise _write_error(final, exc) from exc
-    with contextlib.suppress(OSError):
-        os.remove(final + ".aux.xml")  # side file of the replaced output, now stale
-    safe.fsync_folder(Path(final).parent)
+        for b in bands:
+            if not 1 <= b <= src.count:
+                raise InputError(f"Raster '{src_path}' has {src.count} band(s); band {b} does not exist.")
+        if src.crs is None:
+            raise InputError(f"Raster '{src_path}' has no coordinate reference system; assign one first "
+                             "(Raster > Projections > Assign Projection) so the result can be georeferenced.")
+    except BaseException:
+        src.close()
+        raise
+    return src
 
 
-def finish_output(final: str, dst, tmp: str, width: int, height: int, count: int, dtype: str) -> None:
-    """Close one writer (``dst``, writing ``tmp`` for ``final``) and check the file is complete and on
-    disk, or raise :class:`OutputError` naming ``final`` and the cause. Other writers (the cloud
-    mask's buffer pass) use it too, so every output is checked the same way."""
-    with safe.closing_errors() as errors:
-        try:
-            dst.close()
-        except Exception as exc:  # noqa: BLE001
-            raise _write_error(final, exc) from exc
-    if errors:
-        raise _write_error(final, RuntimeError("; ".join(errors[:3])))
-    problem = safe.verify_raster(tmp, width, height, count, dtype)
-    if problem:
-        raise _write_error(final, RuntimeError(f"the written file is incomplete: {problem}"))
-    try:
-        safe.fsync_file(tmp)
-    except OSError as exc:
-        raise _write_error(final, exc) from exc
+def _batch_reader(rsrc: Any, bands: Sequence[int], prepare: PrepareFn,
+                  plan: TilePlan) -> Callable[[Batch], Tuple[int, np.ndarray, np.ndarray]]:
+    """read(batch) -> (first column, prepared x, valid) of the window under one batch of tiles, with the
+    source's nodata as NaN. ``rsrc`` is the reader thread's own handle (GDAL handles are not shared)."""
+    from rasterio.windows import Window
+
+    nodatas = [rsrc.nodatavals[b - 1] for b in bands]
+    masked = [(i, np.float32(nd)) for i, nd in enumerate(nodatas)
+              if nd is not None and not (isinstance(nd, float) and math.isnan(nd))]
+
+    def read(batch: Batch) -> Tuple[int, np.ndarray, np.ndarray]:
+        c0, c1 = batch.x0s[0], batch.x0s[-1] + plan.tile_width
+        raw = rsrc.read(list(bands), window=Window(c0, batch.y0, c1 - c0, plan.tile_height), out_dtype="float32")
+        for i, nd in masked:
+            raw[i][raw[i] == nd] = np.nan
+        x, valid = prepare(raw)
+        valid = valid & np.isfinite(raw).all(axis=0)
+        return c0, np.ascontiguousarray(x, dtype=np.float32), valid
+
+    return read
 
 
-def _check_band_and_crs(src, src_path: str, bands: Sequence[int]) -> None:
-    for b in bands:
-        if not 1 <= b <= src.count:
-            raise InputError(f"Raster '{src_path}' has {src.count} band(s); band {b} does not exist.")
-    if src.crs is None:
-        raise InputError(f"Raster '{src_path}' has no coordinate reference system; assign one first "
-                         "(Raster > Projections > Assign Projection) so the result can be georeferenced.")
+def _predicted(predict: PredictFn, tiles: np.ndarray, out_channels: int, plan: TilePlan) -> np.ndarray:
+    pred = np.asarray(predict(tiles), dtype=np.float32)
+    if (pred.shape[:2] != (len(tiles), out_channels) or pred.shape[2] < plan.tile_height
+            or pred.shape[3] < plan.tile_width):
+        raise RuntimeError(f"network returned shape {pred.shape}, expected "
+                           f"({len(tiles)}, {out_channels}, {plan.tile}, {plan.tile})")
+    return pred
 
 
 def run_tiled(
@@ -247,152 +197,47 @@ def run_tiled(
     ``progress``, ``is_cancelled`` and ``log`` are only called from the calling thread.
     """
     import rasterio
-    from concurrent.futures import ThreadPoolExecutor
-    from rasterio.windows import Window
 
     options.check()
-    started = time.time()
     progress = progress or (lambda _f: None)
     is_cancelled = is_cancelled or (lambda: False)
     log = log or (lambda _m: None)
-    T, ov = options.tile_size, options.overlap
     bands = list(bands)
-    out_real = [os.path.realpath(spec.path) for spec in outputs]
-    if os.path.realpath(src_path) in out_real:
-        raise InputError(f"The output file '{src_path}' is the input raster itself; choose another output file.")
-    if len(set(out_real)) < len(out_real):
-        raise InputError(f"Two outputs of this run point to the same file ({', '.join(s.path for s in outputs)}).")
-
-    try:
-        src = rasterio.open(src_path)
-    except Exception as exc:  # rasterio raises several types; all mean "cannot read"
-        raise InputError(f"Cannot open raster '{src_path}': {exc}") from exc
-    temps: List[str] = []
-    writers = []
-    reader = ThreadPoolExecutor(1, thread_name_prefix="sar2eo-read")
-    writer = ThreadPoolExecutor(1, thread_name_prefix="sar2eo-write")
-    pending_read = pending_write = None
-    rsrc = None
-    try:
-        H, W = src.height, src.width
-        _check_band_and_crs(src, src_path, bands)
-        nodatas = [src.nodatavals[b - 1] for b in bands]
-
-        ys, xs = tile_starts(H, T, ov), tile_starts(W, T, ov)
-        th, tw = min(T, H), min(T, W)  # real extent of a tile (smaller rasters: the whole raster)
-        wx_full = [edge_ramp(tw, ov, x0 > 0, x0 + tw < W).astype(np.float32) for x0 in xs]
-        n_tiles = len(ys) * len(xs)
-        log(f"{W} x {H} pixels, {n_tiles} tile(s) of {T} px with {ov} px overlap, batch {options.batch_size}")
-
-        for folder in sorted({str(Path(spec.path).parent) for spec in outputs}):
-            safe.check_output_folder(folder)
-            safe.sweep_stale_partials(folder, started, log)
-        for spec in outputs:
-            tmp = _temp_path(spec.path)
-            temps.append(tmp)
-            writers.append(open_output(spec, tmp, W, H, src.crs, src.transform))
-
-        # The reader thread has a dataset handle of its own (GDAL handles are not shared between threads).
-        rsrc = rasterio.open(src_path)
-
-        def read_batch(y0: int, group: Sequence[int]) -> Tuple[int, np.ndarray, np.ndarray]:
-            """Read the window under one batch of tiles (rows [y0, y0 + th)), mark nodata as NaN, prepare it."""
-            c0, c1 = group[0], group[-1] + tw
-            raw = rsrc.read(bands, window=Window(c0, y0, c1 - c0, th), out_dtype="float32")
-            for i, nd in enumerate(nodatas):
-                if nd is not None and not (isinstance(nd, float) and math.isnan(nd)):
-                    band = raw[i]
-                    band[band == np.float32(nd)] = np.nan
-            x, valid = prepare(raw)
-            valid = valid & np.isfinite(raw).all(axis=0)
-            return c0, np.ascontiguousarray(x, dtype=np.float32), valid
-
-        def write_rows(top: int, blended: np.ndarray, valid: np.ndarray) -> None:
-            for c0 in range(0, W, CHUNK_COLS):
-                window = Window(c0, top, min(CHUNK_COLS, W - c0), blended.shape[1])
-                b, v = blended[:, :, c0:c0 + CHUNK_COLS], valid[:, c0:c0 + CHUNK_COLS]
-                for spec, dst in zip(outputs, writers):
-                    data = spec.convert(b, v)
-                    try:
-                        dst.write(np.asarray(data).astype(spec.dtype, copy=False), window=window)
-                    except Exception as exc:  # noqa: BLE001 - RasterioIOError, OSError
-                        raise _write_error(spec.path, exc) from exc
-
-        # Accumulators for the current tile row; every tile row starts where the last flush ended,
-        # so a buffer of one tile row's height is enough (the overlap is carried over).
-        acc = np.zeros((out_channels, th, W), dtype=np.float32)
-        wsum = np.zeros((th, W), dtype=np.float32)
-        valid_buf = np.zeros((th, W), dtype=bool)
-        scratch = np.empty((out_channels, th, tw), dtype=np.float32)
-        done_tiles = 0
-        valid_total = 0
-
-        plan = [(row, y0, start, xs[start:start + options.batch_size])
-                for row, y0 in enumerate(ys) for start in range(0, len(xs), options.batch_size)]
-        pending_read = reader.submit(read_batch, plan[0][1], plan[0][3])
-        wy = None
-        for i, (row, y0, start, group) in enumerate(plan):
+    _check_paths(src_path, outputs)
+    with contextlib.ExitStack() as stack:   # closed in reverse: helpers stop before what they use is closed
+        src = stack.enter_context(_open_source(src_path, bands))
+        plan = TilePlan(src.height, src.width, options.tile_size, options.overlap, options.batch_size)
+        log(plan.describe())
+        writer = stack.enter_context(AtomicGeoTiffWriter(outputs, src.width, src.height, src.crs, src.transform, log))
+        read = _batch_reader(stack.enter_context(rasterio.open(src_path)), bands, prepare, plan)
+        reads, writes = stack.enter_context(_Helper("sar2eo-read")), stack.enter_context(_Helper("sar2eo-write"))
+        blender = RowBlender(out_channels, plan.tile_height, plan.width)
+        done_tiles = valid_total = 0
+        reads.submit(read, plan.batches[0])
+        for i, batch in enumerate(plan.batches):
             if is_cancelled():
                 raise CancelledError("Cancelled by the user; no output was written.")
-            c0, x, valid_in = pending_read.result()
-            pending_read = reader.submit(read_batch, plan[i + 1][1], plan[i + 1][3]) if i + 1 < len(plan) else None
-            if start == 0:
-                wy = edge_ramp(th, ov, y0 > 0, y0 + th < H).astype(np.float32)
-            valid_buf[:, c0:c0 + valid_in.shape[1]] |= valid_in
-            batch = np.stack([_pad_to(x[:, :, x0 - c0:x0 - c0 + tw], T, T) for x0 in group])
+            c0, x, valid_in = reads.result()
+            if i + 1 < len(plan.batches):
+                reads.submit(read, plan.batches[i + 1])
+            blender.add_valid(c0, valid_in)
+            tiles = np.stack([pad_to(x[:, :, x0 - c0:x0 - c0 + plan.tile_width], plan.tile, plan.tile)
+                              for x0 in batch.x0s])
             del x, valid_in
-            pred = np.asarray(predict(batch), dtype=np.float32)
-            if pred.shape[:2] != (len(group), out_channels) or pred.shape[2] < th or pred.shape[3] < tw:
-                raise RuntimeError(f"network returned shape {pred.shape}, expected "
-                                   f"({len(group)}, {out_channels}, {T}, {T})")
-            for k, x0 in enumerate(group):
-                w2 = wy[:, None] * wx_full[start + k][None, :]
-                np.multiply(pred[k, :, :th, :tw], w2, out=scratch)
-                acc[:, :, x0:x0 + tw] += scratch
-                wsum[:, x0:x0 + tw] += w2
-            done_tiles += len(group)
-            progress(100.0 * done_tiles / n_tiles)
-            if i + 1 < len(plan) and plan[i + 1][0] == row:
-                continue  # more batches in this tile row
-
-            # Rows above the next tile row are final: blend, hand them to the writer, carry the rest.
-            n = (ys[row + 1] if row + 1 < len(ys) else H) - y0
-            blended = acc[:, :n] / np.maximum(wsum[:n], 1e-12)
-            valid = valid_buf[:n].copy()
-            valid_total += int(np.count_nonzero(valid))
-            if pending_write is not None:
-                pending_write.result()  # at most one write in flight; re-raises its error here
-            pending_write = writer.submit(write_rows, y0, blended, valid)
-            carry = th - n
-            if carry > 0:
-                acc[:, :carry] = acc[:, n:].copy()
-                wsum[:carry] = wsum[n:].copy()
-                valid_buf[:carry] = valid_buf[n:].copy()
-            acc[:, carry:] = 0
-            wsum[carry:] = 0
-            valid_buf[carry:] = False
-
-        if pending_write is not None:
-            pending_write.result()
-            pending_write = None
+            pred = _predicted(predict, tiles, out_channels, plan)
+            for k, x0 in enumerate(batch.x0s):
+                blender.add(pred[k], x0, plan.weight(batch.row, batch.first + k))
+            done_tiles += len(batch.x0s)
+            progress(100.0 * done_tiles / plan.n_tiles)
+            if plan.ends_row(i):   # rows above the next tile row are final: blend, write behind, carry the rest
+                blended, valid = blender.flush(plan.final_rows(batch.row))
+                valid_total += int(np.count_nonzero(valid))
+                writes.result()    # at most one write in flight; re-raises its error here
+                writes.submit(writer.write_rows, batch.y0, blended, valid, CHUNK_COLS)
+        writes.result()
         if valid_total == 0:
-            raise InputError(f"Raster '{src_path}' holds only nodata in band(s) {list(bands)}; nothing to process.")
-        _finish(outputs, writers, temps, W, H)
-        writers.clear()
-        for spec, tmp in zip(outputs, temps):
-            commit_output(tmp, spec.path)
-        temps.clear()
-        return RunResult(valid_pixels=valid_total, total_pixels=H * W, tiles=n_tiles)
-    finally:
-        for fut in (pending_read, pending_write):
-            if fut is not None:
-                fut.cancel()
-        reader.shutdown(wait=True)
-        writer.shutdown(wait=True)
-        for dst in writers:
-            with contextlib.suppress(Exception):
-                dst.close()
-        safe.remove_quietly(temps, log)
-        if rsrc is not None:
-            rsrc.close()
-        src.close()
+            raise InputError(f"Raster '{src_path}' holds only nodata in band(s) {bands}; nothing to process.")
+        writer.finish()
+        writer.commit()
+        result = RunResult(valid_pixels=valid_total, total_pixels=plan.height * plan.width, tiles=plan.n_tiles)
+    return result

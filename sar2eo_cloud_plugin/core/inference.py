@@ -19,7 +19,7 @@ from . import normalisation as norm
 from .bands import band_set, find_sar_bands
 from .engine import OutputSpec, RunResult, TilingOptions, run_tiled
 from .errors import DeviceError, InputError
-from .modelfile import bundled_model_path, read_card
+from .modelfile import ModelCard, bundled_model_path, read_card
 
 # PRECISIONS and TorchPredictor are defined in .runtime; imported here for the callers that know them from here.
 from .runtime import DEFAULT_RUNTIME, PRECISIONS, RuntimeInfo, TorchPredictor, load_predictor  # noqa: F401
@@ -173,6 +173,20 @@ class TaskResult:
     runtime: Optional[RuntimeInfo] = None
 
 
+def translation_card(band_set_key: str, model_path: Optional[str] = None) -> Tuple[Path, ModelCard]:
+    """(card path, card) of the translation model for ``band_set_key``: ``model_path``, else the bundled one.
+    A card that writes other bands than the band set is an InputError (the single run and the batch's
+    up-front check both ask here)."""
+    bs = band_set(band_set_key)
+    card_path = (Path(model_path) if model_path
+                 else bundled_model_path(TRANSLATE.bundled_model(bs.key), f"band set {bs.label}"))
+    card = read_card(card_path, TRANSLATE.card_task)
+    if list(card.output.get("bands", [])) != list(bs.bands):
+        raise InputError(f"Model {card_path} writes bands {card.output.get('bands')}, not {list(bs.bands)} "
+                         f"(band set {bs.label}); choose the matching band set or model file.")
+    return card_path, card
+
+
 def translate_sar_to_eo(req: TranslationRequest, progress=None, is_cancelled=None,
                         log: Optional[Log] = None) -> TaskResult:
     """Sentinel-1 VV/VH raster -> Sentinel-2-like uint16 reflectance x 10,000 raster."""
@@ -186,11 +200,7 @@ def translate_sar_to_eo(req: TranslationRequest, progress=None, is_cancelled=Non
     bands, how = resolve_sar_bands(req, count, descriptions)
     log(f"Bands VV = {bands[0]}, VH = {bands[1]} ({how})")
 
-    card_path = (Path(req.model_path) if req.model_path
-                 else bundled_model_path(TRANSLATE.bundled_model(bs.key), f"band set {bs.label}"))
-    card = read_card(card_path, TRANSLATE.card_task)
-    if list(card.output.get("bands", [])) != list(bs.bands):
-        raise InputError(f"Model {card_path} writes bands {card.output.get('bands')}, not {list(bs.bands)}.")
+    card_path, card = translation_card(bs.key, req.model_path)
 
     sample, sample_desc, dtype = sample_bands(req.src_path, bands)
     check_has_data(sample, name, bands, _nodata_of(req.src_path, bands))

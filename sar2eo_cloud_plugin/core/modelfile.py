@@ -164,7 +164,7 @@ def load_model(path: PathLike, expected_task: Optional[str] = None, device: str 
     The network is float32 on ``device`` whatever the stored dtype.
     """
     import torch
-    from safetensors import SafetensorError  # type: ignore[attr-defined]
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from .networks import build_network

@@ -148,7 +148,7 @@ def decide_sar_units(sample: np.ndarray, descriptions: Sequence[Optional[str]], 
     finite = sample[np.isfinite(sample)]
     if finite.size == 0:
         raise InputError(f"Layer '{layer_name}': the VV/VH bands hold only nodata.")
-    q01, q50, q99 = (float(v) for v in np.percentile(finite, [1, 50, 99]))
+    q01, q50, q99 = (float(v) for v in np.asarray(np.percentile(finite, [1, 50, 99])))
     seen = f"dtype {dtype}, 1st/50th/99th percentiles {q01:.4g}/{q50:.4g}/{q99:.4g}"
     looks_linear = q01 >= 0 and q50 < 1
     if requested in ("dB", "linear"):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -122,22 +122,18 @@ class BackSampler:
                  outputs: Sequence[OutputSpec], rows: int = STRIP_ROWS) -> None:
         import rasterio
 
-        from . import outputs as safe
-        from .engine import open_output
+        from .geotiff import AtomicGeoTiffWriter
 
         self.channels, self.Hc, self.Wc = coarse_shape
         self.prob_nodata, self.valid_band, self.outputs = prob_nodata, valid_band, list(outputs)
         self.rows = rows
-        self.temps: List[str] = []
-        self.writers: list = []
         self.src = rasterio.open(src_path)
+        self.writer = AtomicGeoTiffWriter(self.outputs, self.src.width, self.src.height, self.src.crs,
+                                          self.src.transform)
         try:
             self.W, self.H = self.src.width, self.src.height
             self.band_nodata = self.src.nodatavals[valid_band - 1]
-            for out in self.outputs:
-                tmp = safe.temp_path(out.path)
-                self.temps.append(tmp)
-                self.writers.append(open_output(out, tmp, self.W, self.H, self.src.crs, self.src.transform))
+            self.writer.open()
         except BaseException:
             self.close()
             raise
@@ -181,31 +177,15 @@ class BackSampler:
             valid &= raw != self.band_nodata
         if np.issubdtype(raw.dtype, np.floating):
             valid &= np.isfinite(raw)
-        for out, dst in zip(self.outputs, self.writers):
-            dst.write(np.asarray(out.convert(prob, valid)).astype(out.dtype, copy=False), window=window)
+        self.writer.write_rows(y0, prob, valid)
 
     def commit(self) -> None:
-        from .engine import commit_output, finish_output
-
-        for out, dst, tmp in zip(self.outputs, self.writers, self.temps):
-            finish_output(out.path, dst, tmp, self.W, self.H, out.count, out.dtype)
-        self.writers.clear()
-        for out, tmp in zip(self.outputs, self.temps):
-            commit_output(tmp, out.path)
-        self.temps.clear()
+        self.writer.finish()
+        self.writer.commit()
 
     def close(self) -> None:
         """Close everything; outputs not committed are removed."""
-        from . import outputs as safe
-
-        for dst in self.writers:
-            try:
-                dst.close()
-            except Exception:  # noqa: BLE001 - closing a failed writer; the first error is the one that counts
-                pass
-        self.writers.clear()
-        safe.remove_quietly(self.temps)
-        self.temps.clear()
+        self.writer.close()
         self.src.close()
 
 
@@ -214,8 +194,9 @@ def to_input_grid(prob_path: str, prob_nodata: float, src_path: str, valid_band:
                   is_cancelled: Optional[Callable[[], bool]] = None, rows: int = STRIP_ROWS) -> None:
     """Write ``outputs`` on the grid of ``src_path`` from the coarse probabilities in ``prob_path``
     (nodata ``prob_nodata``), converting the resampled probabilities with each output's ``convert``,
-    exactly as the engine does. Each output goes to a checked temporary file; all are renamed only when
-    all are complete."""
+    exactly as the engine does, through the same :class:`~.geotiff.AtomicGeoTiffWriter`: each output goes to
+    a checked temporary file, all are renamed only when all are complete, and a failed write is an
+    :class:`~.errors.OutputError` naming the file."""
     import rasterio
     from rasterio.windows import Window
 

@@ -17,7 +17,7 @@ import datetime as _dt
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Generic, Mapping, Optional, Sequence, TypeVar
 
 from .bands import canonical_s2_band
 from .errors import InputError
@@ -37,14 +37,19 @@ _DATE_TAGS = ("PRODUCT_START_TIME", "DATATAKE_1_DATATAKE_SENSING_START", "SENSIN
               "ACQUISITION_DATE", "TIFFTAG_DATETIME")
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
-class Decision:
-    value: object
+class Decision(Generic[T]):
+    """A value the run decided (level, offset, date) and the reason, said in the log."""
+
+    value: T
     reason: str
 
 
 def decide_level(requested: str, count: int, descriptions: Sequence[Optional[str]],
-                 tags: Mapping[str, str], file_name: str) -> Decision:
+                 tags: Mapping[str, str], file_name: str) -> Decision[Optional[str]]:
     """L1C or L2A, from the user's choice, the band layout, the metadata or the file name.
 
     Returns ``Decision(None, why)`` when nothing tells: the caller decides whether that is an error.
@@ -74,7 +79,7 @@ def decide_level(requested: str, count: int, descriptions: Sequence[Optional[str
     return Decision(None, "neither the bands, the metadata nor the file name say L1C or L2A")
 
 
-def acquisition_date(tags: Mapping[str, str], file_name: str) -> Optional[Decision]:
+def acquisition_date(tags: Mapping[str, str], file_name: str) -> Optional[Decision[_dt.date]]:
     """The sensing date from the metadata or the file name, or None."""
     for key in _DATE_TAGS:
         value = str(tags.get(key, ""))
@@ -99,7 +104,7 @@ def _safe_date(y: str, m: str, d: str) -> Optional[_dt.date]:
 
 
 def decide_offset(requested: str, dataset_tags: Mapping[str, str], band_tags: Sequence[Mapping[str, str]],
-                  file_name: str) -> Decision:
+                  file_name: str) -> Decision[float]:
     """The DN offset to add before dividing by 10,000: 0 or -1000 (value is a float).
 
     ``auto``: an ``*_ADD_OFFSET`` tag of the dataset or of a band wins; then the processing baseline

@@ -160,13 +160,14 @@ def _offsets_from_xml(xml_text: str) -> Dict[str, Dict[str, str]]:
         return found
     for el in root.iter():
         tag = el.tag.rsplit("}", 1)[-1]
-        if tag in _OFFSET_KEYS and (el.text or "").strip():
+        text = (el.text or "").strip()
+        if tag in _OFFSET_KEYS and text:
             band_id = el.get("band_id", el.get("bandId"))
             try:
-                band = BAND_IDS[int(band_id)]
-            except (TypeError, ValueError, IndexError):
+                band = BAND_IDS[int(band_id or "")]
+            except (ValueError, IndexError):
                 continue
-            found.setdefault(tag, {})[band] = el.text.strip()
+            found.setdefault(tag, {})[band] = text
     return found
 
 
@@ -257,6 +258,7 @@ def product_stack(path: str, workdir: str, log: Optional[Log] = None) -> Optiona
         meta = dict(product.GetMetadata() or {})
         xml_text = (product.GetMetadata("xml:SENTINEL2") or [""])[0]
     else:
+        assert subdataset is not None   # for mypy: product is None only where a subdataset was given (above)
         one = _open(gdal, subdataset, shown)
         res = next((q for q in reversed(subdataset.split(":")) if re.match(r"^(\d+m|TCI|PREVIEW)$", q, re.I)), "")
         subs = [(subdataset, res, epsg_asked or "")]
@@ -333,8 +335,9 @@ def product_stack(path: str, workdir: str, log: Optional[Log] = None) -> Optiona
         bmd = ET.SubElement(band, "Metadata")
         ET.SubElement(bmd, "MDI", key="BANDNAME").text = name
         for mdi in band_el.iter("MDI"):
-            if mdi.get("key") in ("WAVELENGTH", "WAVELENGTH_UNIT", "BANDWIDTH", "BANDWIDTH_UNIT"):
-                ET.SubElement(bmd, "MDI", key=mdi.get("key")).text = mdi.text
+            mdi_key = mdi.get("key")
+            if mdi_key in ("WAVELENGTH", "WAVELENGTH_UNIT", "BANDWIDTH", "BANDWIDTH_UNIT"):
+                ET.SubElement(bmd, "MDI", key=mdi_key).text = mdi.text
         for key, value in band_offsets.get(name, {}).items():
             ET.SubElement(bmd, "MDI", key=key).text = value
         ET.SubElement(band, "Description").text = name

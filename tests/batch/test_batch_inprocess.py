@@ -1,6 +1,7 @@
-"""Folder batch in-process (pytest-qgis): cancellation within and between scenes, input discovery,
-and the "already complete" check. Inputs are copies of the REAL Sentinel-1 samples; the model is the
-GENERATED random-weight ``tiny_models`` card; the rasters written by hand below are GENERATED and say so."""
+"""Folder batch in-process (pytest-qgis): cancellation within and between scenes and the batch-wide
+checks; input discovery and the "already complete" check are tested without QGIS in
+tests/core/test_batch.py. Inputs are copies of the REAL Sentinel-1 samples; the model is the GENERATED
+random-weight ``tiny_models`` card; the rasters written by hand below are GENERATED and say so."""
 from __future__ import annotations
 
 import json
@@ -10,8 +11,6 @@ import numpy as np
 import pytest
 import rasterio
 from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback
-
-from sar2eo_cloud_plugin.processing import batch_algorithm as ba
 
 
 @pytest.fixture()
@@ -62,64 +61,6 @@ def test_cancel_stops_within_and_between_scenes(provider, s1_copies, s1_samples,
     results = processing.run("sar2eo_cloud:batch_folder", dict(params, TILE_SIZE=128, OVERLAP=32, BATCH_SIZE=4),
                              feedback=QgsProcessingFeedback(), context=QgsProcessingContext())
     assert (results["PROCESSED"], results["SKIPPED"], results["FAILED"]) == (4, 1, 0)
-
-
-def test_find_inputs_leaves_out_hidden_outputs_and_output_subfolder(tmp_path):
-    root = tmp_path / "scenes"
-    (root / "a").mkdir(parents=True)
-    (root / "out").mkdir()
-    for rel in ("x.tif", "y.TIF", "z.tiff", "notes.txt", ".x.1234abcd.partial.tif", "x_eo_rgb.tif",
-                "x_cloudmask.tif", "x.tif.aux.xml", "a/w.tif", "out/v.tif"):
-        (root / rel).write_bytes(b"")
-    files, left_out = ba.find_inputs(str(root), "*.tif", recursive=False, exclude_dir=str(root / "out"))
-    assert [f.name for f in files] == ["x.tif", "y.TIF"]
-    assert left_out == 2
-    files, _ = ba.find_inputs(str(root), "*.tif;*.tiff", recursive=True, exclude_dir=str(root / "out"))
-    assert sorted(str(f.relative_to(root)) for f in files) == ["a/w.tif", "x.tif", "y.TIF", "z.tiff"]
-
-
-def test_output_names_mirror_subfolders(tmp_path):
-    src = tmp_path / "in" / "sub" / "scene.tif"
-    outs = ba.output_paths(src, tmp_path / "in", tmp_path / "out", "cloud_mask", "rgb", True, True)
-    assert outs == {"OUTPUT": str(tmp_path / "out" / "sub" / "scene_cloudmask.tif"),
-                    "OUTPUT_PROBABILITY": str(tmp_path / "out" / "sub" / "scene_cloudprob.tif"),
-                    "OUTPUT_POLYGONS": str(tmp_path / "out" / "sub" / "scene_clouds.gpkg")}
-    assert ba.output_paths(src, tmp_path / "in", tmp_path / "out", "translate", "rgbn", True, True) == {
-        "OUTPUT": str(tmp_path / "out" / "sub" / "scene_eo_rgbn.tif")}
-
-
-def _write(path, count, crs="EPSG:32633", size=120, descriptions=None):
-    """GENERATED raster with the grid of the first real Sentinel-1 sample (or another CRS)."""
-    from rasterio.transform import from_origin
-
-    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=count, dtype="uint16",
-                       crs=crs, transform=from_origin(399960, 5900040, 10, 10)) as ds:
-        ds.write(np.ones((count, size, size), dtype="uint16"))
-        for i, d in enumerate(descriptions or (), start=1):
-            ds.set_band_description(i, d)
-
-
-def test_completeness_checks_bands_grid_and_readability(tmp_path):
-    src = tmp_path / "scene.tif"
-    _write(src, 2)
-    out = tmp_path / "scene_eo_rgb.tif"
-    outs = {"OUTPUT": str(out)}
-    ok, why = ba.completeness(src, outs, "translate", "rgb")
-    assert not ok and "missing" in why
-    _write(out, 3, descriptions=("B4", "B3", "B2"))
-    ok, why = ba.completeness(src, outs, "translate", "rgb")
-    assert ok and "already complete" in why
-    _write(out, 4, descriptions=("B4", "B3", "B2", "B8"))
-    assert "4 band(s), expected 3" in ba.completeness(src, outs, "translate", "rgb")[1]
-    _write(out, 3, crs="EPSG:32634", descriptions=("B4", "B3", "B2"))
-    assert "CRS" in ba.completeness(src, outs, "translate", "rgb")[1]
-    _write(out, 3, size=100, descriptions=("B4", "B3", "B2"))
-    assert "100 x 100" in ba.completeness(src, outs, "translate", "rgb")[1]
-    _write(out, 3, descriptions=("B8", "B11", "B5"))
-    assert "bands are" in ba.completeness(src, outs, "translate", "rgb")[1]
-    _write(out, 3, descriptions=("B4", "B3", "B2"))
-    out.write_bytes(out.read_bytes()[:2000])
-    assert not ba.completeness(src, outs, "translate", "rgb")[0]
 
 
 def test_batch_without_model_file_uses_bundled_weights_or_stops_before_any_file(provider, s1_copies, s1_samples,

@@ -39,7 +39,7 @@ def graph_bytes(net: Any, in_channels: int) -> bytes:
     axes = {0: "batch", 2: "height", 3: "width"}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")      # TracerWarnings about Python ints in shapes: harmless here
-        torch.onnx.export(net, (dummy,), buf,  # type: ignore[arg-type]  # a file-like object works (documented) input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        torch.onnx.export(net, (dummy,), buf, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes}, opset_version=OPSET,
                           do_constant_folding=True, dynamo=False)
     return buf.getvalue()

@@ -293,10 +293,14 @@ class Sar2EoCloudDock(QDockWidget):
             QTimer.singleShot(0, self.describe_devices)
 
     def describe_devices(self) -> str:
+        """The device line: what torch sees (the first part; the CUDA choice follows it), then the installed
+        ONNX Runtime and its providers (core.runtime), which the runs use by default."""
         self._devices_described = True
         torch_status = self.deps.packages.get("torch") if self.deps is not None else None
+        from ..core import runtime
+
         if torch_status is not None and not torch_status.ok:
-            text = f"No compute device: {torch_status.problem}"
+            text = f"No PyTorch device: {torch_status.problem}"
         else:
             try:
                 if self._describe_devices is not None:
@@ -307,8 +311,15 @@ class Sar2EoCloudDock(QDockWidget):
                     text = describe_devices()
             except Exception as exc:  # noqa: BLE001 - shown to the user, never fatal
                 text = f"Could not query devices: {exc}"
+        cuda = text.startswith("CUDA available")
+        try:
+            offered = runtime.ort_providers_offered()
+            text += (f"; ONNX Runtime: {', '.join(offered)}" if offered else "; ONNX Runtime not installed")
+            cuda = cuda or runtime.CUDA_PROVIDER in offered
+        except Exception as exc:  # noqa: BLE001 - shown to the user, never fatal
+            text += f"; ONNX Runtime could not be queried: {exc}"
         self.device_label.setText(text)
-        self._set_cuda_available(text.startswith("CUDA available"))
+        self._set_cuda_available(cuda)
         return text
 
     def _set_cuda_available(self, available: bool) -> None:
@@ -394,6 +405,8 @@ class Sar2EoCloudDock(QDockWidget):
                     extra += f", model {results['MODEL_USED']}"
             if results.get("DEVICE_USED"):
                 extra += f", device {results['DEVICE_USED']}"
+            if results.get("RUNTIME_USED"):
+                extra += f", runtime {results['RUNTIME_USED']}"
             self.append_log(f"Done in {elapsed:.1f} s: added {names}{extra}.")
             self.status_label.setText(f"Done in {elapsed:.1f} s.")
         elif state == "cancelled":

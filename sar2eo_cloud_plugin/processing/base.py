@@ -4,7 +4,8 @@ It holds what every algorithm repeats: name, group, tags, icon, help URL and ``c
 from class attributes (or from the algorithm's :class:`~..core.tasks.TaskSpec`), a ``tr()`` for
 user-visible strings, :meth:`add`, which registers a parameter *with* its help text (every
 parameter has one: ``tests/qgis/test_algorithm_contract.py`` checks it), and the parameters the
-algorithms share (DEVICE, TILE_SIZE, OVERLAP, BATCH_SIZE, MODEL_FILE), declared once here.
+algorithms share (DEVICE, RUNTIME, TILE_SIZE, OVERLAP, BATCH_SIZE, MODEL_FILE, and the RUNTIME_USED
+output), declared once here.
 Kept free of torch, like the rest of the package's modules at import time.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
+    QgsProcessingOutputString,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
@@ -23,12 +25,18 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
+from ..core.runtime import RUNTIME_LABELS, RUNTIMES
 from ..core.tasks import DEVICE_KEYS, DEVICE_LABELS, TaskSpec
 from .helptext import help_url, icon_path
 
 P = TypeVar("P", bound=QgsProcessingParameterDefinition)
 
-DEVICE_HELP = "Where the network runs: auto (a CUDA GPU when PyTorch sees one, else the CPU), CPU or CUDA."
+DEVICE_HELP = ("Where the network runs: auto (a CUDA GPU when the runtime sees one, else the CPU), CPU or CUDA. "
+               "With ONNX Runtime, CUDA is its CUDA provider (onnxruntime-gpu); auto also takes DirectML or CoreML "
+               "where the installed onnxruntime offers them.")
+RUNTIME_HELP = ("Which library runs the network: auto (ONNX Runtime when it is installed and the model has an ONNX "
+                "graph, else PyTorch), ONNX Runtime, or PyTorch. ONNX Runtime is the faster one on a CPU and needs no "
+                "PyTorch; the runtime and provider used are logged and returned as RUNTIME_USED.")
 MODEL_FILE_HELP = "A model card (.json beside its .safetensors) instead of a bundled model; its sha256 is checked."
 
 # (name, description, help) of the tiling parameters, in the order they are added.
@@ -49,6 +57,8 @@ class Sar2EoAlgorithm(QgsProcessingAlgorithm):
 
     # Parameters shared by the algorithms (the names are the Processing contract).
     DEVICE = "DEVICE"
+    RUNTIME = "RUNTIME"
+    RUNTIME_USED = "RUNTIME_USED"
     TILE_SIZE = "TILE_SIZE"
     OVERLAP = "OVERLAP"
     BATCH_SIZE = "BATCH_SIZE"
@@ -99,6 +109,14 @@ class Sar2EoAlgorithm(QgsProcessingAlgorithm):
                                                    options=[self.tr(label) for label in DEVICE_LABELS],
                                                    defaultValue=0), help_text, advanced)
 
+    def add_runtime(self) -> QgsProcessingParameterEnum:
+        """The advanced RUNTIME enum (core.runtime.RUNTIMES) and the RUNTIME_USED output."""
+        param = self.add(QgsProcessingParameterEnum(self.RUNTIME, self.tr("Inference runtime"),
+                                                    options=[self.tr(label) for label in RUNTIME_LABELS],
+                                                    defaultValue=0), RUNTIME_HELP, advanced=True)
+        self.addOutput(QgsProcessingOutputString(self.RUNTIME_USED, self.tr("Runtime used (runtime and provider)")))
+        return param
+
     def add_tiling(self, tiling: Tiling, defaults: Sequence[Optional[int]] = (None, None, None),
                    minimums: Sequence[int] = (0, 0, 0), maximums: Sequence[Optional[int]] = (None, None, None),
                    optional: bool = True) -> None:
@@ -125,6 +143,11 @@ class Sar2EoAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(f"Unknown device option {index}; use {', '.join(choices[:-1])} or "
                                          f"{choices[-1]}.")
         return DEVICE_KEYS[index]
+
+    def runtime_key(self, parameters: Dict, context: QgsProcessingContext) -> str:
+        if parameters.get(self.RUNTIME) in (None, ""):
+            return RUNTIMES[0]
+        return self.enum_key(parameters, self.RUNTIME, context, RUNTIMES)
 
     def optional_number(self, parameters: Dict, name: str, context: QgsProcessingContext, as_int: bool = False):
         """An optional number parameter: None when it is not set."""

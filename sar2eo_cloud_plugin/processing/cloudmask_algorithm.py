@@ -131,7 +131,7 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
             "shadow, <i>value</i>, <i>area</i>, <i>parts</i>) in the input's CRS; parts smaller than "
             "<i>minimum polygon area</i> are dropped.</li>"
             "<li>Results: CLOUD_FRACTION, SHADOW_FRACTION (of valid pixels), CLOUD_PIXELS, SHADOW_PIXELS, "
-            "VALID_PIXELS, MODEL_USED, LEVEL_USED, OFFSET_USED, THRESHOLD_USED, DEVICE_USED.</li></ul>"
+            "VALID_PIXELS, MODEL_USED, LEVEL_USED, OFFSET_USED, THRESHOLD_USED, DEVICE_USED, RUNTIME_USED.</li></ul>"
             "<p><i>Buffer</i> dilates cloud and shadow by that many metres (cloud wins where both grow), as "
             "users of every cloud masker ask, to catch thin edges.</p>"
             "<h3>Limits</h3><p>Thin cirrus, snow and bright salt pans remain hard; check the mask before using "
@@ -162,6 +162,7 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
                                                maxValue=10000.0),
                   "Dilate cloud and shadow by this distance in metres (0: none). Cloud wins where both grow.")
         self.add_device()
+        self.add_runtime()
         self.add(QgsProcessingParameterEnum(self.OFFSET, self.tr("DN offset"),
                                             options=[self.tr(x) for x in OFFSET_LABELS], defaultValue=0),
                   "Products of processing baseline 04.00 and later store DN = 10,000 x reflectance + 1,000. Auto "
@@ -188,7 +189,7 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
         self.add(QgsProcessingParameterEnum(self.PRECISION, self.tr("Network precision"),
                                              options=[self.tr(label) for _key, label in PRECISIONS], defaultValue=0),
                   "float32 as the card's metrics were measured, or bfloat16 autocast (about 1.8x faster on CPUs "
-                  "with bfloat16 instructions).", advanced=True)
+                  "with bfloat16 instructions; a PyTorch option: with runtime auto it runs PyTorch).", advanced=True)
         self.add(QgsProcessingParameterNumber(self.MIN_AREA,
                                               self.tr("Minimum polygon area (layer CRS units², m² in UTM)"),
                                                QgsProcessingParameterNumber.Type.Double, defaultValue=0.0,
@@ -283,6 +284,7 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
             resolution_m=resolution if resolution else None,
             precision=self.enum_key(parameters, self.PRECISION, context, [k for k, _l in PRECISIONS]),
             layer_name=layer_name,
+            runtime=self.runtime_key(parameters, context),
         )
         feedback.pushInfo(self.tr(f"Cloud mask of '{layer_name}'"))
         bridge = FeedbackAdapter(feedback, 0.0, 90.0 if want_polygons else 100.0)
@@ -302,6 +304,7 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
                     self.VALID_PIXELS: result.valid_pixels,
                     self.THRESHOLD_USED: result.threshold,
                     self.DEVICE_USED: result.device,
+                    self.RUNTIME_USED: result.runtime.label if result.runtime else "",
                     self.MODEL_USED: result.model,
                     self.LEVEL_USED: result.level or "unknown",
                     self.OFFSET_USED: result.offset,
@@ -310,7 +313,7 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
                     f"CLOUD_FRACTION = {results[self.CLOUD_FRACTION]:.4f}; SHADOW_FRACTION = "
                     f"{results[self.SHADOW_FRACTION]:.4f}; CLOUD_PIXELS = {pixels['cloud']}; SHADOW_PIXELS = "
                     f"{pixels['shadow']}; VALID_PIXELS = {result.valid_pixels}; model {result.model}; "
-                    f"device {result.device}")
+                    f"device {result.device}; runtime {results[self.RUNTIME_USED]}")
                 if want_polygons:
                     results[self.OUTPUT_POLYGONS] = self._write_polygons(
                         parameters, context, feedback, layer, layer_name, staged[mask_path], min_area)

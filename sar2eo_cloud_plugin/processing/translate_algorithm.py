@@ -80,7 +80,7 @@ class TranslateSarToEoAlgorithm(Sar2EoAlgorithm):
             "<p>A GeoTIFF in the input's CRS, extent and pixel grid, <b>uint16 reflectance &times; 10,000</b> "
             "(as Sentinel-2 L2A digital numbers), <b>nodata 0</b> wherever the input is nodata, band "
             "descriptions B4, B3, … It opens with a 2–98 % stretched colour composite (true colour, or false "
-            "colour B8/B11/B5 for the NIR set). Results: OUTPUT, DEVICE_USED, INPUT_UNITS.</p>"
+            "colour B8/B11/B5 for the NIR set). Results: OUTPUT, DEVICE_USED, RUNTIME_USED, INPUT_UNITS.</p>"
             "<h3>Advanced</h3>"
             "<p>The scene is processed in overlapping tiles (<i>tile size</i>, <i>overlap</i> in pixels; "
             "overlaps are blended smoothly, so there are no seams) and <i>batch size</i> tiles at a time: "
@@ -115,6 +115,7 @@ class TranslateSarToEoAlgorithm(Sar2EoAlgorithm):
                                             options=[BAND_SETS[k].label for k in BAND_SET_KEYS], defaultValue=0),
                  "Which Sentinel-2 bands to synthesise; each band set has its own bundled model.")
         self.add_device()
+        self.add_runtime()
         self.add_tiling(((self.TILE_SIZE, "Tile size (pixels, multiple of 4)",
                           "Tile edge in input pixels. Larger tiles are faster and use more memory."),
                          (self.OVERLAP, "Tile overlap (pixels)", "Overlap between tiles, blended smoothly."),
@@ -154,6 +155,7 @@ class TranslateSarToEoAlgorithm(Sar2EoAlgorithm):
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             model_path=model_file_path(self, parameters, context, self.MODEL_FILE),
             layer_name=layer_name,
+            runtime=self.runtime_key(parameters, context),
         )
         feedback.pushInfo(f"Translating '{layer_name}' to {BAND_SETS[band_set_key].label}")
         bridge = FeedbackAdapter(feedback)
@@ -167,9 +169,11 @@ class TranslateSarToEoAlgorithm(Sar2EoAlgorithm):
                 units = match.group(1)
                 break
         feedback.pushInfo(f"Wrote {out_path} ({result.run.valid_pixels} valid of {result.run.total_pixels} "
-                          f"pixels, {result.run.tiles} tile(s), device {result.device})")
+                          f"pixels, {result.run.tiles} tile(s), device {result.device}, runtime "
+                          f"{result.runtime.label if result.runtime else 'unknown'})")
         set_post_processor(context, out_path, lambda: _translation_styler(band_set_key))
-        return {self.OUTPUT: out_path, self.DEVICE_USED: result.device, self.INPUT_UNITS: units}
+        return {self.OUTPUT: out_path, self.DEVICE_USED: result.device, self.INPUT_UNITS: units,
+                self.RUNTIME_USED: result.runtime.label if result.runtime else ""}
 
 
 def _translation_styler(band_set_key: str):

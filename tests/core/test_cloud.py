@@ -484,11 +484,13 @@ def test_default_model_does_not_call_bright_fields_cloud(tmp_path, s2_sample):
     assert res.fraction("cloud") < 0.01
 
 
-@pytest.mark.parametrize("fine_shape", [(60, 90), (50, 75)])      # factor 3 (fast path) and 2.5 (general)
-def test_probabilities_back_on_the_input_grid_strip_by_strip(tmp_path, fine_shape):
-    """regrid.to_input_grid in strips of a few rows equals bilinear sampling of the whole coarse image with
-    nodata neighbours left out of the weights; nodata of the input's band is nodata in the output. GENERATED
-    rasters."""
+@pytest.mark.parametrize("mode", ["file", "stream"])
+@pytest.mark.parametrize("fine_shape", [(60, 90), (50, 75)])      # factor 3 and 2.5
+def test_probabilities_back_on_the_input_grid_strip_by_strip(tmp_path, fine_shape, mode):
+    """regrid.to_input_grid in strips of a few rows (mode "file"), or StreamingBackSampler fed the coarse rows in
+    bands and column chunks as the engine hands them over (mode "stream"), equals bilinear sampling of the whole
+    coarse image (torch's grid_sample) with nodata neighbours left out of the weights; nodata of the input's band
+    is nodata in the output. GENERATED rasters."""
     import torch
     import torch.nn.functional as F
     from rasterio.transform import from_bounds
@@ -512,9 +514,18 @@ def test_probabilities_back_on_the_input_grid_strip_by_strip(tmp_path, fine_shap
         ds.write(band[None])
     keep = lambda prob, valid: np.where(valid[None], prob, cloud.PROB_NODATA).astype(np.float32)  # noqa: E731
     out = tmp_path / "fine.tif"
-    regrid.to_input_grid(str(cpath), cloud.PROB_NODATA, str(spath), 1,
-                         [OutputSpec(path=str(out), count=3, dtype="float32", nodata=cloud.PROB_NODATA, convert=keep)],
-                         rows=7)
+    outputs = [OutputSpec(path=str(out), count=3, dtype="float32", nodata=cloud.PROB_NODATA, convert=keep)]
+    if mode == "file":
+        regrid.to_input_grid(str(cpath), cloud.PROB_NODATA, str(spath), 1, outputs, rows=7)
+    else:
+        sampler = regrid.StreamingBackSampler((3, hc, wc), cloud.PROB_NODATA, str(spath), 1, outputs, rows=7)
+        try:
+            for r0 in range(0, hc, 6):          # bands of 6 rows, chunks of 8 columns, top to bottom, left to right
+                for c0 in range(0, wc, 8):
+                    sampler.feed(coarse[:, r0:r0 + 6, c0:c0 + 8])
+            sampler.finish()
+        finally:
+            sampler.close()
     known = (coarse[0] != cloud.PROB_NODATA).astype(np.float32)
     stack = torch.from_numpy(np.concatenate([np.where(known > 0, coarse, 0), known[None]]))[None]
     ys = (np.arange(h) + 0.5) * hc / h - 0.5
@@ -529,3 +540,26 @@ def test_probabilities_back_on_the_input_grid_strip_by_strip(tmp_path, fine_shap
         assert (ds.width, ds.height) == (w, h)
     np.testing.assert_allclose(got, expected, atol=2e-5)
     assert (got[:, -4:, :3] == cloud.PROB_NODATA).all()
+
+
+def test_streaming_back_sampler_refuses_rows_out_of_order_and_leaves_nothing(tmp_path):
+    """A chunk that does not continue where the last one ended is an error, and no output is left. GENERATED."""
+    from rasterio.transform import from_bounds
+
+    from sar2eo_cloud_plugin.core import regrid
+    from sar2eo_cloud_plugin.core.engine import OutputSpec
+
+    spath = tmp_path / "src.tif"
+    with rasterio.open(spath, "w", driver="GTiff", width=30, height=30, count=1, dtype="uint16", crs="EPSG:32633",
+                       transform=from_bounds(0, 0, 300, 300, 30, 30)) as ds:
+        ds.write(np.full((1, 30, 30), 500, np.uint16))
+    out = tmp_path / "fine.tif"
+    spec = OutputSpec(path=str(out), count=2, dtype="float32", nodata=-1.0, convert=lambda p, v: p)
+    sampler = regrid.StreamingBackSampler((2, 10, 10), -1.0, str(spath), 1, [spec])
+    try:
+        sampler.feed(np.zeros((2, 4, 10), np.float32))
+        with pytest.raises(RuntimeError, match="engine's order changed"):
+            sampler.feed(np.zeros((2, 4, 12), np.float32))
+    finally:
+        sampler.close()
+    assert not out.exists() and list(tmp_path.iterdir()) == [spath]

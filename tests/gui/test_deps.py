@@ -7,9 +7,11 @@ import pytest
 
 from sar2eo_cloud_plugin import deps
 
+REAL_FIND_SPEC = importlib.util.find_spec
+
 
 def hide(monkeypatch, *modules):
-    real = importlib.util.find_spec
+    real = REAL_FIND_SPEC
 
     def fake(name, *args, **kwargs):
         if name in modules:
@@ -26,7 +28,24 @@ def test_everything_present_here():
     assert report.can_run("translate") and report.can_run("cloud_mask")
 
 
-def test_missing_smp_blocks_only_cloud_mask(monkeypatch):
+def test_with_onnxruntime_no_torch_package_is_needed(monkeypatch):
+    """ONNX Runtime is the preferred runtime of both tasks: without torch, torchvision, safetensors and smp both
+    still run, and nothing is reported missing."""
+    hide(monkeypatch, "torch", "torchvision", "safetensors", "segmentation_models_pytorch")
+    report = deps.check_dependencies()
+    assert report.can_run("translate") and report.can_run("cloud_mask") and report.blocked_features() == []
+    assert report.runtime("translate") == ("onnxruntime",) and report.runtime("cloud_mask") == ("onnxruntime",)
+
+
+@pytest.fixture
+def torch_only(monkeypatch):
+    """Each task with its torch runtime only (the tests below check what that runtime needs, as in a QGIS where
+    onnxruntime is not an option)."""
+    for key, runtimes in list(deps.RUNTIMES.items()):
+        monkeypatch.setitem(deps.RUNTIMES, key, tuple(r for r in runtimes if "torch" in r))
+
+
+def test_missing_smp_blocks_only_cloud_mask(monkeypatch, torch_only):
     hide(monkeypatch, "segmentation_models_pytorch")
     report = deps.check_dependencies()
     assert report.missing() == ["segmentation-models-pytorch"]
@@ -38,7 +57,7 @@ def test_missing_smp_blocks_only_cloud_mask(monkeypatch):
     assert report.pip_command() == "python3 -m pip install segmentation-models-pytorch==0.6.0"
 
 
-def test_missing_torch_blocks_both_and_pins_versions(monkeypatch):
+def test_missing_torch_blocks_both_and_pins_versions(monkeypatch, torch_only):
     hide(monkeypatch, "torch", "rasterio")
     report = deps.check_dependencies()
     assert set(report.missing()) == {"torch", "rasterio"}
@@ -47,13 +66,12 @@ def test_missing_torch_blocks_both_and_pins_versions(monkeypatch):
     assert "torch==2.14.1 torchvision==0.29.1" in cmd and "rasterio==1.4.4" in cmd
 
 
-def test_missing_torchvision_blocks_cloud_mask_with_matching_pins(monkeypatch):
+def test_missing_torchvision_blocks_cloud_mask_with_matching_pins(monkeypatch, torch_only):
     hide(monkeypatch, "torchvision", "torch")
     report = deps.check_dependencies()
     assert report.blocked_features() == ["translate", "cloud_mask"]
     assert report.pip_command() == "python3 -m pip install torch==2.14.1 torchvision==0.29.1"
-    monkeypatch.undo()
-    hide(monkeypatch, "torchvision")
+    hide(monkeypatch, "torchvision")          # replaces the hiding above (RUNTIMES stays torch-only)
     report = deps.check_dependencies()
     assert report.blocked_features() == ["cloud_mask"]
     assert "torchvision is not installed (needed by segmentation-models-pytorch)" in report.message()
@@ -86,7 +104,7 @@ def test_numpy_requirement_follows_the_bindings(major, ok, refused):
             or (req.below is not None and deps._cmp(version(refused), version(req.below)) >= 0))
 
 
-def test_too_old_torch(monkeypatch):
+def test_too_old_torch(monkeypatch, torch_only):
     real = deps.installed_version
     monkeypatch.setattr(deps, "installed_version",
                         lambda req: "1.7.1+cpu" if req.dist == "torch" else real(req))
@@ -124,7 +142,7 @@ def other_runtime(monkeypatch):
     return "fake_rt"
 
 
-def test_a_task_runs_with_one_of_its_runtimes(monkeypatch, other_runtime):
+def test_a_task_runs_with_one_of_its_runtimes(monkeypatch, torch_only, other_runtime):
     hide(monkeypatch, "torch")
     report = deps.check_dependencies()
     assert report.can_run("translate") and report.runtime("translate") == ("fake_rt",)

@@ -109,8 +109,8 @@ def s2_nodata_block(s2_sample, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- contract
-PARAMETERS = ["INPUT", "MODEL", "BAND_MAP", "LEVEL", "MODE", "BUFFER", "DEVICE", "OFFSET", "THRESHOLD", "RESOLUTION",
-              "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "MODEL_FILE", "PRECISION", "MIN_AREA", "OUTPUT",
+PARAMETERS = ["INPUT", "MODEL", "BAND_MAP", "LEVEL", "MODE", "BUFFER", "DEVICE", "RUNTIME", "OFFSET", "THRESHOLD",
+              "RESOLUTION", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "MODEL_FILE", "PRECISION", "MIN_AREA", "OUTPUT",
               "OUTPUT_PROBABILITY", "OUTPUT_POLYGONS"]
 
 
@@ -118,7 +118,7 @@ def test_cloud_mask_parameters_follow_the_contract(provider):
     alg = QgsApplication.processingRegistry().algorithmById(ALG)
     assert [p.name() for p in alg.parameterDefinitions()] == PARAMETERS
     adv = {p.name() for p in alg.parameterDefinitions() if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced}
-    assert adv == {"OFFSET", "THRESHOLD", "RESOLUTION", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "MODEL_FILE",
+    assert adv == {"RUNTIME", "OFFSET", "THRESHOLD", "RESOLUTION", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "MODEL_FILE",
                    "PRECISION", "MIN_AREA"}
     optional = {p.name() for p in alg.parameterDefinitions()
                 if p.flags() & QgsProcessingParameterDefinition.FlagOptional}
@@ -132,7 +132,7 @@ def test_cloud_mask_parameters_follow_the_contract(provider):
             p("MODE").defaultValue(), p("BUFFER").defaultValue(), p("PRECISION").defaultValue()) == (0, 0, 0, 0, 0, 0)
     assert {o.name() for o in alg.outputDefinitions()} >= {
         "OUTPUT", "OUTPUT_PROBABILITY", "OUTPUT_POLYGONS", "CLOUD_FRACTION", "SHADOW_FRACTION", "CLOUD_PIXELS",
-        "SHADOW_PIXELS", "VALID_PIXELS", "DEVICE_USED", "MODEL_USED", "LEVEL_USED", "OFFSET_USED"}
+        "SHADOW_PIXELS", "VALID_PIXELS", "DEVICE_USED", "RUNTIME_USED", "MODEL_USED", "LEVEL_USED", "OFFSET_USED"}
 
 
 # ---------------------------------------------------------------------------------------- real runs

@@ -62,16 +62,17 @@ def test_provider_registers_both_algorithms(provider):
 def test_translate_parameters_follow_the_contract(provider):
     alg = QgsApplication.processingRegistry().algorithmById(ALG)
     names = [p.name() for p in alg.parameterDefinitions()]
-    assert names == ["INPUT", "VV_BAND", "VH_BAND", "UNITS", "BAND_SET", "DEVICE", "TILE_SIZE", "OVERLAP",
+    assert names == ["INPUT", "VV_BAND", "VH_BAND", "UNITS", "BAND_SET", "DEVICE", "RUNTIME", "TILE_SIZE", "OVERLAP",
                      "BATCH_SIZE", "MODEL_FILE", "OUTPUT"]
     adv = {p.name() for p in alg.parameterDefinitions() if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced}
-    assert adv == {"TILE_SIZE", "OVERLAP", "BATCH_SIZE", "MODEL_FILE"}
+    assert adv == {"RUNTIME", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "MODEL_FILE"}
     p = alg.parameterDefinition
     assert (p("VV_BAND").defaultValue(), p("VH_BAND").defaultValue()) == (1, 2)
     assert p("BAND_SET").options()[0].startswith("RGB") and len(p("BAND_SET").options()) == 3
     assert len(p("UNITS").options()) == 3 and len(p("DEVICE").options()) == 3
     assert (p("TILE_SIZE").defaultValue(), p("OVERLAP").defaultValue(), p("BATCH_SIZE").defaultValue()) == (256, 32, 4)
-    assert {o.name() for o in alg.outputDefinitions()} == {"OUTPUT", "DEVICE_USED", "INPUT_UNITS"}
+    assert len(p("RUNTIME").options()) == 3 and p("RUNTIME").defaultValue() == 0
+    assert {o.name() for o in alg.outputDefinitions()} == {"OUTPUT", "DEVICE_USED", "RUNTIME_USED", "INPUT_UNITS"}
 
 
 def test_plugin_modules_do_not_import_torch(repo_root):
@@ -92,15 +93,20 @@ def test_plugin_modules_do_not_import_torch(repo_root):
 
 
 def test_missing_torch_gives_a_clear_error(run, s1_sample, tiny_models, tmp_path, monkeypatch):
+    """Without onnxruntime AND torch nothing can run: the message names what to install (the preferred
+    runtime, onnxruntime). With onnxruntime only, the algorithms run (tests/qgis/test_no_torch_qgis_process.py)."""
     from sar2eo_cloud_plugin import deps
 
     real = deps.importlib.util.find_spec
     monkeypatch.setattr(deps.importlib.util, "find_spec",
                         lambda name, *a: None if name == "torch" else real(name, *a))
     alg = QgsApplication.processingRegistry().algorithmById(ALG)
+    assert alg.canExecute()[0]          # onnxruntime is installed: torch is not needed
+    monkeypatch.setattr(deps.importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("torch", "onnxruntime") else real(name, *a))
     ok, message = alg.canExecute()
-    assert not ok and "torch" in message
-    with pytest.raises(QgsProcessingException, match="torch"):
+    assert not ok and "onnxruntime" in message
+    with pytest.raises(QgsProcessingException, match="onnxruntime"):
         run({"INPUT": str(s1_sample), "MODEL_FILE": str(tiny_models / "sar2eo_rgb.json"),
              "OUTPUT": str(tmp_path / "out.tif")})
     assert not (tmp_path / "out.tif").exists()

@@ -16,10 +16,10 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 from .cardschema import CARD_FORMAT, TASKS, check_weight_shapes, validate_card
-from .errors import ModelFileError, NoBundledWeightsError
+from .errors import CancelledError, ModelFileError, NoBundledWeightsError
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -56,12 +56,28 @@ class ModelCard:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def sha256_of(path: PathLike) -> str:
+def sha256_of(path: PathLike, cancel: Optional[Callable[[], bool]] = None) -> str:
+    """The file's sha256 (hex). ``cancel`` is asked between 1 MiB chunks (hashing a large
+    download must stay cancellable); when it answers True, :class:`CancelledError` is raised."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
+            if cancel is not None and cancel():
+                raise CancelledError(f"Checking {path} was cancelled.")
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_matches(path: PathLike, sha256: str, size: Optional[int] = None,
+                 cancel: Optional[Callable[[], bool]] = None) -> bool:
+    """Whether ``path`` is a file of ``size`` bytes (when given; checked first, it is free) whose
+    sha256 is ``sha256``. The one "file matches its card / index entry" check."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    if size is not None and p.stat().st_size != int(size):
+        return False
+    return sha256_of(p, cancel) == sha256
 
 
 def card_path_for(path: PathLike) -> Path:
@@ -102,6 +118,13 @@ def verify_weights(card_file: PathLike, card: ModelCard) -> Path:
     """Check the weights file exists and matches the card's size and sha256."""
     wpath = weights_path(card_file, card)
     if not wpath.is_file():
+        from . import modelstore
+
+        # A model of the plugin's index, looked up in the plugin's own folders (not a file the user gave):
+        # say how to download it, and only that.
+        in_plugin_dirs = Path(card_file).parent.resolve() in {d.resolve() for d in modelstore.search_dirs()}
+        if in_plugin_dirs and modelstore.index_entry(card.name) is not None:
+            raise NoBundledWeightsError(modelstore.how_to_get(card.name))
         raise ModelFileError(f"Weights file missing: {wpath} (named by {card_file}).")
     expected_size = card.weights.get("bytes")
     size = wpath.stat().st_size
@@ -180,9 +203,16 @@ def save_model(net, card: ModelCard, out_dir: PathLike, dtype: str = "float16") 
 
 
 def bundled_model_path(name: str, label: Optional[str] = None, models_dir: Optional[PathLike] = None) -> Path:
-    """Path of a bundled model's card; raises :class:`NoBundledWeightsError` if the
-    plugin ships none (never fall back to untrained weights). ``BUNDLED_DIR`` is
-    looked up at call time so tests and packagers can point it elsewhere."""
+    """Path of a model's card, from the model store (downloaded models) or the plugin's bundled folder
+    (``modelstore.find_card``); raises :class:`NoBundledWeightsError` if there is none (never fall back to
+    untrained weights). ``BUNDLED_DIR`` is looked up at call time so tests and packagers can point it
+    elsewhere; ``models_dir`` searches that folder only."""
+    if models_dir is None:
+        from . import modelstore
+
+        found = modelstore.find_card(name)   # the model store (downloads), then BUNDLED_DIR
+        if found is not None:
+            return found
     card = Path(models_dir if models_dir is not None else BUNDLED_DIR) / f"{name}.json"
     if not card.is_file():
         what = label or name

@@ -1,10 +1,15 @@
-"""Dependency check run when the plugin loads (QGIS-free, imports nothing heavy).
+"""The plugin's one dependency check (QGIS-free, imports nothing heavy).
 
-The check looks packages up with :func:`importlib.util.find_spec` and reads their
-versions from the installed distribution metadata, so it costs milliseconds: torch
-is *not* imported at QGIS start-up. The result says, per feature, whether it can
-run, and builds one message naming exactly what is missing or too old/new together
-with the pip command (pinned versions) that fixes it.
+Run when the plugin loads (message bar, dock, layer actions) and by every Processing algorithm's
+``canExecute``/``processAlgorithm`` (``processing/common.py`` only asks it), so the desktop and
+``qgis_process`` agree on what may run. It looks packages up with :func:`importlib.util.find_spec`
+and reads their versions from the installed distribution metadata, so it costs milliseconds:
+torch is *not* imported at QGIS start-up.
+
+A feature (a task of :mod:`.core.tasks`) needs its ``packages`` and ONE complete ``runtime`` of
+its alternatives (preferred first): a package of a runtime that is not used is not a problem. The
+result says, per feature, whether it can run and with which runtime, and builds one message naming
+exactly what is missing or too old/new together with the pip command (pinned versions) that fixes it.
 """
 from __future__ import annotations
 
@@ -98,8 +103,12 @@ REQUIREMENTS: Dict[str, Requirement] = {
         minimum="0.3", why="builds the cloud-mask U-Net"),
 }
 
-# What each feature needs.
+# What each feature needs: always (FEATURES), and one of (RUNTIMES, preferred first). Every
+# key a feature may use: FEATURE_KEYS.
 FEATURES: Dict[str, Tuple[str, ...]] = {t.key: t.packages for t in TASKS}
+RUNTIMES: Dict[str, Tuple[Tuple[str, ...], ...]] = {t.key: t.runtimes for t in TASKS}
+FEATURE_KEYS: Dict[str, Tuple[str, ...]] = {
+    t.key: tuple(dict.fromkeys(t.packages + tuple(k for r in t.runtimes for k in r))) for t in TASKS}
 FEATURE_LABELS: Dict[str, str] = {t.key: t.label for t in TASKS}
 
 
@@ -156,42 +165,70 @@ def check_package(key: str) -> PackageStatus:
 class DependencyReport:
     packages: Dict[str, PackageStatus] = field(default_factory=dict)
 
+    def _usable(self, key: str) -> bool:
+        return self.packages[key].ok
+
+    def runtime(self, feature: str) -> Optional[Tuple[str, ...]]:
+        """The first of the feature's runtimes whose packages are all usable (None: none is)."""
+        for runtime in RUNTIMES[feature]:
+            if all(self._usable(k) for k in runtime):
+                return runtime
+        return None
+
+    def blocking(self, feature: str) -> List[str]:
+        """Keys whose problem stops ``feature``: its own packages, and when no runtime is complete
+        the preferred runtime's (what to install; another runtime's gaps are not a problem)."""
+        keys = [k for k in FEATURES[feature] if not self._usable(k)]
+        runtimes = RUNTIMES[feature]
+        if runtimes and self.runtime(feature) is None:
+            keys += [k for k in runtimes[0] if not self._usable(k) and k not in keys]
+        return keys
+
     @property
     def problems(self) -> List[PackageStatus]:
-        return [p for p in self.packages.values() if not p.ok]
+        """Statuses of the packages that stop some feature (in REQUIREMENTS order)."""
+        blocking = {k for f in FEATURES for k in self.blocking(f)}
+        return [p for p in self.packages.values() if p.key in blocking]
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def missing(self) -> List[str]:
-        """Distribution names that are missing or of an unusable version."""
+        """Distribution names that are missing or of an unusable version (and stop a feature)."""
         return [REQUIREMENTS[p.key].dist for p in self.problems]
 
     def can_run(self, feature: str) -> bool:
-        return all(self.packages[k].ok for k in FEATURES[feature])
+        return not self.blocking(feature)
 
     def blocked_features(self) -> List[str]:
         return [f for f in FEATURES if not self.can_run(f)]
 
-    def pip_command(self) -> str:
-        """The pip command that installs exactly what is missing, with pinned versions."""
+    def pip_command(self, feature: Optional[str] = None) -> str:
+        """The pip command that installs exactly what is missing (for ``feature``, or for all), pinned."""
+        keys = self.blocking(feature) if feature else [p.key for p in self.problems]
         args: List[str] = []
-        for p in self.problems:
-            args.extend(a for a in REQUIREMENTS[p.key].pip.split() if a not in args)
+        for key in keys:
+            args.extend(a for a in REQUIREMENTS[key].pip.split() if a not in args)
         if not args:
             return ""
         return "python3 -m pip install " + " ".join(args)
 
-    def message(self) -> str:
-        """One paragraph for the message bar and the log ('' when all is well)."""
-        if self.ok:
+    def message(self, feature: Optional[str] = None) -> str:
+        """One paragraph for the message bar, the log or a Processing error ('' when all is well): for
+        ``feature`` alone, or for every feature."""
+        keys = self.blocking(feature) if feature else [p.key for p in self.problems]
+        if not keys:
             return ""
-        what = "; ".join(p.problem for p in self.problems if p.problem)
+        what = "; ".join(self.packages[k].problem or "" for k in keys)
+        install = ("Install into the Python that QGIS uses (OSGeo4W Shell on Windows), then restart QGIS: "
+                   f"{self.pip_command(feature)}")
+        if feature:
+            return f"{FEATURE_LABELS[feature]} cannot run: {what}. {install}"
         blocked = ", ".join(FEATURE_LABELS[f] for f in self.blocked_features()) or "nothing"
-        return (f"SAR2EO & Cloud: {what}. Disabled until fixed: {blocked}. "
-                f"Install into the Python that QGIS uses (OSGeo4W Shell on Windows): {self.pip_command()}")
+        return f"SAR2EO & Cloud: {what}. Disabled until fixed: {blocked}. {install}"
 
 
-def check_dependencies(keys: Sequence[str] = tuple(REQUIREMENTS)) -> DependencyReport:
-    return DependencyReport({k: check_package(k) for k in keys})
+def check_dependencies(keys: Optional[Sequence[str]] = None) -> DependencyReport:
+    """The status of ``keys`` (default: every REQUIREMENTS entry, as it is at call time)."""
+    return DependencyReport({k: check_package(k) for k in (REQUIREMENTS if keys is None else keys)})

@@ -12,6 +12,7 @@ torch (and smp) are imported here at module level; callers that must stay light
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Any, Dict
 
 import torch
@@ -89,11 +90,31 @@ class NLayerDiscriminator(nn.Module):
         return self.model(x)
 
 
+def _keep_triton_out_of_qgis() -> None:
+    """Inside a QGIS process, make ``triton`` unimportable before smp is imported (unless something
+    already imported it); elsewhere (training, scripts, the tests' core runs) do nothing.
+
+    Why: importing segmentation-models-pytorch imports ``torch._dynamo``, which imports triton when it
+    is installed (CUDA builds of torch ship it). libtriton.so carries its own LLVM, whose static
+    initialisers segfault in a QGIS desktop process that has already loaded Mesa's libLLVM for
+    OpenGL (seen: QGIS 3.22 under Xvfb, llvmpipe, torch 2.14 -> "QGIS died on signal 11" in
+    ``_GLOBAL__sub_I_PassBuilder.cpp`` of libtriton.so; the regression test is
+    ``tests/qgis/test_processing_cloudmask.py::test_real_qgis_desktop_runs_and_styles_both_algorithms``).
+    The plugin runs networks eagerly and never compiles kernels, so torch without triton loses nothing
+    there: it reports "no triton" and carries on. Training keeps triton (``torch.compile`` may want it):
+    hence scoped to processes that have loaded QGIS, and applied only here, where the U-Net is built,
+    instead of at every import of the plugin's inference.
+    """
+    if "qgis.core" in sys.modules and "triton" not in sys.modules:
+        sys.modules["triton"] = None  # type: ignore[assignment]  # `import triton` -> ImportError
+
+
 def build_cloud_unet(encoder_name: str = "efficientnet-b2", in_channels: int = 3, classes: int = 1,
                      encoder_weights: Any = None) -> nn.Module:
     """U-Net from segmentation-models-pytorch. ``encoder_weights`` is None at
     inference (the model file holds all weights) and for training from scratch;
     training passes a local ImageNet checkpoint separately (no downloads)."""
+    _keep_triton_out_of_qgis()
     import segmentation_models_pytorch as smp  # imported here: smp is slow to import
 
     return smp.Unet(encoder_name=encoder_name, encoder_weights=encoder_weights,

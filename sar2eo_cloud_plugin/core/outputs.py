@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from .errors import OutputError
 
@@ -312,3 +312,49 @@ def verify_raster(path: str, width: int, height: int, count: int, dtype: str) ->
     except Exception as exc:  # noqa: BLE001 - rasterio raises several types; all mean "not complete"
         return f"it does not read back ({str(exc).strip() or type(exc).__name__})"
     return None
+
+
+class OutputGuard:
+    """An output path as it was before a run that may replace it (Processing's ``core_errors``, the
+    folder batch): :meth:`restore` after a failure removes a file the run created and puts an earlier
+    file back from a hard link taken here; :meth:`discard` after success drops the link."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.identity = _identity(path)
+        self.backup: Optional[str] = None
+        if self.identity is not None:
+            # An earlier file at this path: keep a hard link to it, so that a run that replaces it and
+            # then fails (e.g. a later step of the algorithm) puts the earlier file back.
+            backup = temp_path(path)
+            try:
+                os.link(path, backup)
+                self.backup = backup
+            except OSError:
+                self.backup = None
+
+    def restore(self) -> None:
+        now = _identity(self.path)
+        if self.identity is None:
+            if now is not None:
+                remove_quietly([self.path])          # created by the failed run
+        elif now != self.identity:
+            if self.backup is not None:
+                with contextlib.suppress(OSError):
+                    os.replace(self.backup, self.path)   # the earlier file comes back
+                    self.backup = None
+            # without a backup, a replaced file is left as it is: never delete what we cannot restore
+        self.discard()
+
+    def discard(self) -> None:
+        if self.backup is not None:
+            remove_quietly([self.backup])
+            self.backup = None
+
+
+def _identity(path: str) -> Optional[Tuple[int, int, int, int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)

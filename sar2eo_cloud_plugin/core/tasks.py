@@ -57,7 +57,8 @@ class TaskSpec:
     icon: str                       # file in the plugin's icons/ folder
     model_name: str                 # bundled model name; "{band_set}" is filled in for translation
     outputs: Mapping[str, str]      # batch output suffix per output parameter of the algorithm
-    packages: Tuple[str, ...]       # deps.REQUIREMENTS keys the task needs at run time
+    packages: Tuple[str, ...]       # deps.REQUIREMENTS keys the task always needs at run time
+    runtimes: Tuple[Tuple[str, ...], ...]  # alternatives, preferred first: the task runs when ONE is complete
     default_tile_size: int          # dock/one-click tile size (input pixels / network pixels)
     tile_multiple: int              # the network's tile size must be a multiple of this
 
@@ -95,21 +96,26 @@ class TaskSpec:
         return tuple(found)
 
 
-_BASE_PACKAGES = ("numpy", "torch", "rasterio", "safetensors")
+# What every task needs whichever network runtime runs it, and the torch runtime's own packages. A
+# runtime is one entry of TaskSpec.runtimes; another runtime (e.g. onnxruntime) is another entry,
+# and deps.py then accepts a task whose packages are there with ANY one complete runtime.
+_BASE_PACKAGES = ("numpy", "rasterio")
+TORCH_RUNTIME = ("torch", "safetensors")
 
 TRANSLATE = TaskSpec(
     key="translate", card_task="sar2eo", architectures=("resnet_generator",), algorithm="translate_sar_to_eo",
     label="Translate SAR to EO", batch_label="Translate SAR to EO (folder of Sentinel-1 VV/VH scenes)",
     batch_name="translate", icon="translate.svg", model_name="sar2eo_{band_set}",
     outputs={"OUTPUT": "_eo_{band_set}.tif"},
-    packages=_BASE_PACKAGES, default_tile_size=256, tile_multiple=4,
+    packages=_BASE_PACKAGES, runtimes=(TORCH_RUNTIME,), default_tile_size=256, tile_multiple=4,
 )
 CLOUD_MASK = TaskSpec(
     key="cloud_mask", card_task="cloudmask", architectures=("unet",), algorithm="cloud_mask",
     label="Cloud mask", batch_label="Cloud mask (folder of Sentinel-2 scenes)",
     batch_name="cloudmask", icon="cloud.svg", model_name="cloudmask",
     outputs={"OUTPUT": "_cloudmask.tif", "OUTPUT_PROBABILITY": "_cloudprob.tif", "OUTPUT_POLYGONS": "_clouds.gpkg"},
-    packages=_BASE_PACKAGES + ("torchvision", "segmentation_models_pytorch"), default_tile_size=512, tile_multiple=32,
+    packages=_BASE_PACKAGES, runtimes=(TORCH_RUNTIME + ("torchvision", "segmentation_models_pytorch"),),
+    default_tile_size=512, tile_multiple=32,
 )
 
 # In the order of the dock's task combo and the batch's TASK enum (the index is the stable value).

@@ -29,7 +29,7 @@ from qgis.PyQt.QtWidgets import (
 from ..core.bands import BAND_SET_KEYS, BAND_SETS
 from ..core.cloud import model_choices as cloud_model_choices
 from ..core.tasks import CLOUD_MASK, DEFAULT_DEVICE, DEVICES, TASKS, TRANSLATE
-from ..deps import FEATURE_LABELS, FEATURES, DependencyReport
+from ..deps import FEATURE_LABELS, DependencyReport
 from ..processing.cloudmask_algorithm import MODES as CLOUD_MODES
 from .layers import ALG_IDS, build_parameters, has_bundled_model, suggested_task
 from .runner import AlgorithmRun
@@ -264,10 +264,7 @@ class Sar2EoCloudDock(QDockWidget):
     def blocked_reason(self, task: Optional[str] = None) -> str:
         task = task or self.task
         if self.deps is not None and not self.deps.can_run(task):
-            needed = FEATURES[task]
-            return (f"{FEATURE_LABELS[task]} cannot run: " +
-                    "; ".join(p.problem for p in self.deps.problems if p.problem and p.key in needed) +
-                    f". Install with: {self.deps.pip_command()}")
+            return self.deps.message(task)
         if not self.model_file.filePath().strip() and not has_bundled_model(task, self.band_set):
             if task == TRANSLATE.key:
                 return (f"{FEATURE_LABELS[task]} cannot run: this plugin build has no bundled weights for "

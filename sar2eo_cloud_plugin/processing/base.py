@@ -5,7 +5,7 @@ from class attributes (or from the algorithm's :class:`~..core.tasks.TaskSpec`),
 user-visible strings, :meth:`add`, which registers a parameter *with* its help text (every
 parameter has one: ``tests/qgis/test_algorithm_contract.py`` checks it), and the parameters the
 algorithms share (DEVICE, TILE_SIZE, OVERLAP, BATCH_SIZE, MODEL_FILE), declared once here.
-Kept free of torch, like :mod:`.common`.
+Kept free of torch, like the rest of the package's modules at import time.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.tasks import DEVICE_KEYS, DEVICE_LABELS, TaskSpec
-from . import common
+from .helptext import help_url, icon_path
 
 P = TypeVar("P", bound=QgsProcessingParameterDefinition)
 
@@ -76,10 +76,10 @@ class Sar2EoAlgorithm(QgsProcessingAlgorithm):
 
     def icon(self) -> QIcon:
         name = self.TASK_SPEC.icon if self.TASK_SPEC is not None else self.ICON
-        return QIcon(common.icon_path(name)) if name else super().icon()
+        return QIcon(icon_path(name)) if name else super().icon()
 
     def helpUrl(self) -> str:  # noqa: N802
-        return common.help_url()
+        return help_url()
 
     def createInstance(self):  # noqa: N802
         return type(self)()

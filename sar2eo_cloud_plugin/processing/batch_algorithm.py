@@ -46,9 +46,9 @@ from ..core import outputs as safe
 from ..core.bands import BAND_SET_KEYS, BAND_SETS
 from ..core.errors import OutputError
 from ..core.tasks import CLOUD_MASK, PROVIDER_ID, TASKS, TRANSLATE, TaskSpec, task as task_spec
-from . import common
 from .base import Sar2EoAlgorithm
 from .cloudmask_algorithm import LEVEL_LABELS, MODES, CloudMaskAlgorithm
+from .guard import sigterm_cancels
 from .translate_algorithm import UNITS_LABELS, TranslateSarToEoAlgorithm
 
 # Every raster name this algorithm writes ends with one of these, so a batch whose output folder
@@ -540,7 +540,7 @@ class BatchFolderAlgorithm(Sar2EoAlgorithm):
         steps = QgsProcessingMultiStepFeedback(max(1, len(inputs)), feedback)
         records: List[Dict] = []
         started = time.time()
-        with common.sigterm_cancels(feedback, raise_after=False) as terminated:
+        with sigterm_cancels(feedback, raise_after=False) as terminated:
             for i, src in enumerate(inputs):
                 steps.setCurrentStep(i)
                 rel = str(src.relative_to(in_root))
@@ -568,7 +568,7 @@ class BatchFolderAlgorithm(Sar2EoAlgorithm):
                 t0 = time.time()
                 # Earlier outputs of this input: a failed attempt leaves them as they were (a file it
                 # replaced is put back, one it created is removed), never deletes them.
-                guards = [common.OutputGuard(p) for p in outs.values()]
+                guards = [safe.OutputGuard(p) for p in outs.values()]
                 child_context = QgsProcessingContext()
                 child_context.copyThreadSafeSettings(context)
                 child_context.setFeedback(steps)

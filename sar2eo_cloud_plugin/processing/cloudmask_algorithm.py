@@ -40,10 +40,15 @@ from qgis.PyQt.QtCore import QVariant
 from ..core import s2product
 from ..core.cloud import CLASS_NAMES, CLOUD, SHADOW, model_choices
 from ..core.engine import commit_output
-from ..core.outputs import temp_path
+from ..core.outputs import remove_quietly, temp_path
 from ..core.tasks import CLOUD_MASK
-from . import common
 from .base import Sar2EoAlgorithm
+from .common import can_execute, import_inference
+from .feedback import FeedbackAdapter, check_cancelled
+from .guard import core_errors, sigterm_cancels
+from .helptext import bundled_models_help
+from .layers import geotiff_destination, raster_source, set_post_processor
+from .params import model_path as model_file_path
 
 POLYGON_CLASSES = (CLOUD, SHADOW)
 
@@ -131,7 +136,7 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
             "users of every cloud masker ask, to catch thin edges.</p>"
             "<h3>Limits</h3><p>Thin cirrus, snow and bright salt pans remain hard; check the mask before using "
             "it to discard data.</p>"
-        ) + common.bundled_models_help(CLOUD_MASK)
+        ) + bundled_models_help(CLOUD_MASK)
 
     # ------------------------------------------------------------------ parameters
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -229,17 +234,17 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
         return True, ""
 
     def canExecute(self):  # noqa: N802
-        return common.can_execute(common.CLOUD_PACKAGES)
+        return can_execute(CLOUD_MASK)
 
     # ------------------------------------------------------------------ run
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:  # noqa: N802
-        common.import_inference(common.CLOUD_PACKAGES)
+        import_inference(CLOUD_MASK)
         from ..core import cloud
 
         src, layer_name, layer = self._input(parameters, context)
-        mask_path = common.geotiff_destination(self, parameters, self.OUTPUT, context, inputs=[src])
-        prob_path = common.geotiff_destination(self, parameters, self.OUTPUT_PROBABILITY, context, inputs=[src])
+        mask_path = geotiff_destination(self, parameters, self.OUTPUT, context, inputs=[src])
+        prob_path = geotiff_destination(self, parameters, self.OUTPUT_PROBABILITY, context, inputs=[src])
         if prob_path and os.path.abspath(prob_path) == os.path.abspath(mask_path):
             raise QgsProcessingException(
                 self.tr("The cloud mask and the class probabilities need different file names."))
@@ -263,7 +268,7 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
         req = cloud.CloudMaskRequest(
             src_path=src, dst_path=staged.get(mask_path, mask_path),
             model=self.enum_key(parameters, self.MODEL, context, self.models),
-            model_path=common.model_path(self, parameters, context, self.MODEL_FILE),
+            model_path=model_file_path(self, parameters, context, self.MODEL_FILE),
             band_map=self.parameterAsString(parameters, self.BAND_MAP, context) or "",
             level=self.enum_key(parameters, self.LEVEL, context, s2product.LEVEL_CHOICES),
             offset=self.enum_key(parameters, self.OFFSET, context, s2product.OFFSET_CHOICES),
@@ -280,10 +285,10 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
             layer_name=layer_name,
         )
         feedback.pushInfo(self.tr(f"Cloud mask of '{layer_name}'"))
-        bridge = common.FeedbackAdapter(feedback, 0.0, 90.0 if want_polygons else 100.0)
+        bridge = FeedbackAdapter(feedback, 0.0, 90.0 if want_polygons else 100.0)
         try:
-            with common.sigterm_cancels(feedback), common.core_errors():
-                common.check_cancelled(feedback)
+            with sigterm_cancels(feedback), core_errors():
+                check_cancelled(feedback)
                 result = cloud.cloud_mask(req, bridge.progress, bridge.is_cancelled, bridge.log)
                 pixels = result.class_pixels
                 results: Dict[str, Any] = {
@@ -309,16 +314,16 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
                 if want_polygons:
                     results[self.OUTPUT_POLYGONS] = self._write_polygons(
                         parameters, context, feedback, layer, layer_name, staged[mask_path], min_area)
-                    common.check_cancelled(feedback)
+                    check_cancelled(feedback)
                     for final, temp in staged.items():
                         commit_output(temp, final)
                     staged = {}
         finally:
-            common.remove_outputs(list(staged.values()))
+            remove_quietly(list(staged.values()))
         feedback.setProgress(100)
-        common.set_post_processor(context, mask_path, lambda: _styler("mask"))
+        set_post_processor(context, mask_path, lambda: _styler("mask"))
         if prob_path:
-            common.set_post_processor(context, prob_path, lambda: _styler("probability"))
+            set_post_processor(context, prob_path, lambda: _styler("probability"))
         return results
 
     def _input(self, parameters, context) -> Tuple[str, str, Optional[QgsRasterLayer]]:
@@ -338,7 +343,7 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
                 return candidate, name, layer
         except Sar2EoError as exc:
             raise QgsProcessingException(str(exc)) from exc
-        return common.raster_source(self, parameters, self.INPUT, context)
+        return raster_source(self, parameters, self.INPUT, context)
 
     def _write_polygons(self, parameters, context, feedback, layer, layer_name, mask_path, min_area) -> str:
         crs = (layer if layer is not None and layer.isValid() else QgsRasterLayer(mask_path, "mask", "gdal")).crs()
@@ -363,7 +368,7 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
             feature.setGeometry(geometry)
             feature.setAttributes([CLASS_NAMES[value], value, area, n_parts])
             sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert)
-        common.set_post_processor(context, dest_id, lambda: _styler("polygons"))
+        set_post_processor(context, dest_id, lambda: _styler("polygons"))
         return dest_id
 
 
@@ -428,7 +433,7 @@ def class_polygons(mask_path: str, min_area: float, feedback: QgsProcessingFeedb
     span = end - start
     try:
         dst, srs = _write_classes(mask_path, classes_tif)
-        common.check_cancelled(feedback)
+        check_cancelled(feedback)
         band = dst.GetRasterBand(1)
         ds = ogr.GetDriverByName("GPKG").CreateDataSource(polys_gpkg)
         out_layer = ds.CreateLayer("clouds", srs=srs, geom_type=ogr.wkbPolygon)
@@ -442,7 +447,7 @@ def class_polygons(mask_path: str, min_area: float, feedback: QgsProcessingFeedb
         err = gdal.Polygonize(band, band.GetMaskBand(), out_layer, 0, [], callback=on_progress)
         count = out_layer.GetFeatureCount()
         ds = out_layer = band = dst = None  # noqa: F841 - close and flush the files
-        common.check_cancelled(feedback)
+        check_cancelled(feedback)
         if err != 0:
             raise QgsProcessingException(CloudMaskAlgorithm.tr(f"GDAL could not polygonise the cloud mask {mask_path} "
                                             f"({gdal.GetLastErrorMsg()})."))
@@ -459,7 +464,7 @@ def class_polygons(mask_path: str, min_area: float, feedback: QgsProcessingFeedb
                     CloudMaskAlgorithm.tr(f"Cannot read the polygonised clouds back from {polys_gpkg}."))
             for i, feat in enumerate(polygons.getFeatures()):
                 if i % 1000 == 0:
-                    common.check_cancelled(feedback)
+                    check_cancelled(feedback)
                     feedback.setProgress(start + span * (0.6 + 0.35 * i / count))
                 geom = feat.geometry()
                 if geom is None or geom.isEmpty() or feat["value"] not in parts:
@@ -478,4 +483,4 @@ def class_polygons(mask_path: str, min_area: float, feedback: QgsProcessingFeedb
         return result
     finally:
         for path in temps:
-            common.remove_outputs([path, path + "-wal", path + "-shm", path + "-journal"])
+            remove_quietly([path, path + "-wal", path + "-shm", path + "-journal"])

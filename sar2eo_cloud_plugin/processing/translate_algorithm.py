@@ -23,8 +23,13 @@ from qgis.core import (
 
 from ..core.bands import BAND_SET_KEYS, BAND_SETS
 from ..core.tasks import TRANSLATE
-from . import common
 from .base import Sar2EoAlgorithm
+from .common import can_execute, import_inference
+from .feedback import FeedbackAdapter, check_cancelled
+from .guard import core_errors, sigterm_cancels
+from .helptext import bundled_models_help
+from .layers import geotiff_destination, raster_source, set_post_processor
+from .params import band_number, model_path as model_file_path
 
 UNITS_KEYS = ("auto", "dB", "linear")
 UNITS_LABELS = ("Auto-detect (from the values and band descriptions)", "Decibels (dB)", "Linear power (sigma0)")
@@ -87,7 +92,7 @@ class TranslateSarToEoAlgorithm(Sar2EoAlgorithm):
             "interpretation and gap filling under clouds, not for quantitative reflectance or indices you "
             "would report. Quality depends on how close your scene is to the training data (sensor mode, "
             "season, region, resolution).</p>"
-            + common.bundled_models_help(TRANSLATE)
+            + bundled_models_help(TRANSLATE)
         )
 
     # ------------------------------------------------------------------ parameters
@@ -122,14 +127,14 @@ class TranslateSarToEoAlgorithm(Sar2EoAlgorithm):
         self.addOutput(QgsProcessingOutputString(self.INPUT_UNITS, self.tr("Input units used")))
 
     def canExecute(self):  # noqa: N802
-        return common.can_execute()
+        return can_execute(TRANSLATE)
 
     # ------------------------------------------------------------------ run
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:  # noqa: N802
-        inference = common.import_inference()
-        src, layer_name, _layer = common.raster_source(self, parameters, self.INPUT, context)
-        out_path = common.geotiff_destination(self, parameters, self.OUTPUT, context, inputs=[src])
+        inference = import_inference(TRANSLATE)
+        src, layer_name, _layer = raster_source(self, parameters, self.INPUT, context)
+        out_path = geotiff_destination(self, parameters, self.OUTPUT, context, inputs=[src])
         set_index = self.parameterAsEnum(parameters, self.BAND_SET, context)
         units_index = self.parameterAsEnum(parameters, self.UNITS, context)
         if not 0 <= set_index < len(BAND_SET_KEYS):
@@ -140,20 +145,20 @@ class TranslateSarToEoAlgorithm(Sar2EoAlgorithm):
         band_set_key = BAND_SET_KEYS[set_index]
         req = inference.TranslationRequest(
             src_path=src, dst_path=out_path, band_set=band_set_key,
-            vv_band=common.band_number(self, parameters, self.VV_BAND, context, "VV band"),
-            vh_band=common.band_number(self, parameters, self.VH_BAND, context, "VH band"),
+            vv_band=band_number(self, parameters, self.VV_BAND, context, "VV band"),
+            vh_band=band_number(self, parameters, self.VH_BAND, context, "VH band"),
             units=UNITS_KEYS[units_index],
             device=self.device_key(parameters, context),
             tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
             overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            model_path=common.model_path(self, parameters, context, self.MODEL_FILE),
+            model_path=model_file_path(self, parameters, context, self.MODEL_FILE),
             layer_name=layer_name,
         )
         feedback.pushInfo(f"Translating '{layer_name}' to {BAND_SETS[band_set_key].label}")
-        bridge = common.FeedbackAdapter(feedback)
-        with common.sigterm_cancels(feedback), common.core_errors():
-            common.check_cancelled(feedback)
+        bridge = FeedbackAdapter(feedback)
+        with sigterm_cancels(feedback), core_errors():
+            check_cancelled(feedback)
             result = inference.translate_sar_to_eo(req, bridge.progress, bridge.is_cancelled, bridge.log)
         units = ""
         for line in list(result.messages) + bridge.lines:
@@ -163,7 +168,7 @@ class TranslateSarToEoAlgorithm(Sar2EoAlgorithm):
                 break
         feedback.pushInfo(f"Wrote {out_path} ({result.run.valid_pixels} valid of {result.run.total_pixels} "
                           f"pixels, {result.run.tiles} tile(s), device {result.device})")
-        common.set_post_processor(context, out_path, lambda: _translation_styler(band_set_key))
+        set_post_processor(context, out_path, lambda: _translation_styler(band_set_key))
         return {self.OUTPUT: out_path, self.DEVICE_USED: result.device, self.INPUT_UNITS: units}
 
 

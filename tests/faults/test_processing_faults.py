@@ -37,25 +37,25 @@ class CancelAtFirstTile(QgsProcessingFeedback):
 
 # ------------------------------------------------------------------------- earlier outputs survive
 def test_core_errors_never_deletes_an_earlier_output_it_did_not_replace(tmp_path):
-    from sar2eo_cloud_plugin.processing import common
+    from sar2eo_cloud_plugin.processing import guard
 
     good = write_raster(tmp_path / "good.tif", np.ones((1, 8, 8), dtype="uint8"))
     before = sha(good)
     with pytest.raises(QgsProcessingException, match="Cancelled"):
-        with common.core_errors(cleanup=[str(good)]):
+        with guard.core_errors(cleanup=[str(good)]):
             raise CancelledError("Cancelled by the user; no output was written.")
     assert good.exists() and sha(good) == before
 
 
 def test_core_errors_puts_back_an_earlier_output_a_failed_run_replaced(tmp_path):
     """A multi-step algorithm that replaced its first output and then failed in a later step."""
-    from sar2eo_cloud_plugin.processing import common
+    from sar2eo_cloud_plugin.processing import guard
 
     good = write_raster(tmp_path / "good.tif", np.ones((1, 8, 8), dtype="uint8"))
     before = sha(good)
     created = tmp_path / "created.tif"
     with pytest.raises(QgsProcessingException, match="polygons failed"):
-        with common.core_errors(cleanup=[str(good), str(created)]):
+        with guard.core_errors(cleanup=[str(good), str(created)]):
             tmp = tmp_path / ".new.tif"
             write_raster(tmp, np.zeros((1, 8, 8), dtype="uint8"))
             os.replace(tmp, good)

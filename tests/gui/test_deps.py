@@ -112,3 +112,38 @@ def test_check_imports_none_of_the_heavy_packages():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(Path(__file__).resolve().parents[2])).stdout.strip()
     assert out == "[]"
+
+
+@pytest.fixture
+def other_runtime(monkeypatch):
+    """A second runtime for translation, preferred first, as onnxruntime would be: a made-up
+    requirement whose module is the standard library's json (always importable, no metadata)."""
+    monkeypatch.setitem(deps.REQUIREMENTS, "fake_rt", deps.Requirement("json", "fake-rt", "fake-rt==1.0",
+                                                                      why="runs the networks another way"))
+    monkeypatch.setitem(deps.RUNTIMES, "translate", (("fake_rt",), ("torch", "safetensors")))
+    return "fake_rt"
+
+
+def test_a_task_runs_with_one_of_its_runtimes(monkeypatch, other_runtime):
+    hide(monkeypatch, "torch")
+    report = deps.check_dependencies()
+    assert report.can_run("translate") and report.runtime("translate") == ("fake_rt",)
+    assert report.message("translate") == "" and report.pip_command("translate") == ""
+    # torch is only a problem for the task that has no other runtime
+    assert report.blocked_features() == ["cloud_mask"] and report.missing() == ["torch"]
+
+
+def test_without_any_runtime_the_preferred_one_is_asked_for(monkeypatch, other_runtime):
+    hide(monkeypatch, "torch", "json")
+    report = deps.check_dependencies()
+    assert not report.can_run("translate") and report.runtime("translate") is None
+    assert report.blocking("translate") == ["fake_rt"]
+    assert report.pip_command("translate") == "python3 -m pip install fake-rt==1.0"
+    msg = report.message("translate")
+    assert msg.startswith("Translate SAR to EO cannot run: fake-rt is not installed") and "torch" not in msg
+
+
+def test_torch_runtime_is_used_when_it_is_the_only_complete_one(monkeypatch, other_runtime):
+    hide(monkeypatch, "json")
+    report = deps.check_dependencies()
+    assert report.runtime("translate") == ("torch", "safetensors") and report.ok

@@ -92,10 +92,10 @@ def test_plugin_modules_do_not_import_torch(repo_root):
 
 
 def test_missing_torch_gives_a_clear_error(run, s1_sample, tiny_models, tmp_path, monkeypatch):
-    from sar2eo_cloud_plugin.processing import common
+    from sar2eo_cloud_plugin import deps
 
-    real = common.importlib.util.find_spec
-    monkeypatch.setattr(common.importlib.util, "find_spec",
+    real = deps.importlib.util.find_spec
+    monkeypatch.setattr(deps.importlib.util, "find_spec",
                         lambda name, *a: None if name == "torch" else real(name, *a))
     alg = QgsApplication.processingRegistry().algorithmById(ALG)
     ok, message = alg.canExecute()

@@ -20,6 +20,9 @@ class Sar2EoCloudPlugin:
         self.dock_action = None
         self.actions = None
         self._resources = None
+        from .profile import activate
+
+        activate()   # packages installed from the dock and downloaded models, before anything checks for them
 
     def initProcessing(self) -> None:  # noqa: N802 (QGIS's name)
         """Called by QGIS (also by qgis_process) before initGui."""

@@ -10,10 +10,15 @@ download URL(s):
 
 * the project's own weights: the GitHub release of this plugin version,
   ``<repository>/releases/download/v<version>/<file>`` (README, "Making a release", says how to upload them);
-* the ukis-csmask models: their converted weights from the same release, and their ONNX graph (the
-  float16 graph exactly as DLR ships it, sha256 in the card's ``source.file_sha256``) from the pinned
-  ukis-csmask wheel on PyPI — the wheel (its sha256 in the card's ``source.wheel_sha256``) is downloaded
-  once and the graph extracted (``core/modelstore.extract_member``).
+* a graph that is byte for byte a member of a pinned PyPI wheel (a card whose ``onnx.sha256`` equals its
+  ``source.file_sha256``): from the wheel on PyPI, which is downloaded once (its sha256 is the card's
+  ``source.wheel_sha256``) and the graph extracted (``core/modelstore.extract_member``). The ukis-csmask
+  cards of this version name the graph *widened to float32* (``scripts/import_ukis_models.py``: the
+  wheel's float16 graph has fixed 256-pixel tiles, and widening needs the ``onnx`` package, which a QGIS
+  Python lacks), so their graphs and weights come from the project's release like the project's own.
+
+Each file has a ``kind``: ``weights`` (safetensors, for torch) or ``onnx`` (for ONNX Runtime); the plugin
+downloads the kinds its installed runtimes can use (``modelstore.files_for_runtimes``).
 
 The wheel's and its members' byte sizes are read from the wheel cached by ``scripts/import_ukis_models.py``
 (``data-cache/ukis-csmask``; set-up puts it there).
@@ -66,17 +71,17 @@ def entry_for(card_file: Path, meta: Dict[str, str]) -> Dict[str, Any]:
     source = card.source or {}
     files: List[Dict[str, Any]] = []
     if card.weights.get("file"):
-        files.append({"file": card.weights["file"], "sha256": card.weights["sha256"], "bytes": card.weights["bytes"],
-                      "urls": [release_url(card.weights["file"], meta)]})
+        files.append({"file": card.weights["file"], "kind": "weights", "sha256": card.weights["sha256"],
+                      "bytes": card.weights["bytes"], "urls": [release_url(card.weights["file"], meta)]})
     onnx = dict(getattr(card, "onnx", None) or {})     # a card may carry an ONNX graph (issue 14, part 1)
     from_wheel = bool(source.get("package") and source.get("wheel_sha256") and source.get("file"))
     if onnx.get("file") and not (from_wheel and onnx.get("sha256") == source.get("file_sha256")):
-        files.append({"file": onnx["file"], "sha256": onnx["sha256"], "bytes": onnx["bytes"],
+        files.append({"file": onnx["file"], "kind": "onnx", "sha256": onnx["sha256"], "bytes": onnx["bytes"],
                       "urls": [release_url(onnx["file"], meta)]})
     elif from_wheel:    # the graph exactly as the wheel holds it: taken from PyPI, no re-hosting needed
         wheel = _wheel_facts(source["package"], source["version"])
         files.append({
-            "file": onnx.get("file") or f"{card.name}.onnx", "sha256": source["file_sha256"],
+            "file": onnx.get("file") or f"{card.name}.onnx", "kind": "onnx", "sha256": source["file_sha256"],
             "bytes": wheel["members"][source["file"]],
             "archive": {"file": wheel["file"], "sha256": source["wheel_sha256"], "bytes": wheel["bytes"],
                         "urls": [pypi_url(source["package"], source["version"], wheel["file"])],

@@ -36,10 +36,14 @@ What this script does, for each model ``ukis_csmask_<4b|6b>_<l1c|l2a>``:
    docs/model_cards.md). When the card already exists it is KEPT (later steps
    add measured metrics to it) and the fresh weights must match its sha256 and byte count, or this script fails
    loudly and installs nothing;
-6. ``models/LICENSE-ukis-csmask-Apache-2.0.txt`` (the wheel's licence text) and ``models/NOTICE-ukis-csmask.txt``
+6. ``sar2eo_cloud_plugin/models/<stem>.onnx`` (generated, git-ignored), the wheel's graph widened to float32
+   (``widen_graph``: float16 initializers and constants to float32, casts to float16 made casts to float32, height
+   and width made dynamic, as ONNX Runtime runs it beside the torch network of the same weights); its size and
+   sha256 are the card's ``onnx`` entry (added to a committed card that lacks it, else it must match);
+7. ``models/LICENSE-ukis-csmask-Apache-2.0.txt`` (the wheel's licence text) and ``models/NOTICE-ukis-csmask.txt``
    (what was taken, from where, how it was converted, copyright, citation): committed attribution files.
 
-Fast path: when every card, its weights (size + sha256 as the card says) and the two text files are in place,
+Fast path: when every card, its weights and graph (size + sha256 as the card says) and the two text files are in place,
 nothing else happens: no pip, no torch, no onnx (a second set-up run takes well under 2 s for this step).
 ``--force`` regenerates and re-verifies everything (still keeping existing cards).
 
@@ -184,6 +188,44 @@ def onnx_initializers(onnx_bytes: bytes) -> Tuple[Dict[str, Any], Dict[str, Any]
         "n_initializers": len(arrays),
     }
     return arrays, facts
+
+
+def widen_graph(onnx_bytes: bytes) -> bytes:
+    """The wheel's float16 graph as a float32 graph, serialised (deterministic: same bytes in every process).
+
+    Every float16 initializer and Constant becomes float32 (exact: float16 values are float32 values), every
+    ``Cast(to=float16)`` becomes ``Cast(to=float32)`` (so the casts at the graph's edges and around Resize are
+    no-ops), the stale value_info (float16 types) is dropped for onnxruntime to infer again, and the input's and
+    output's height and width become dynamic (the wheel fixes them at 256; the plugin runs 512 tiles)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    model = onnx.load_model_from_string(onnx_bytes)
+    graph = model.graph
+    f16, f32 = TensorProto.FLOAT16, TensorProto.FLOAT
+    for i, init in enumerate(graph.initializer):
+        if init.data_type == f16:
+            graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float32),
+                                                                  init.name))
+    for node in graph.node:
+        for attr in node.attribute:
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == f16:
+                attr.i = f32
+            elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == f16:
+                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float32), attr.t.name))
+    del graph.value_info[:]
+    if len(graph.input) != 1 or len(graph.output) != 1:
+        raise UkisImportError(f"expected one input and one output, found {len(graph.input)} / {len(graph.output)}")
+    for value in (graph.input[0], graph.output[0]):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != 4:
+            raise UkisImportError(f"{value.name}: expected NCHW, found {len(dims)} dimensions")
+        for dim, name in ((dims[0], "batch"), (dims[2], "height"), (dims[3], "width")):
+            dim.Clear()
+            dim.dim_param = name
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
 
 
 def find_prefix(names: Iterable[str], anchor: str = "encoder._conv_stem.weight") -> str:
@@ -378,7 +420,9 @@ How it was converted (these files are modified forms of the originals)
   (encoder._conv_head.*, encoder._bn1.*: the EfficientNet classifier head, which the U-Net never runs; BatchNorm
   num_batches_tracked counters) with default values, and stores the float16 values unchanged as safetensors
   ({stem_for('*')}.safetensors). The cards ({stem_for('*')}.json) restate the normalisation, bands,
-  product level and classes (0 clear, 1 cloud, 2 shadow) from ukis-csmask's metadata. No weight was retrained,
+  product level and classes (0 clear, 1 cloud, 2 shadow) from ukis-csmask's metadata. For ONNX Runtime, each graph
+  is also installed as {stem_for('*')}.onnx, widened to float32 (float16 initializers, constants and casts made
+  float32, height and width made dynamic; the same weight values). No weight was retrained,
   fine-tuned or quantised further. Parity with onnxruntime is tested in tests/core/test_ukis_import.py.
 
 Please cite
@@ -402,6 +446,7 @@ def installed_ok(models_dir: Path = MODELS_DIR) -> Tuple[bool, str]:
         try:
             card = modelfile.read_card(card_file, "cloudmask")
             modelfile.verify_weights(card_file, card)
+            modelfile.verify_onnx(card_file, card)
         except ModelFileError as exc:
             return False, str(exc)
         if card.source.get("wheel_sha256") != WHEEL_SHA256:
@@ -431,6 +476,10 @@ def convert(variant: str, members: Mapping[str, bytes], out_dir: Path) -> Dict[s
     wfile = Path(out_dir) / card.weights["file"]
     canonicalise_safetensors(wfile)
     card.weights.update(sha256=modelfile.sha256_of(wfile), bytes=wfile.stat().st_size)
+    graph = widen_graph(onnx_bytes)
+    gfile = Path(out_dir) / f"{card.name}.onnx"
+    gfile.write_bytes(graph)
+    card.onnx = {"file": gfile.name, "sha256": _sha256_bytes(graph), "bytes": len(graph)}
     card_file.write_text(card.to_json(), encoding="utf-8")
     report.update(facts=facts, dtype=dtype, onnx_sha256=onnx_sha, card=card)
     return report
@@ -512,11 +561,24 @@ def run(force: bool = False, cache_dir: Path = DEFAULT_CACHE, models_dir: Path =
                     if old.source.get(field) != want:
                         raise UkisImportError(f"{card_file} (committed) says source.{field} "
                                               f"{old.source.get(field)!r}, the wheel gives {want!r}")
-                staged.append((tmp_dir / new_card.weights["file"], models_dir / new_card.weights["file"], None))
-                what = "weights match the committed card (card kept)"
+                graph_pair = (tmp_dir / new_card.onnx["file"], models_dir / new_card.onnx["file"])
+                if old.onnx and dict(old.onnx) != dict(new_card.onnx):
+                    raise UkisImportError(f"{card_file} (committed) says onnx {old.onnx} but widening the wheel graph "
+                                          f"gave {new_card.onnx} (a changed onnx package?). Nothing was installed.")
+                if old.onnx:
+                    card_pair = None
+                    what = "weights and graph match the committed card (card kept)"
+                else:   # a card from before graphs: the same card plus its graph's entry
+                    old.onnx = dict(new_card.onnx)
+                    (tmp_dir / f"{stem}.json").write_text(old.to_json(), encoding="utf-8")
+                    card_pair = (tmp_dir / f"{stem}.json", card_file)
+                    what = "weights match the committed card; its onnx entry added"
+                staged.append((tmp_dir / new_card.weights["file"], models_dir / new_card.weights["file"], card_pair))
+                staged.append((graph_pair[0], graph_pair[1], None))
             else:
                 staged.append((tmp_dir / new_card.weights["file"], models_dir / new_card.weights["file"],
                                (tmp_dir / f"{stem}.json", card_file)))
+                staged.append((tmp_dir / new_card.onnx["file"], models_dir / new_card.onnx["file"], None))
                 what = "new card written"
             f = rep["facts"]
             log(f"{stem}: {rep['mapped']} ONNX initializers ({', '.join(f['initializer_dtypes'])}, prefix "

@@ -18,6 +18,9 @@
 #      DLR, Apache-2.0; wheel sha256-pinned, cached in data-cache/ukis-csmask/) -> sar2eo_cloud_plugin/models/
 #      ukis_csmask_*.safetensors (generated, git-ignored), checked against their committed .json cards — only when
 #      a weights file is missing or does not match its card.
+#   4b. scripts/derive_onnx.py: the ONNX graphs of the project's own models (ONNX Runtime runs them), exported
+#      from the committed safetensors and checked against the sha256 their cards carry (generated, git-ignored) —
+#      only when a graph is missing or does not match its card.
 #   5. compile resources.qrc -> sar2eo_cloud_plugin/resources.py; check metadata.txt and link it (and LICENSE)
 #      into the package.
 #   6. a smoke import of qgis.core, torch, rasterio, segmentation_models_pytorch and the plugin's core.
@@ -110,6 +113,7 @@ fi
 
 # ---------------------------------------------------------------------------------------------- 4. ukis
 "$PY" scripts/import_ukis_models.py
+"$PY" scripts/derive_onnx.py
 
 # ---------------------------------------------------------------------------------------------- 5. build
 "$PY" scripts/build_plugin.py metadata
@@ -117,7 +121,7 @@ fi
 
 # ---------------------------------------------------------------------------------------------- 6. smoke
 QT_QPA_PLATFORM=offscreen "$PY" - <<'EOF'
-import numpy, torch, rasterio, segmentation_models_pytorch, safetensors
+import numpy, torch, rasterio, segmentation_models_pytorch, safetensors, onnxruntime
 from qgis.core import Qgis
 import sar2eo_cloud_plugin.core.inference  # noqa: F401  (the QGIS-free core imports)
 import sys, sysconfig

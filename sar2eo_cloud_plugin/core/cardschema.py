@@ -144,8 +144,10 @@ def validate_card(data: Any, source: str = "card") -> None:
     if fmt != CARD_FORMAT or isinstance(fmt, bool):
         raise ModelFileError(f"Model card {source} has format {fmt!r}; this plugin reads format {CARD_FORMAT}. "
                              "Update the plugin.")
-    required = ("task", "name", "architecture", "architecture_args", "input", "normalisation", "output", "weights")
+    required = ("task", "name", "architecture", "architecture_args", "input", "normalisation", "output")
     missing = [k for k in required if k not in data]
+    if not data.get("weights") and not data.get("onnx"):
+        missing.append("weights (or onnx)")
     if missing:
         raise ModelFileError(f"Model card {source} lacks {', '.join(missing)}.")
     task = c.str(data["task"], "task")
@@ -177,23 +179,31 @@ def validate_card(data: Any, source: str = "card") -> None:
             c.int(tiling["batch_size"], "tiling.batch_size", *BOUNDS["batch_size"])
         if "scale" in tiling:
             c.int(tiling["scale"], "tiling.scale", *BOUNDS["scale"])
-    weights = c.dict(data, "weights")
-    if "file" in weights:
-        wfile = c.str(weights["file"], "weights.file")
-        if Path(wfile).name != wfile:
-            c.fail("weights.file", f"is '{wfile}'; it must not contain a folder")
-    sha = weights.get("sha256")
-    if sha is not None and (not isinstance(sha, str) or len(sha) != 64
-                            or any(ch not in "0123456789abcdef" for ch in sha.lower())):
-        c.fail("weights.sha256", f"must be 64 hexadecimal digits, not {_type(sha)}")
-    if "bytes" in weights and weights["bytes"] is not None:
-        c.int(weights["bytes"], "weights.bytes", 0, 1 << 40)
-    if "dtype" in weights:
-        c.str(weights["dtype"], "weights.dtype", WEIGHT_DTYPES)
+    for entry in ("weights", "onnx"):
+        _validate_file_entry(c, data, entry)
     for key in ("training", "metrics", "source"):
         c.dict(data, key, required=False)
     if "notes" in data and not isinstance(data["notes"], str):
         c.fail("notes", f"must be text, not {_type(data['notes'])}")
+
+
+def _validate_file_entry(c: _Checker, data: Mapping, entry: str) -> None:
+    """``weights`` / ``onnx``: {file, sha256, bytes[, dtype]}; either may be absent, not both (checked above)."""
+    files = c.dict(data, entry, required=False)
+    if "file" in files:
+        name = c.str(files["file"], f"{entry}.file")
+        if Path(name).name != name:
+            c.fail(f"{entry}.file", f"is '{name}'; it must not contain a folder")
+        if entry == "onnx" and not name.endswith(".onnx"):
+            c.fail("onnx.file", f"is '{name}'; it must end with .onnx")
+    sha = files.get("sha256")
+    if sha is not None and (not isinstance(sha, str) or len(sha) != 64
+                            or any(ch not in "0123456789abcdef" for ch in sha.lower())):
+        c.fail(f"{entry}.sha256", f"must be 64 hexadecimal digits, not {_type(sha)}")
+    if "bytes" in files and files["bytes"] is not None:
+        c.int(files["bytes"], f"{entry}.bytes", 0, 1 << 40)
+    if "dtype" in files:
+        c.str(files["dtype"], f"{entry}.dtype", WEIGHT_DTYPES)
 
 
 def _validate_sar2eo(c: _Checker, args, inp, nrm, out) -> None:

@@ -33,7 +33,8 @@ from .engine import OutputSpec, RunResult, TilingOptions, run_tiled
 from .errors import InputError, ModelFileError, NoBundledWeightsError
 from .validity import check_has_data
 from . import modelfile
-from .modelfile import ModelCard, read_card, weights_path
+from .modelfile import ModelCard, read_card
+from .runtime import DEFAULT_RUNTIME, RuntimeInfo, load_predictor, model_runnable
 
 Log = Callable[[str], None]
 
@@ -169,12 +170,13 @@ def model_choices(models_dir: Optional[Path] = None) -> List[str]:
 
 
 def weights_present(name_or_card: "str | Path") -> bool:
-    """Whether a cloud model's weights file is installed (a bundled name or a card path; no hashing)."""
+    """Whether a cloud model can run here (a bundled name or a card path; no hashing): its ONNX graph is
+    installed and onnxruntime is, or its weights are and torch is (:func:`runtime.model_runnable`)."""
     card_path = Path(name_or_card)
     if card_path.suffix != ".json":
         card_path = modelstore.find_card(str(name_or_card)) or Path(modelfile.BUNDLED_DIR) / f"{name_or_card}.json"
     with contextlib.suppress(ModelFileError, OSError):
-        return weights_path(card_path, read_card(card_path)).is_file()
+        return model_runnable(card_path, read_card(card_path))
     return False
 
 
@@ -415,6 +417,7 @@ class CloudMaskRequest:
     resolution_m: Optional[float] = None   # run the network at this resolution instead of the card's
     precision: str = "float32"
     layer_name: str = ""
+    runtime: str = DEFAULT_RUNTIME      # auto | onnxruntime | torch (core.runtime)
 
 
 @dataclass
@@ -430,6 +433,7 @@ class CloudMaskResult:
     class_pixels: Dict[str, int]
     valid_pixels: int
     messages: List[str] = field(default_factory=list)
+    runtime: Optional[RuntimeInfo] = None
 
     def fraction(self, name: str) -> float:
         return self.class_pixels.get(name, 0) / self.valid_pixels if self.valid_pixels else 0.0
@@ -468,8 +472,7 @@ def cloud_mask(req: CloudMaskRequest, progress=None, is_cancelled=None, log: Opt
 def _cloud_mask_raster(req: CloudMaskRequest, src_path: str, progress, is_cancelled, log: Log) -> CloudMaskResult:
     """:func:`cloud_mask` on a raster GDAL reads directly (``src_path``: the request's own file, or the
     stack built from a product)."""
-    from .inference import TorchPredictor, resolve_device, sample_bands, tiling_from
-    from .modelfile import load_model
+    from .inference import sample_bands, tiling_from
 
     name = req.layer_name or Path(req.src_path).name
     if req.mode not in MODES:
@@ -537,12 +540,9 @@ def _cloud_mask_raster(req: CloudMaskRequest, src_path: str, progress, is_cancel
            "blended there and sampled bilinearly back at every input pixel)" if scale != 1.0
            else "the input's own resolution"))
 
-    device = resolve_device(req.device)
-    net, _card = load_model(card_path, "cloudmask", device)
-    import torch
-
-    net = net.to(memory_format=torch.channels_last)  # NHWC: faster for the EfficientNet encoders
-    predictor = TorchPredictor(net, device, spec.activation, channels_last=True, precision=req.precision)
+    predictor, _card, info = load_predictor(card_path, "cloudmask", req.runtime, req.device, spec.activation,
+                                            req.precision, log=log)
+    device = info.device
     if req.precision != "float32":
         log(f"Network precision: {req.precision} (autocast); the card's metrics were measured in float32")
 
@@ -591,7 +591,7 @@ def _cloud_mask_raster(req: CloudMaskRequest, src_path: str, progress, is_cancel
     valid = int(sum(class_pixels.values()))
     result = CloudMaskResult(outputs={"OUTPUT": req.dst_path}, run=run, device=device, model=spec.name,
                              level=level.value, offset=float(offset.value), scale=scale,
-                             threshold=threshold, class_pixels=class_pixels, valid_pixels=valid)
+                             threshold=threshold, class_pixels=class_pixels, valid_pixels=valid, runtime=info)
     if req.probability_path:
         result.outputs["PROBABILITY"] = req.probability_path
     log("Of the valid pixels: " + ", ".join(f"{k} {100 * result.fraction(k):.2f} %" for k in class_pixels)

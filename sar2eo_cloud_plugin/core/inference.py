@@ -1,5 +1,6 @@
-"""SAR->EO translation end to end on raster files, and what every task shares: devices,
-the torch predictor and tiling options. Cloud masking lives in :mod:`.cloud`.
+"""SAR->EO translation end to end on raster files, and what every task shares: torch's devices,
+sampling and tiling options. Cloud masking lives in :mod:`.cloud`; which runtime runs the network
+(ONNX Runtime or torch) is decided in :mod:`.runtime`.
 
 These functions are what the Processing algorithms, the dock and the benchmarks
 call. They pick the model file, decide units/band layout, build the task's
@@ -19,13 +20,15 @@ from .bands import band_set, find_sar_bands
 from .engine import OutputSpec, RunResult, TilingOptions, run_tiled
 from .errors import DeviceError, InputError
 from .modelfile import bundled_model_path, read_card
+
+# PRECISIONS and TorchPredictor are defined in .runtime; imported here for the callers that know them from here.
+from .runtime import DEFAULT_RUNTIME, PRECISIONS, RuntimeInfo, TorchPredictor, load_predictor  # noqa: F401
 from .tasks import DEVICE_KEYS, TRANSLATE
 from .validity import check_has_data
 
 Log = Callable[[str], None]
 
 DEVICES = DEVICE_KEYS
-PRECISIONS = ("float32", "bfloat16")
 
 
 def describe_devices() -> str:
@@ -56,43 +59,6 @@ def resolve_device(requested: str = "auto") -> str:
         raise DeviceError(f"CUDA was requested but is not available ({describe_devices()}). "
                           "Choose 'auto' or 'cpu', or install a CUDA build of PyTorch.")
     return "cpu"
-
-
-class TorchPredictor:
-    """numpy batch -> network -> numpy batch, on one device, without autograd.
-
-    ``channels_last`` feeds the network NHWC tensors (about 25 % faster for the
-    EfficientNet U-Net on CPU; the network must have been converted with
-    ``net.to(memory_format=torch.channels_last)``). ``activation``: None, "sigmoid" or
-    "softmax" (over channels). A network that runs at another resolution than the
-    raster's gets its input on its own grid (``core.regrid``), not resampled here.
-    """
-
-    def __init__(self, net, device: str, activation: Optional[str] = None, channels_last: bool = False,
-                 precision: str = "float32") -> None:
-        if precision not in PRECISIONS:
-            raise InputError(f"Unknown precision '{precision}' (use {' or '.join(PRECISIONS)}).")
-        self.net, self.device, self.activation = net, device, activation
-        self.channels_last, self.precision = channels_last, precision
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if self.precision == "bfloat16":
-                with torch.autocast(device_type="cuda" if self.device.startswith("cuda") else "cpu",
-                                    dtype=torch.bfloat16):
-                    y = self.net(x).float()
-            else:
-                y = self.net(x)
-            if self.activation == "sigmoid":
-                y = torch.sigmoid(y)
-            elif self.activation == "softmax":
-                y = torch.softmax(y.float(), dim=1)
-            return y.float().contiguous().cpu().numpy()
 
 
 def tiling_from(card_tiling: Dict, tile_size: Optional[int], overlap: Optional[int], batch_size: Optional[int],
@@ -142,6 +108,7 @@ class TranslationRequest:
     batch_size: Optional[int] = None
     model_path: Optional[str] = None    # a model card to use instead of the bundled one
     layer_name: str = ""
+    runtime: str = DEFAULT_RUNTIME      # auto | onnxruntime | torch (core.runtime)
 
 
 def _nodata_of(src_path: str, bands: Sequence[int]) -> List[Optional[float]]:
@@ -193,13 +160,12 @@ class TaskResult:
     device: str
     messages: List[str] = field(default_factory=list)
     extra: Dict[str, float] = field(default_factory=dict)
+    runtime: Optional[RuntimeInfo] = None
 
 
 def translate_sar_to_eo(req: TranslationRequest, progress=None, is_cancelled=None,
                         log: Optional[Log] = None) -> TaskResult:
     """Sentinel-1 VV/VH raster -> Sentinel-2-like uint16 reflectance x 10,000 raster."""
-    from .modelfile import load_model
-
     log = log or (lambda _m: None)
     name = req.layer_name or Path(req.src_path).name
     bs = band_set(req.band_set)
@@ -227,8 +193,8 @@ def translate_sar_to_eo(req: TranslationRequest, progress=None, is_cancelled=Non
         log(f"Warning: in layer '{name}' band {bands[1]} (used as VH) is brighter than band {bands[0]} (used as VV) "
             "for most pixels; cross-polarised backscatter is normally the darker one. Check VV_BAND / VH_BAND.")
 
-    device = resolve_device(req.device)
-    net, card = load_model(card_path, TRANSLATE.card_task, device)
+    predictor, card, info = load_predictor(card_path, TRANSLATE.card_task, req.runtime, req.device, log=log)
+    device = info.device
     log(f"Model: {card.name} ({card_path.name}), device: {device}")
     ranges = {k: tuple(v) for k, v in card.normalisation.get("sar_db_ranges", norm.SAR_DB_RANGES).items()}
     opt_range = tuple(card.normalisation.get("optical_range", norm.OPTICAL_RANGE))
@@ -253,7 +219,7 @@ def translate_sar_to_eo(req: TranslationRequest, progress=None, is_cancelled=Non
                       tags={"SAR2EO_MODEL": card.name, "SAR2EO_SCALE": "reflectance*10000",
                             "SAR2EO_SOURCE": Path(req.src_path).name})
     options = tiling_from(card.tiling, req.tile_size, req.overlap, req.batch_size, multiple=4)
-    run = run_tiled(req.src_path, bands, prepare, TorchPredictor(net, device), bs.count, [spec],
+    run = run_tiled(req.src_path, bands, prepare, predictor, bs.count, [spec],
                     options, progress, is_cancelled, log)
     return TaskResult(outputs={"OUTPUT": req.dst_path}, run=run, device=device,
-                      messages=[f"Input units: {decision.units} ({decision.reason})"])
+                      messages=[f"Input units: {decision.units} ({decision.reason})"], runtime=info)

@@ -1,10 +1,12 @@
-"""Model files: safetensors weights beside a small JSON card.
+"""Model files: a small JSON card beside safetensors weights, an ONNX graph, or both.
 
-A model is two files with one stem, ``<stem>.json`` (the card) and
-``<stem>.safetensors`` (the weights). The card says what the model is for and how
-to feed it; it also holds the weights' size and sha256 so that a truncated or
-tampered weights file is refused before a single byte of it is used. Weights are
-read with safetensors only: nothing is ever unpickled.
+A model is files with one stem: ``<stem>.json`` (the card), ``<stem>.safetensors`` (the weights, for
+the torch runtime) and/or ``<stem>.onnx`` (the same network as an ONNX graph, for ONNX Runtime; see
+:mod:`.runtime`). The card says what the model is for and how to feed it; it also holds each file's
+size and sha256 (``weights`` and ``onnx`` entries) so that a truncated or tampered file is refused
+before a single byte of it is used. ``weights`` may be absent when ``onnx`` is present (a model shipped
+as a graph only). Weights are read with safetensors only: nothing is ever unpickled; graphs are read
+by onnxruntime.
 
 Weights may be stored as float16 to keep the repository lean; they are converted
 back to float32 when loaded.
@@ -40,14 +42,18 @@ class ModelCard:
     tiling: Dict[str, Any] = field(default_factory=lambda: {"tile_size": 256, "overlap": 32})
     training: Dict[str, Any] = field(default_factory=dict)   # data, epochs, command
     metrics: Dict[str, Any] = field(default_factory=dict)    # measured on held-out data
-    weights: Dict[str, Any] = field(default_factory=dict)    # file, sha256, bytes, dtype
+    weights: Dict[str, Any] = field(default_factory=dict)    # file, sha256, bytes, dtype ({} : no weights)
+    onnx: Dict[str, Any] = field(default_factory=dict)       # file, sha256, bytes of the ONNX graph ({} : none)
     # Where weights made elsewhere came from: package, version, licence, citation (docs/model_cards.md).
     source: Dict[str, Any] = field(default_factory=dict)
     format: int = CARD_FORMAT
     notes: str = ""
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+        data = asdict(self)
+        if not data["onnx"]:        # cards without a graph stay as they were
+            del data["onnx"]
+        return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any], source: str = "card") -> "ModelCard":
@@ -83,7 +89,7 @@ def file_matches(path: PathLike, sha256: str, size: Optional[int] = None,
 def card_path_for(path: PathLike) -> Path:
     """Accept the card, the weights or the bare stem and return the card's path."""
     p = Path(path)
-    if p.suffix in (".json", ".safetensors"):
+    if p.suffix in (".json", ".safetensors", ".onnx"):
         p = p.with_suffix("")
     return p.with_suffix(".json")
 
@@ -107,38 +113,68 @@ def read_card(path: PathLike, expected_task: Optional[str] = None) -> ModelCard:
     return card
 
 
-def weights_path(card_file: PathLike, card: ModelCard) -> Path:
-    name = card.weights.get("file") or (card.name + ".safetensors")
+def _member_path(card_file: PathLike, entry: Dict[str, Any], default: str, what: str) -> Path:
+    name = entry.get("file") or default
     if Path(name).name != name:
-        raise ModelFileError(f"Model card {card_file}: weights file name '{name}' must not contain a folder.")
+        raise ModelFileError(f"Model card {card_file}: {what} file name '{name}' must not contain a folder.")
     return Path(card_file).parent / name
+
+
+def weights_path(card_file: PathLike, card: ModelCard) -> Path:
+    return _member_path(card_file, card.weights, card.name + ".safetensors", "weights")
+
+
+def onnx_path(card_file: PathLike, card: ModelCard) -> Path:
+    return _member_path(card_file, card.onnx, card.name + ".onnx", "onnx")
+
+
+def weights_present(card_file: PathLike, card: ModelCard) -> bool:
+    """Whether the card names weights and that file exists (no hashing)."""
+    return bool(card.weights) and weights_path(card_file, card).is_file()
+
+
+def onnx_present(card_file: PathLike, card: ModelCard) -> bool:
+    """Whether the card names an ONNX graph and that file exists (no hashing)."""
+    return bool(card.onnx) and onnx_path(card_file, card).is_file()
+
+
+def _verify_file(path: Path, entry: Dict[str, Any], card_file: PathLike, what: str, fix: str) -> Path:
+    """``path`` exists and matches ``entry``'s bytes and sha256, or a :class:`ModelFileError` naming it."""
+    if not path.is_file():
+        from . import modelstore
+
+        modelstore.raise_if_not_installed(card_file)   # a model the plugin downloads: say how to get it
+        raise ModelFileError(f"{what} missing: {path} (named by {card_file}).")
+    expected_size = entry.get("bytes")
+    size = path.stat().st_size
+    if expected_size is not None and size != int(expected_size):
+        raise ModelFileError(f"{what} {path} is {size} bytes but its card says {expected_size}: the file is "
+                             f"truncated or was replaced. {fix}")
+    expected = entry.get("sha256")
+    if not expected:
+        raise ModelFileError(f"Model card {card_file} has no sha256 for its {what.lower()}; refusing to load it.")
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ModelFileError(f"{what} {path} does not match its card (sha256 {actual[:12]}… instead of "
+                             f"{expected[:12]}…): it was modified or corrupted. Refusing to load it.")
+    return path
 
 
 def verify_weights(card_file: PathLike, card: ModelCard) -> Path:
     """Check the weights file exists and matches the card's size and sha256."""
-    wpath = weights_path(card_file, card)
-    if not wpath.is_file():
-        from . import modelstore
+    if not card.weights:
+        raise ModelFileError(f"Model card {card_file} names no safetensors weights (it is a graph-only model: "
+                             "run it with ONNX Runtime).")
+    return _verify_file(weights_path(card_file, card), card.weights, card_file, "Weights file",
+                        "Reinstall the plugin or re-export the model.")
 
-        # A model of the plugin's index, looked up in the plugin's own folders (not a file the user gave):
-        # say how to download it, and only that.
-        in_plugin_dirs = Path(card_file).parent.resolve() in {d.resolve() for d in modelstore.search_dirs()}
-        if in_plugin_dirs and modelstore.index_entry(card.name) is not None:
-            raise NoBundledWeightsError(modelstore.how_to_get(card.name))
-        raise ModelFileError(f"Weights file missing: {wpath} (named by {card_file}).")
-    expected_size = card.weights.get("bytes")
-    size = wpath.stat().st_size
-    if expected_size is not None and size != int(expected_size):
-        raise ModelFileError(f"Weights file {wpath} is {size} bytes but its card says {expected_size}: the file is "
-                             "truncated or was replaced. Reinstall the plugin or re-export the model.")
-    expected = card.weights.get("sha256")
-    if not expected:
-        raise ModelFileError(f"Model card {card_file} has no sha256 for its weights; refusing to load them.")
-    actual = sha256_of(wpath)
-    if actual != expected:
-        raise ModelFileError(f"Weights file {wpath} does not match its card (sha256 {actual[:12]}… instead of "
-                             f"{expected[:12]}…): it was modified or corrupted. Refusing to load it.")
-    return wpath
+
+def verify_onnx(card_file: PathLike, card: ModelCard) -> Path:
+    """Check the ONNX graph exists and matches the card's size and sha256."""
+    if not card.onnx:
+        raise ModelFileError(f"Model card {card_file} names no ONNX graph.")
+    return _verify_file(onnx_path(card_file, card), card.onnx, card_file, "ONNX graph",
+                        "Run scripts/setup.sh (scripts/derive_onnx.py) or re-export the model.")
 
 
 def load_model(path: PathLike, expected_task: Optional[str] = None, device: str = "cpu"):
@@ -200,6 +236,29 @@ def save_model(net, card: ModelCard, out_dir: PathLike, dtype: str = "float16") 
     os.replace(wtmp, out / wname)
     os.replace(ctmp, out / (card.name + ".json"))
     return out / (card.name + ".json")
+
+
+def set_card_entry(card_file: PathLike, key: str, entry: Dict[str, Any]) -> None:
+    """Set one top-level entry of a card file (e.g. its ``onnx`` entry), keeping every other byte of the JSON as
+    it was written (key order, fields this version does not know), placed after ``weights`` when new; the card
+    is validated before it replaces the old one, atomically."""
+    path = card_path_for(card_file)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if key in data:
+        data[key] = entry
+    else:
+        items = list(data.items())
+        at = next((i + 1 for i, (k, _v) in enumerate(items) if k == "weights"), len(items))
+        data = dict(items[:at] + [(key, entry)] + items[at:])
+    validate_card(data, str(path))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def bundled_model_path(name: str, label: Optional[str] = None, models_dir: Optional[PathLike] = None) -> Path:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import modelfile
 from .download import Cancel, Progress, download, part_path
-from .errors import CancelledError, DownloadError, ModelFileError
+from .errors import CancelledError, DownloadError, ModelFileError, NoBundledWeightsError
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 INDEX_PATH = PACKAGE_DIR / "model_index.json"
@@ -68,10 +68,25 @@ def search_dirs() -> List[Path]:
 
 
 def _weights_present(card_file: Path) -> bool:
+    """Whether the card's ONNX graph or its safetensors weights are beside it (no hashing)."""
     try:
-        return modelfile.weights_path(card_file, modelfile.read_card(card_file)).is_file()
+        card = modelfile.read_card(card_file)
+        return modelfile.onnx_present(card_file, card) or modelfile.weights_present(card_file, card)
     except ModelFileError:
         return False
+
+
+def raise_if_not_installed(card_file: os.PathLike) -> None:
+    """For a card in one of the plugin's own folders (not a file the user gave) of a model the plugin can
+    download, whose files are missing: raise the one message that says how to get it, and nothing else."""
+    card_file = Path(card_file)
+    try:
+        in_plugin_dirs = card_file.parent.resolve() in {d.resolve() for d in search_dirs()}
+        name = modelfile.read_card(card_file).name if in_plugin_dirs else None
+    except (ModelFileError, OSError):
+        return
+    if name and index_entry(name) is not None and not _weights_present(card_file):
+        raise NoBundledWeightsError(how_to_get(name))
 
 
 def find_card(name: str) -> Optional[Path]:
@@ -104,6 +119,7 @@ def known_names(task: Optional[str] = None) -> List[str]:
 @dataclass(frozen=True)
 class IndexFile:
     file: str                        # name in the store
+    kind: str                        # "weights" (safetensors, for torch) or "onnx" (graph, for ONNX Runtime)
     sha256: str
     bytes: int
     urls: Tuple[str, ...] = ()
@@ -137,8 +153,9 @@ def load_index(path: Optional[os.PathLike] = None) -> List[IndexEntry]:
         return []
     entries = []
     for m in data.get("models", []):
-        files = tuple(IndexFile(file=f["file"], sha256=f["sha256"], bytes=int(f["bytes"]),
-                                urls=tuple(f.get("urls", ())), archive=f.get("archive")) for f in m["files"])
+        files = tuple(IndexFile(file=f["file"], kind=f.get("kind", "weights"), sha256=f["sha256"],
+                                bytes=int(f["bytes"]), urls=tuple(f.get("urls", ())), archive=f.get("archive"))
+                      for f in m["files"])
         entries.append(IndexEntry(name=m["name"], task=m["task"], bands=tuple(m.get("bands", ())),
                                   band_set=m.get("band_set"), licence=m.get("licence", ""),
                                   source=m.get("source", ""), files=files, title=m.get("title", "")))
@@ -228,6 +245,21 @@ def _fetch_file(f: IndexFile, store: Path, progress: Optional[Progress], cancel:
     download(_mirrored(f.urls, f.file, mirror), dest, f.sha256, f.bytes, progress, cancel)
 
 
+def files_for_runtimes(entry: IndexEntry) -> List[IndexFile]:
+    """The files of ``entry`` that the installed runtimes can use: the ONNX graph for ONNX Runtime, the
+    safetensors for torch; with neither installed yet, the graph (ONNX Runtime is what the dock's installer
+    installs). A model has one or both; never download what nothing here can run."""
+    import importlib.util
+
+    kinds = set()
+    if importlib.util.find_spec("onnxruntime") is not None:
+        kinds.add("onnx")
+    if importlib.util.find_spec("torch") is not None and importlib.util.find_spec("safetensors") is not None:
+        kinds.add("weights")
+    chosen = [f for f in entry.files if f.kind in (kinds or {"onnx"})]
+    return chosen or list(entry.files)
+
+
 def install(name: str, store: Optional[os.PathLike] = None, progress: Optional[Progress] = None,
             cancel: Optional[Cancel] = None, mirror: Optional[str] = None,
             log: Optional[Callable[[str], None]] = None) -> Path:
@@ -250,7 +282,7 @@ def install(name: str, store: Optional[os.PathLike] = None, progress: Optional[P
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DownloadError(f"Cannot create the models folder {target}: {exc.strerror}.") from exc
-    for f in entry.files:
+    for f in files_for_runtimes(entry):
         if log:
             log(f"{name}: {f.file} ({f.bytes / 1e6:.1f} MB)")
         _fetch_file(f, target, progress, cancel, mirror)
@@ -258,7 +290,9 @@ def install(name: str, store: Optional[os.PathLike] = None, progress: Optional[P
     tmp = part_path(out)
     tmp.write_text(card.to_json(), encoding="utf-8")
     os.replace(tmp, out)
-    modelfile.verify_weights(out, modelfile.read_card(out))   # the same check a run does before it loads them
+    installed = modelfile.read_card(out)
+    for f in files_for_runtimes(entry):   # the same checks a run does before it loads them
+        (modelfile.verify_onnx if f.kind == "onnx" else modelfile.verify_weights)(out, installed)
     return out
 
 
@@ -272,7 +306,9 @@ def remove(name: str, store: Optional[os.PathLike] = None) -> List[Path]:
     names = {f.file for e in load_index() if e.name == name for f in e.files}
     if card_file.is_file():
         try:
-            names.add(modelfile.weights_path(card_file, modelfile.read_card(card_file)).name)
+            card = modelfile.read_card(card_file)
+            names.update(p(card_file, card).name for p, e in ((modelfile.weights_path, card.weights),
+                                                              (modelfile.onnx_path, card.onnx)) if e)
         except ModelFileError:
             pass
     removed = []
@@ -286,23 +322,31 @@ def remove(name: str, store: Optional[os.PathLike] = None) -> List[Path]:
 
 def import_card(card_path: os.PathLike, store: Optional[os.PathLike] = None,
                 cancel: Optional[Cancel] = None) -> Path:
-    """Copy a local model (its card and the weights the card names) into the store after checking the weights
-    against the card's sha256; refuses a card whose weights do not match."""
+    """Copy a local model (its card and the weights and/or ONNX graph it names) into the store, each file
+    checked against the card's sha256 first; a card whose files do not match is refused, nothing copied."""
     target = Path(store) if store is not None else store_dir()
     if target is None:
         raise ModelFileError(f"No models folder is set: choose one in the model manager, or set {STORE_ENV}.")
     src_card = modelfile.card_path_for(card_path)
     card = modelfile.read_card(src_card)
-    weights = modelfile.verify_weights(src_card, card)
+    members = []
+    for entry, locate, verify in ((card.weights, modelfile.weights_path, modelfile.verify_weights),
+                                  (card.onnx, modelfile.onnx_path, modelfile.verify_onnx)):
+        if entry and (locate(src_card, card).is_file() or not members):
+            members.append((verify(src_card, card), entry))
+    if not members:
+        raise ModelFileError(f"Model card {src_card} names neither weights nor an ONNX graph.")
     target.mkdir(parents=True, exist_ok=True)
-    dest_weights = target / weights.name
-    if dest_weights.resolve() != weights.resolve():
-        tmp = part_path(dest_weights)
-        shutil.copyfile(weights, tmp)
-        if not modelfile.file_matches(tmp, card.weights["sha256"], card.weights.get("bytes"), cancel):
+    for src, entry in members:
+        dest = target / src.name
+        if dest.resolve() == src.resolve():
+            continue
+        tmp = part_path(dest)
+        shutil.copyfile(src, tmp)
+        if not modelfile.file_matches(tmp, entry["sha256"], entry.get("bytes"), cancel):
             tmp.unlink()
-            raise ModelFileError(f"Copying {weights} to {target} gave a different file; nothing was imported.")
-        os.replace(tmp, dest_weights)
+            raise ModelFileError(f"Copying {src} to {target} gave a different file; nothing was imported.")
+        os.replace(tmp, dest)
     dest_card = target / f"{card.name}.json"
     if dest_card.resolve() != src_card.resolve():
         shutil.copyfile(src_card, part_path(dest_card))

@@ -85,6 +85,28 @@ def _sample_coords(n_out: int, n_in: int) -> np.ndarray:
     return (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
 
 
+def _bilinear_taps(coords: np.ndarray, n_in: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lower index, upper index, upper weight) of bilinear sampling at ``coords`` (coarse pixel units),
+    clamped to the edge pixels: what torch's ``interpolate(align_corners=False)`` and ``grid_sample(padding_mode=
+    "border")`` do, so the outputs are those of the torch code this replaced."""
+    c = np.clip(coords, 0.0, n_in - 1)
+    lo = np.floor(c).astype(np.intp)
+    hi = np.minimum(lo + 1, n_in - 1)
+    return lo, hi, (c - lo).astype(np.float32)
+
+
+def sample_bilinear(p: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``p`` (C, h, w) sampled bilinearly at every (row, col) of the grid ``rows`` x ``cols`` (coarse pixel
+    units, edge-clamped): (C, len(rows), len(cols)) float32. Separable: rows first, then columns, in numpy
+    (no torch: the cloud mask runs without it)."""
+    r0, r1, wr = _bilinear_taps(rows, p.shape[1])
+    c0, c1, wc = _bilinear_taps(cols, p.shape[2])
+    top, bottom = p[:, r0], p[:, r1]
+    along = top + (bottom - top) * wr[None, :, None]
+    left, right = along[:, :, c0], along[:, :, c1]
+    return left + (right - left) * wc[None, None, :]
+
+
 def to_input_grid(prob_path: str, prob_nodata: float, src_path: str, valid_band: int,
                   outputs: Sequence[OutputSpec], progress: Optional[Callable[[float], None]] = None,
                   is_cancelled: Optional[Callable[[], bool]] = None, rows: int = STRIP_ROWS) -> None:
@@ -93,8 +115,6 @@ def to_input_grid(prob_path: str, prob_nodata: float, src_path: str, valid_band:
     exactly as the engine does. Each output goes to a checked temporary file; all are renamed only when
     all are complete."""
     import rasterio
-    import torch
-    import torch.nn.functional as F
     from rasterio.windows import Window
 
     from . import outputs as safe
@@ -111,12 +131,8 @@ def to_input_grid(prob_path: str, prob_nodata: float, src_path: str, valid_band:
                 tmp = safe.temp_path(out.path)
                 temps.append(tmp)
                 writers.append(open_output(out, tmp, W, H, src.crs, src.transform))
-            k = W / Wc
-            integer = k == int(k) and H == Hc * int(k)     # e.g. 10 m -> 30 m: the common case, a faster path
-            u = torch.from_numpy(_sample_coords(W, Wc).astype(np.float32))
+            u = _sample_coords(W, Wc)
             v_all = _sample_coords(H, Hc)
-            if integer:
-                rows = max(int(k), rows // int(k) * int(k))  # strips on whole coarse rows
             for y0 in range(0, H, rows):
                 if is_cancelled and is_cancelled():
                     raise CancelledError("Cancelled by the user; no output was written.")
@@ -130,25 +146,16 @@ def to_input_grid(prob_path: str, prob_nodata: float, src_path: str, valid_band:
                 if not everywhere:
                     p[:, ~known] = 0.0
                     p = np.concatenate([p, known[None].astype(np.float32)])
-                stack = torch.from_numpy(p)[None]
-                if integer:
-                    # F.interpolate on whole coarse rows with a halo equals sampling the whole image:
-                    # fine row y sits at coarse (y + 0.5) / k - 0.5 in both.
-                    fine = F.interpolate(stack, size=((c1 - c0) * int(k), W), mode="bilinear", align_corners=False)[0]
-                    fine = fine[:, y0 - c0 * int(k):y0 - c0 * int(k) + n]
-                else:
-                    # grid_sample's normalised coordinates for align_corners=False: (2 x + 1) / size - 1
-                    gx = (2 * u + 1) / Wc - 1
-                    gy = torch.from_numpy(((2 * (v - c0) + 1) / (c1 - c0) - 1).astype(np.float32))
-                    grid = torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), dim=-1)[None]
-                    fine = F.grid_sample(stack, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+                # rows relative to the window read; clamping at the window's edge is clamping at the raster's,
+                # since the window holds every row the taps reach
+                fine = sample_bilinear(p, v - c0, u)
                 if everywhere:
-                    prob = fine.numpy()
+                    prob = fine
                     valid = np.ones((n, W), dtype=bool)
                 else:   # nodata neighbours are left out of the bilinear weights
                     weight = fine[-1]
-                    prob = (fine[:-1] / weight.clamp_min(1e-6)).numpy()
-                    valid = weight.numpy() > 1e-6
+                    prob = fine[:-1] / np.maximum(weight, np.float32(1e-6))
+                    valid = weight > 1e-6
                 raw = src.read(valid_band, window=Window(0, y0, W, n))
                 valid &= raw != 0
                 if band_nodata is not None:

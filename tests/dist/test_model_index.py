@@ -22,5 +22,9 @@ def test_every_card_downloadable_with_its_own_checksum():
         for f in entry.files:
             urls = list(f.urls) + (list(f.archive["urls"]) if f.archive else [])
             assert urls and all(u.startswith("https://") for u in urls), (card.name, f.file)
-        if card.source.get("wheel_sha256"):   # ukis: the graph comes from the pinned PyPI wheel
-            assert any(f.archive and f.archive["sha256"] == card.source["wheel_sha256"] for f in entry.files)
+        if card.onnx:
+            graph = [f for f in entry.files if f.kind == "onnx"]
+            assert len(graph) == 1 and graph[0].sha256 == card.onnx["sha256"] and graph[0].file == card.onnx["file"]
+            # taken from a PyPI wheel exactly when the card's graph is the wheel's member byte for byte
+            from_wheel = bool(card.source.get("wheel_sha256")) and card.onnx["sha256"] == card.source.get("file_sha256")
+            assert bool(graph[0].archive) == from_wheel

@@ -142,12 +142,15 @@ def _transfer(url: str, part: Path, size: Optional[int], progress: Optional[Prog
                 if cancel is not None and cancel():
                     raise CancelledError(f"Download of {url} cancelled; {done} bytes kept in {part} for a resume.")
                 try:
-                    chunk = resp.read(CHUNK)
+                    # read1: whatever has arrived (up to CHUNK), so that progress and cancel stay live on a
+                    # slow connection; read() would wait for a whole CHUNK
+                    chunk = resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK)
                 except http.client.IncompleteRead as exc:
                     fh.write(exc.partial)
                     return False
                 if not chunk:
-                    return True
+                    # the body ended: complete unless the server announced more than it sent
+                    return not getattr(resp, "length", None)
                 fh.write(chunk)
                 done += len(chunk)
                 if progress:

@@ -151,7 +151,7 @@ def test_dock_widgets_and_task_follow_layer(plugin, s1_layer, s2_layer, tiny_mod
 
     if not has_bundled_model("translate", "rgb"):  # Run needs weights: bundled ones or a model file
         assert not dock.run_button.isEnabled()
-        assert "no bundled weights for RGB (B4, B3, B2)" in dock.status_label.text()
+        assert "The model 'sar2eo_rgb' is not installed" in dock.status_label.text()
     dock.model_file.setFilePath(str(tiny_models / "sar2eo_rgb.json"))
     assert dock.status_label.text() == ""
     assert dock.run_button.isEnabled() and not dock.cancel_button.isEnabled()

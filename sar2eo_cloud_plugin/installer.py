@@ -26,8 +26,9 @@ from typing import List, Optional, Sequence
 from .deps import REQUIREMENTS, DependencyReport
 
 SUBDIR = "sar2eo_cloud"
-# The ONNX Runtime build per choice, pinned to the version the parity tests and benchmarks ran with.
-ONNXRUNTIME = {"cpu": "onnxruntime==1.32.0", "gpu": "onnxruntime-gpu==1.32.0"}
+# The ONNX Runtime build per choice: deps.py's pin, for the CPU package or its GPU twin of the same version.
+ONNXRUNTIME = {"cpu": REQUIREMENTS["onnxruntime"].pip,
+               "gpu": REQUIREMENTS["onnxruntime"].pip.replace("onnxruntime", "onnxruntime-gpu", 1)}
 RUNTIME_LABELS = {"cpu": "ONNX Runtime for the CPU (about 30 MB)",
                   "gpu": "ONNX Runtime for NVIDIA GPUs (CUDA 12; about 300 MB)"}
 # Always needed beside the network runtime (deps.REQUIREMENTS keys), then what only the torch runtime needs.
@@ -60,7 +61,7 @@ def requirements(runtime: str = "cpu", with_torch: bool = False,
     if runtime not in ONNXRUNTIME:
         raise ValueError(f"unknown runtime {runtime!r} (use {' or '.join(ONNXRUNTIME)})")
     keys = list(BASE_KEYS) + (list(TORCH_KEYS) if with_torch else [])
-    specs: List[str] = [ONNXRUNTIME[runtime]]
+    specs: List[str] = [ONNXRUNTIME[runtime]]   # always: also replaces a CPU build with the GPU one
     for key in keys:
         status = report.packages.get(key) if report is not None else None
         if status is not None and status.ok:

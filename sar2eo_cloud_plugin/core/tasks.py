@@ -101,20 +101,22 @@ class TaskSpec:
 # and deps.py then accepts a task whose packages are there with ANY one complete runtime.
 _BASE_PACKAGES = ("numpy", "rasterio")
 TORCH_RUNTIME = ("torch", "safetensors")
+ORT_RUNTIME = ("onnxruntime",)   # preferred: small, no CUDA download, runs the cards' ONNX graphs
 
 TRANSLATE = TaskSpec(
     key="translate", card_task="sar2eo", architectures=("resnet_generator",), algorithm="translate_sar_to_eo",
     label="Translate SAR to EO", batch_label="Translate SAR to EO (folder of Sentinel-1 VV/VH scenes)",
     batch_name="translate", icon="translate.svg", model_name="sar2eo_{band_set}",
     outputs={"OUTPUT": "_eo_{band_set}.tif"},
-    packages=_BASE_PACKAGES, runtimes=(TORCH_RUNTIME,), default_tile_size=256, tile_multiple=4,
+    packages=_BASE_PACKAGES, runtimes=(ORT_RUNTIME, TORCH_RUNTIME), default_tile_size=256, tile_multiple=4,
 )
 CLOUD_MASK = TaskSpec(
     key="cloud_mask", card_task="cloudmask", architectures=("unet",), algorithm="cloud_mask",
     label="Cloud mask", batch_label="Cloud mask (folder of Sentinel-2 scenes)",
     batch_name="cloudmask", icon="cloud.svg", model_name="cloudmask",
     outputs={"OUTPUT": "_cloudmask.tif", "OUTPUT_PROBABILITY": "_cloudprob.tif", "OUTPUT_POLYGONS": "_clouds.gpkg"},
-    packages=_BASE_PACKAGES, runtimes=(TORCH_RUNTIME + ("torchvision", "segmentation_models_pytorch"),),
+    packages=_BASE_PACKAGES,
+    runtimes=(ORT_RUNTIME, TORCH_RUNTIME + ("torchvision", "segmentation_models_pytorch")),
     default_tile_size=512, tile_multiple=32,
 )
 

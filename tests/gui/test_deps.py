@@ -7,6 +7,8 @@ import pytest
 
 from sar2eo_cloud_plugin import deps
 
+REAL_FIND_SPEC = importlib.util.find_spec
+
 
 def hide(monkeypatch, *modules):
     real = importlib.util.find_spec
@@ -19,6 +21,17 @@ def hide(monkeypatch, *modules):
     monkeypatch.setattr(deps.importlib.util, "find_spec", fake)
 
 
+@pytest.fixture
+def torch_only(monkeypatch):
+    """Each task with its torch runtime only (as before onnxruntime was a runtime), for the tests of
+    what the check says about the torch packages."""
+    from sar2eo_cloud_plugin.core.tasks import TASKS, TORCH_RUNTIME
+
+    for t in TASKS:
+        torch = tuple(r for r in t.runtimes if r[:len(TORCH_RUNTIME)] == TORCH_RUNTIME)
+        monkeypatch.setitem(deps.RUNTIMES, t.key, torch)
+
+
 def test_everything_present_here():
     report = deps.check_dependencies()
     assert report.ok, report.message()
@@ -26,7 +39,7 @@ def test_everything_present_here():
     assert report.can_run("translate") and report.can_run("cloud_mask")
 
 
-def test_missing_smp_blocks_only_cloud_mask(monkeypatch):
+def test_missing_smp_blocks_only_cloud_mask(monkeypatch, torch_only):
     hide(monkeypatch, "segmentation_models_pytorch")
     report = deps.check_dependencies()
     assert report.missing() == ["segmentation-models-pytorch"]
@@ -38,7 +51,7 @@ def test_missing_smp_blocks_only_cloud_mask(monkeypatch):
     assert report.pip_command() == "python3 -m pip install segmentation-models-pytorch==0.6.0"
 
 
-def test_missing_torch_blocks_both_and_pins_versions(monkeypatch):
+def test_missing_torch_blocks_both_and_pins_versions(monkeypatch, torch_only):
     hide(monkeypatch, "torch", "rasterio")
     report = deps.check_dependencies()
     assert set(report.missing()) == {"torch", "rasterio"}
@@ -47,12 +60,12 @@ def test_missing_torch_blocks_both_and_pins_versions(monkeypatch):
     assert "torch==2.14.1 torchvision==0.29.1" in cmd and "rasterio==1.4.4" in cmd
 
 
-def test_missing_torchvision_blocks_cloud_mask_with_matching_pins(monkeypatch):
+def test_missing_torchvision_blocks_cloud_mask_with_matching_pins(monkeypatch, torch_only):
     hide(monkeypatch, "torchvision", "torch")
     report = deps.check_dependencies()
     assert report.blocked_features() == ["translate", "cloud_mask"]
     assert report.pip_command() == "python3 -m pip install torch==2.14.1 torchvision==0.29.1"
-    monkeypatch.undo()
+    monkeypatch.setattr(deps.importlib.util, "find_spec", REAL_FIND_SPEC)
     hide(monkeypatch, "torchvision")
     report = deps.check_dependencies()
     assert report.blocked_features() == ["cloud_mask"]
@@ -86,7 +99,7 @@ def test_numpy_requirement_follows_the_bindings(major, ok, refused):
             or (req.below is not None and deps._cmp(version(refused), version(req.below)) >= 0))
 
 
-def test_too_old_torch(monkeypatch):
+def test_too_old_torch(monkeypatch, torch_only):
     real = deps.installed_version
     monkeypatch.setattr(deps, "installed_version",
                         lambda req: "1.7.1+cpu" if req.dist == "torch" else real(req))
@@ -115,7 +128,7 @@ def test_check_imports_none_of_the_heavy_packages():
 
 
 @pytest.fixture
-def other_runtime(monkeypatch):
+def other_runtime(monkeypatch, torch_only):
     """A second runtime for translation, preferred first, as onnxruntime would be: a made-up
     requirement whose module is the standard library's json (always importable, no metadata)."""
     monkeypatch.setitem(deps.REQUIREMENTS, "fake_rt", deps.Requirement("json", "fake-rt", "fake-rt==1.0",
@@ -147,3 +160,16 @@ def test_torch_runtime_is_used_when_it_is_the_only_complete_one(monkeypatch, oth
     hide(monkeypatch, "json")
     report = deps.check_dependencies()
     assert report.runtime("translate") == ("torch", "safetensors") and report.ok
+
+
+def test_onnxruntime_is_enough_without_torch(monkeypatch):
+    """The plugin's runtimes as declared: ONNX Runtime runs both tasks without torch; with neither, the
+    check asks for ONNX Runtime (the preferred, small one), pinned."""
+    hide(monkeypatch, "torch", "torchvision", "segmentation_models_pytorch", "safetensors")
+    report = deps.check_dependencies()
+    assert report.ok and report.runtime("translate") == ("onnxruntime",) == report.runtime("cloud_mask")
+    monkeypatch.setattr(deps.importlib.util, "find_spec", REAL_FIND_SPEC)
+    hide(monkeypatch, "torch", "onnxruntime")
+    report = deps.check_dependencies()
+    assert report.blocked_features() == ["translate", "cloud_mask"] and report.missing() == ["onnxruntime"]
+    assert report.pip_command() == "python3 -m pip install onnxruntime==1.32.0"

@@ -206,15 +206,17 @@ def test_missing_package_disables_only_what_cannot_run(qgis_iface, qgis_new_proj
 
     real = importlib.util.find_spec
     monkeypatch.setattr(deps.importlib.util, "find_spec",
-                        lambda name, *a, **k: None if name == "segmentation_models_pytorch" else real(name, *a, **k))
+                        lambda name, *a, **k: None if name in ("segmentation_models_pytorch", "onnxruntime")
+                        else real(name, *a, **k))
     qgis_iface.messageBar().clear_messages()
     plug = classFactory(qgis_iface)
     plug.initGui()  # still loads
     try:
         warnings = qgis_iface.messageBar().get_messages(Qgis.Warning)
         assert len(warnings) == 1
-        assert "segmentation-models-pytorch is not installed" in warnings[0]
-        assert "pip install segmentation-models-pytorch==0.6.0" in warnings[0]
+        # the cloud mask has no complete runtime (no onnxruntime, torch without smp): the preferred one is asked for
+        assert "onnxruntime is not installed" in warnings[0]
+        assert "pip install onnxruntime==1.32.0" in warnings[0] and "Install dependencies" in warnings[0]
         acts = plug.actions
         assert acts.layer_actions["translate"].isEnabled() and acts.dialog_actions["translate"].isEnabled()
         assert not acts.layer_actions["cloud_mask"].isEnabled() and not acts.dialog_actions["cloud_mask"].isEnabled()
@@ -222,7 +224,7 @@ def test_missing_package_disables_only_what_cannot_run(qgis_iface, qgis_new_proj
         dock.set_layer(s2_layer)
         dock.model_file.setFilePath(str(tiny_models / "cloudmask.json"))
         assert dock.task == "cloud_mask" and not dock.run_button.isEnabled()
-        assert "segmentation-models-pytorch" in dock.status_label.text()
+        assert "onnxruntime" in dock.status_label.text() and not dock.install_button.isHidden()
         dock.set_layer(s1_layer)
         dock.model_file.setFilePath(str(tiny_models / "sar2eo_rgb.json"))
         assert dock.task == "translate" and dock.run_button.isEnabled()

@@ -34,6 +34,10 @@ RUNTIME_LABELS = {"cpu": "ONNX Runtime for the CPU (about 30 MB)",
 # Always needed beside the network runtime (deps.REQUIREMENTS keys), then what only the torch runtime needs.
 BASE_KEYS = ("numpy", "rasterio")
 TORCH_KEYS = ("torch", "safetensors", "torchvision", "segmentation_models_pytorch")
+# rasterio's dependency affine: 3.x breaks rasterio on Python 3.11 (functools.cached_property on its slotted
+# Affine: "No '__dict__' attribute on 'Affine' instance", seen with QGIS 3.22's Python 3.11.2, Debian 12);
+# requirements/debian12.txt holds the same pin for the developers' venv.
+RASTERIO_COMPANIONS = ("affine<3",) if sys.version_info < (3, 12) else ()
 PYTHON_ENV = "SAR2EO_CLOUD_PIP_PYTHON"   # a Python with pip to run instead of QGIS's own (tests, odd installs)
 
 
@@ -74,6 +78,8 @@ def requirements(runtime: str = "cpu", with_torch: bool = False,
     numpy_pin = REQUIREMENTS["numpy"].pip.strip('"')
     if numpy_pin != "numpy" and numpy_pin not in specs:
         specs.append(numpy_pin)
+    if any(s.startswith("rasterio") for s in specs):
+        specs.extend(s for s in RASTERIO_COMPANIONS if s not in specs)
     return specs
 
 
@@ -83,14 +89,16 @@ def python_executable() -> Optional[str]:
     override = os.environ.get(PYTHON_ENV, "").strip()
     if override:
         return override
-    exe = Path(sys.executable or "")
-    if exe.name.lower().startswith("python") and exe.is_file():
-        return str(exe)
+    # The interpreter of this very installation first (sys.prefix): sys.executable inside QGIS is QGIS
+    # itself, or whatever "python3" is first on PATH (e.g. a pyenv shim of another Python).
     ver = f"{sys.version_info.major}.{sys.version_info.minor}"
     for candidate in (Path(sys.prefix) / "bin" / f"python{ver}", Path(sys.prefix) / "bin" / "python3",
                       Path(sys.prefix) / "python.exe", Path(sys.exec_prefix) / "python.exe"):
         if candidate.is_file():
             return str(candidate)
+    exe = Path(sys.executable or "")
+    if exe.name.lower().startswith("python") and exe.is_file():
+        return str(exe)
     return shutil.which(f"python{ver}") or None
 
 

@@ -20,6 +20,7 @@ class Served:
     cut_at: Optional[int] = None    # first response only
     no_range: bool = False
     delay: float = 0.0
+    content_type: str = "application/octet-stream"
 
 
 class LocalServer:
@@ -56,6 +57,7 @@ class LocalServer:
                     self.send_response(200)
                 part = body[start:]
                 self.send_header("Content-Length", str(len(part)))
+                self.send_header("Content-Type", served.content_type)
                 self.send_header("Accept-Ranges", "bytes")
                 self.end_headers()
                 if served.cut_at is not None:

@@ -23,6 +23,7 @@ import os
 import socket
 import ssl
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -49,7 +50,7 @@ def part_path(dest: Union[str, os.PathLike]) -> Path:
 def _proxy_in_use(url: str) -> Optional[str]:
     scheme = url.split(":", 1)[0].lower()
     proxies = urllib.request.getproxies()
-    host = urllib.request.urlparse(url).hostname or ""
+    host = urllib.parse.urlparse(url).hostname or ""
     if scheme in proxies and not urllib.request.proxy_bypass(host):
         return proxies[scheme]
     return None
@@ -73,7 +74,7 @@ def explain(exc: BaseException, url: str, dest: Path) -> str:
         return (f"The secure (TLS) connection to {url} failed ({reason}): the system's certificates may be out "
                 "of date, or a proxy or firewall is intercepting the connection.")
     if isinstance(reason, socket.gaierror):
-        host = urllib.request.urlparse(url).hostname
+        host = urllib.parse.urlparse(url).hostname
         return (f"No network: the name {host} could not be looked up{via}. Check the internet connection "
                 "(or the proxy in QGIS Settings > Options > Network).")
     if isinstance(reason, (socket.timeout, TimeoutError)):

@@ -22,7 +22,7 @@ import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import modelfile
 from .download import Cancel, Progress, download, part_path
@@ -76,7 +76,7 @@ def _weights_present(card_file: Path) -> bool:
         return False
 
 
-def raise_if_not_installed(card_file: os.PathLike) -> None:
+def raise_if_not_installed(card_file: Union[str, os.PathLike]) -> None:
     """For a card in one of the plugin's own folders (not a file the user gave) of a model the plugin can
     download, whose files are missing: raise the one message that says how to get it, and nothing else."""
     card_file = Path(card_file)
@@ -329,7 +329,7 @@ def import_card(card_path: os.PathLike, store: Optional[os.PathLike] = None,
         raise ModelFileError(f"No models folder is set: choose one in the model manager, or set {STORE_ENV}.")
     src_card = modelfile.card_path_for(card_path)
     card = modelfile.read_card(src_card)
-    members = []
+    members: List[Tuple[Path, Dict[str, Any]]] = []
     for entry, locate, verify in ((card.weights, modelfile.weights_path, modelfile.verify_weights),
                                   (card.onnx, modelfile.onnx_path, modelfile.verify_onnx)):
         if entry and (locate(src_card, card).is_file() or not members):

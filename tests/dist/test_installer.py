@@ -90,3 +90,18 @@ def test_activate_appends_once(tmp_path, monkeypatch):
     assert not installer.activate(tmp_path / "absent")
     assert installer.activate(tmp_path) and sys.path[-1] == str(tmp_path)
     assert not installer.activate(tmp_path)
+
+
+def test_pip_runs_with_this_installation_python(tmp_path, monkeypatch):
+    """Inside QGIS, sys.executable is QGIS or whatever python3 is first on PATH (a pyenv shim was, here):
+    the Python beside sys.prefix, the running installation's own, is preferred."""
+    ver = f"{sys.version_info.major}.{sys.version_info.minor}"
+    own = tmp_path / "bin" / f"python{ver}"
+    own.parent.mkdir()
+    own.write_text("")
+    monkeypatch.delenv(installer.PYTHON_ENV, raising=False)
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    monkeypatch.setattr(sys, "executable", "/somewhere/else/python3")
+    assert installer.python_executable() == str(own)
+    monkeypatch.setenv(installer.PYTHON_ENV, "/chosen/python")
+    assert installer.python_executable() == "/chosen/python"

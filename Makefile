@@ -3,7 +3,7 @@
 #   make demo     headless run of both algorithms on the bundled real sample through qgis_process.bin
 #   make test     the whole test suite (also what CI runs, via .ci/run)
 #
-# Other targets: test-debian13, setup, zip, deploy, resources, metadata, icons, pb-deploy, pb-zip, clean,
+# Other targets: test-debian13, setup, zip, zip-full, deploy, resources, metadata, icons, pb-deploy, pb-zip, clean,
 # clean-debian13. `make help` lists them.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -11,7 +11,7 @@ SHELL := /bin/bash
 PY := $(shell test -x .venv/bin/python && echo .venv/bin/python || echo python3)
 PLUGINS_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default/python/plugins
 
-.PHONY: help setup demo test test-debian13 zip deploy resources metadata icons pb-deploy pb-zip clean \
+.PHONY: help setup demo test test-debian13 zip zip-full deploy resources metadata icons pb-deploy pb-zip clean \
 	clean-debian13
 
 help:  ## list the targets
@@ -29,11 +29,14 @@ test:  ## set-up, then the test suite -> artifacts/test/{junit.xml,pytest.log}
 test-debian13:  ## the whole suite on Debian 13 / QGIS 3.40 in a chroot (root) -> artifacts/test-debian13/
 	./scripts/test_debian13.sh
 
-zip:  ## build dist/sar2eo_cloud_plugin-<version>.zip (install it in QGIS: Plugins > Install from ZIP)
+zip:  ## code-only dist/sar2eo_cloud_plugin-<version>.zip for plugins.qgis.org (< 25 MB; models from the dock)
 	$(PY) scripts/build_plugin.py zip
 
-deploy:  ## build the zip and unpack it into PLUGINS_DIR (default: your QGIS default profile)
-	$(PY) scripts/build_plugin.py deploy "$(PLUGINS_DIR)"
+zip-full:  ## dist/sar2eo_cloud_plugin-<version>-full.zip with every model inside, for offline installs
+	$(PY) scripts/build_plugin.py zip --full
+
+deploy:  ## build the full zip and unpack it into PLUGINS_DIR (default: your QGIS default profile)
+	$(PY) scripts/build_plugin.py deploy --full "$(PLUGINS_DIR)"
 
 resources:  ## compile resources.qrc -> sar2eo_cloud_plugin/resources.py (pyrcc5)
 	$(PY) scripts/build_plugin.py resources

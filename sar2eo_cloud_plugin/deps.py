@@ -90,7 +90,8 @@ REQUIREMENTS: Dict[str, Requirement] = {
     "numpy": _numpy_requirement(_bindings_numpy_major()),
     "torch": Requirement("torch", "torch", "torch==2.14.1 torchvision==0.29.1", minimum="1.13",
                          why="runs the neural networks"),
-    "onnxruntime": Requirement("onnxruntime", "onnxruntime", "onnxruntime", minimum="1.16",
+    # The preferred network runtime (core/runtime.py); the version the parity tests and benchmarks ran with.
+    "onnxruntime": Requirement("onnxruntime", "onnxruntime", "onnxruntime==1.32.0", minimum="1.16",
                                why="runs the neural networks (ONNX Runtime; or PyTorch instead)"),
     "rasterio": Requirement("rasterio", "rasterio", "rasterio==1.4.4", minimum="1.3",
                             why="reads and writes the rasters tile by tile"),

@@ -20,6 +20,10 @@ class Sar2EoCloudPlugin:
         self.dock_action = None
         self.actions = None
         self._resources = None
+        self._deps_message = None
+        from .profile import activate
+
+        activate()   # packages installed from the dock and downloaded models, before anything checks for them
 
     def initProcessing(self) -> None:  # noqa: N802 (QGIS's name)
         """Called by QGIS (also by qgis_process) before initGui."""
@@ -72,6 +76,20 @@ class Sar2EoCloudPlugin:
 
         self.actions = LayerActions(self.iface, deps=self.deps, settings=self.settings, log=self.dock.append_log)
         self.actions.setup(self.dock_action)
+        self.dock.dependenciesChanged.connect(self._dependencies_changed)
+
+    def _dependencies_changed(self) -> None:
+        """The dock's installer succeeded: everything uses the new check, and the warning goes."""
+        self.deps = self.dock.deps
+        if self.actions is not None:
+            self.actions.deps = self.deps
+        if self._deps_message is not None:
+            try:
+                self.iface.messageBar().popWidget(self._deps_message)
+            except RuntimeError:   # the user closed it already
+                pass
+            self._deps_message = None
+        self.report_dependencies()
 
     def report_dependencies(self) -> None:
         """One message bar entry + one log entry naming exactly what is missing and the pip command."""
@@ -79,7 +97,10 @@ class Sar2EoCloudPlugin:
             return
         text = self.deps.message()
         QgsMessageLog.logMessage(text, LOG_TAG, Qgis.MessageLevel.Warning)
-        self.iface.messageBar().pushMessage("SAR2EO & Cloud", text, Qgis.MessageLevel.Warning, 0)
+        bar = self.iface.messageBar()
+        bar.pushMessage("SAR2EO & Cloud", text + " Or press Install dependencies… in the SAR2EO & Cloud panel.",
+                        Qgis.MessageLevel.Warning, 0)
+        self._deps_message = bar.currentItem()   # removed again once the dock's installer has succeeded
 
     def _set_dock_visible(self, visible: bool) -> None:
         if self.dock is not None:

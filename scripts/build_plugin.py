@@ -3,11 +3,20 @@
 
     python scripts/build_plugin.py resources        # resources.qrc -> sar2eo_cloud_plugin/resources.py (pyrcc5)
     python scripts/build_plugin.py metadata         # check metadata.txt; make sar2eo_cloud_plugin/metadata.txt
-    python scripts/build_plugin.py zip [--out dist] # -> dist/sar2eo_cloud_plugin-<version>.zip
+    python scripts/build_plugin.py zip [--out dist] # -> dist/sar2eo_cloud_plugin-<version>.zip (code only)
+    python scripts/build_plugin.py zip --full       # -> dist/sar2eo_cloud_plugin-<version>-full.zip (with models)
     python scripts/build_plugin.py deploy DIR       # unpack that zip into DIR/sar2eo_cloud_plugin (a QGIS
                                                     # profile's python/plugins folder)
 
-``make zip`` / ``make deploy`` call this. Only the Python standard library plus pyrcc5 (or PyQt5's
+``make zip`` / ``make zip-full`` / ``make deploy`` call this. Two zips (README, "Which zip"):
+
+* the **code-only** zip (``make zip``) for plugins.qgis.org: the model cards and ``model_index.json`` but no
+  weights or graphs (QGIS users download the models they need from the dock, verified by sha256); it must stay
+  under plugins.qgis.org's upload limit of 25,000,000 bytes (``CODE_ZIP_LIMIT``: the build refuses a larger
+  one, and tests/test_packaging.py checks it);
+* the **full** zip (``make zip-full``) for offline installs: every model's files inside, each checked against
+  its card before it is packed.
+ Only the Python standard library plus pyrcc5 (or PyQt5's
 ``pyrcc_main``) is needed; no ``zip`` binary. ``pb_tool.cfg`` describes the same plugin folder for pb_tool users.
 
 The top-level ``metadata.txt`` and ``LICENSE`` are the sources of truth. Inside the package they are relative
@@ -45,9 +54,10 @@ REQUIRED_METADATA = (
 # What never goes into the zip (paths relative to the package, POSIX style).
 EXCLUDE_DIRS = {"__pycache__", "tests", "test", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 EXCLUDE_FILES = ("*.pyc", "*.aux.xml", "*.pyo", "*.partial.tif", "*.tmp", "*.bak", "*~", ".*", "*.zip", "*.orig")
-# models/ holds the bundled model files only: weights + cards (+ a README/notes if any).
-MODEL_FILE_PATTERNS = ("*.json", "*.safetensors", "*.md", "*.txt")
-ZIP_WARN_BYTES = 25 * 1024 * 1024  # plugins.qgis.org refuses large uploads; say so early
+# models/: the cards and attribution texts go into both zips; weights and graphs only into the full zip.
+MODEL_CODE_PATTERNS = ("*.json", "*.md", "*.txt")
+MODEL_DATA_PATTERNS = ("*.safetensors", "*.onnx")
+CODE_ZIP_LIMIT = 25_000_000  # bytes: plugins.qgis.org's upload limit
 
 
 def log(msg: str) -> None:
@@ -142,40 +152,66 @@ def compile_resources(force: bool = False) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- zip
-def _excluded(rel: PurePosixPath) -> bool:
+def _excluded(rel: PurePosixPath, full: bool = False) -> bool:
     if any(part in EXCLUDE_DIRS for part in rel.parts[:-1]):
         return True
     name = rel.name
     if any(fnmatch.fnmatch(name, pat) for pat in EXCLUDE_FILES):
         return True
-    if rel.parts[0] == "models" and not any(fnmatch.fnmatch(name, pat) for pat in MODEL_FILE_PATTERNS):
+    patterns = MODEL_CODE_PATTERNS + (MODEL_DATA_PATTERNS if full else ())
+    if rel.parts[0] == "models" and not any(fnmatch.fnmatch(name, pat) for pat in patterns):
         return True
     return False
 
 
-def package_files() -> list[tuple[Path, PurePosixPath]]:
-    """(source path, path inside the package) of every file that ships, sorted."""
+def model_data_files() -> list[Path]:
+    """Every weights / graph file the bundled cards name, each checked against its card (size + sha256): the
+    full zip refuses to pack a model that is missing or does not match."""
+    sys.path.insert(0, str(REPO))
+    from sar2eo_cloud_plugin.core import modelfile
+
+    found = []
+    for card_file in sorted((PKG_DIR / "models").glob("*.json")):
+        card = modelfile.read_card(card_file)
+        for entry, locate in ((card.weights, modelfile.weights_path), (card.onnx, modelfile.onnx_path)):
+            if not entry:
+                continue
+            path = locate(card_file, card)
+            if not modelfile.file_matches(path, entry["sha256"], entry.get("bytes")):
+                raise SystemExit(f"refusing to build the full zip: {path} is missing or does not match "
+                                 f"{card_file.name} (run scripts/setup.sh)")
+            found.append(path)
+    return found
+
+
+def package_files(full: bool = False) -> list[tuple[Path, PurePosixPath]]:
+    """(source path, path inside the package) of every file that ships in the code-only (or ``full``) zip,
+    sorted."""
     files = []
     for dirpath, dirnames, filenames in os.walk(PKG_DIR):
         dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDE_DIRS and not d.startswith("."))
         for fn in sorted(filenames):
             src = Path(dirpath) / fn
             rel = PurePosixPath(src.relative_to(PKG_DIR).as_posix())
-            if not _excluded(rel):
+            if not _excluded(rel, full):
                 files.append((src, rel))
     return files
 
 
-def build_zip(out_dir: Path) -> Path:
+def build_zip(out_dir: Path, full: bool = False) -> Path:
     meta = check_metadata()
     ensure_package_links()
     compile_resources()
     version = meta["version"].strip()
     out_dir.mkdir(parents=True, exist_ok=True)
-    dest = out_dir / f"{PACKAGE}-{version}.zip"
-    files = package_files()
+    dest = out_dir / f"{PACKAGE}-{version}{'-full' if full else ''}.zip"
+    files = package_files(full)
     names = {str(rel) for _, rel in files}
-    for needed in ("__init__.py", "metadata.txt", "LICENSE", "resources.py", meta["icon"]):
+    if full:
+        missing = [p.name for p in model_data_files() if f"models/{p.name}" not in names]
+        if missing:
+            raise SystemExit(f"refusing to build the full zip: {', '.join(missing)} would be missing")
+    for needed in ("__init__.py", "metadata.txt", "LICENSE", "resources.py", "model_index.json", meta["icon"]):
         if needed not in names:
             raise SystemExit(f"refusing to build: {PACKAGE}/{needed} would be missing from the zip")
     fd, tmp = tempfile.mkstemp(prefix=dest.name, suffix=".partial", dir=out_dir)
@@ -184,7 +220,7 @@ def build_zip(out_dir: Path) -> Path:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
             for src, rel in files:
                 arc = f"{PACKAGE}/{rel}"
-                if src.suffix == ".safetensors":
+                if src.suffix in (".safetensors", ".onnx"):
                     zf.write(src.resolve(), arc, compress_type=zipfile.ZIP_STORED)  # incompressible
                 else:
                     zf.write(src.resolve(), arc)  # resolve(): symlinks go in as the real file
@@ -197,9 +233,10 @@ def build_zip(out_dir: Path) -> Path:
     models = sorted(str(rel) for _, rel in files if rel.parts[0] == "models")
     log(f"wrote {dest.relative_to(REPO) if dest.is_relative_to(REPO) else dest}: {len(files)} files, "
         f"{size / 1e6:.1f} MB; bundled model files: {', '.join(models) if models else 'none'}")
-    if size > ZIP_WARN_BYTES:
-        log(f"WARNING: {size / 1e6:.0f} MB is above plugins.qgis.org's upload limit (~25 MB); "
-            "publish the weights separately or quantise them before uploading there")
+    if not full and size >= CODE_ZIP_LIMIT:
+        dest.unlink()
+        raise SystemExit(f"the code-only zip is {size:,} bytes, not under plugins.qgis.org's limit of "
+                         f"{CODE_ZIP_LIMIT:,}: something big got into the package")
     return dest
 
 
@@ -224,11 +261,13 @@ def main(argv=None) -> int:
     r.add_argument("--force", action="store_true")
     sub.add_parser("metadata", help="check metadata.txt and link it (and LICENSE) into the package")
     sub.add_parser("version", help="print the plugin version from metadata.txt")
-    z = sub.add_parser("zip", help="build dist/sar2eo_cloud_plugin-<version>.zip")
+    z = sub.add_parser("zip", help="build dist/sar2eo_cloud_plugin-<version>.zip (code only; --full: with models)")
     z.add_argument("--out", type=Path, default=REPO / "dist")
+    z.add_argument("--full", action="store_true", help="every model inside, for offline installs")
     d = sub.add_parser("deploy", help="build the zip and unpack it into a QGIS plugins folder")
     d.add_argument("plugins_dir", type=Path)
     d.add_argument("--out", type=Path, default=REPO / "dist")
+    d.add_argument("--full", action="store_true", help="deploy the full zip (every model inside)")
     args = ap.parse_args(argv)
 
     if args.cmd == "resources":
@@ -239,9 +278,9 @@ def main(argv=None) -> int:
     elif args.cmd == "version":
         print(read_metadata()["version"].strip())
     elif args.cmd == "zip":
-        build_zip(args.out)
+        build_zip(args.out, full=args.full)
     elif args.cmd == "deploy":
-        deploy(build_zip(args.out), args.plugins_dir)
+        deploy(build_zip(args.out, full=args.full), args.plugins_dir)
     return 0
 
 

@@ -29,8 +29,15 @@ def copy_plugin(plugins_dir: Path) -> Path:
 def install_plugin_in_profile(profiles: Path) -> Path:
     """Install the plugin into a fresh default profile under ``profiles`` (for ``qgis --profiles-path``)
     and enable it in that profile's QGIS3.ini; returns the installed plugin folder."""
+    dest = copy_plugin(profiles / "profiles" / "default" / "python" / "plugins")
+    enable_plugin_in_profile(profiles)
+    return dest
+
+
+def enable_plugin_in_profile(profiles: Path) -> None:
+    """Make ``profiles``' default profile the default and enable the plugin (and Processing) in its QGIS3.ini,
+    as the Plugin Manager does after an install; no version check, no tips."""
     profile = profiles / "profiles" / "default"
-    dest = copy_plugin(profile / "python" / "plugins")
     ini = profile / "QGIS" / "QGIS3.ini"
     ini.parent.mkdir(parents=True, exist_ok=True)
     ini.write_text("[PythonPlugins]\n"
@@ -41,7 +48,6 @@ def install_plugin_in_profile(profiles: Path) -> Path:
                    "showTips=false\n"
                    "allowVersionCheck=false\n", encoding="utf-8")
     (profiles / "profiles" / "profiles.ini").write_text("[core]\ndefaultProfile=default\n", encoding="utf-8")
-    return dest
 
 
 def qgis_process_env(plugins_dir: Path, config_dir: Path, **extra: str) -> dict:

@@ -147,16 +147,26 @@ def test_zip_contents(plugin_zip):
     assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pyo"))]
     assert not [n for n in rel if n.split("/")[0] in ("tests", "test") or "/tests/" in n]
     assert not [n for n in rel if n.endswith(".aux.xml")]
-    # models/: bundled model files only, each card with its weights
+    # models/ of the code-only zip: the cards and attribution texts, no weights or graphs (downloaded from the
+    # dock); the model index that says where to download them from
     models = {n for n in rel if n.startswith("models/")}
-    assert all(n.endswith((".json", ".safetensors", ".md", ".txt")) for n in models), models
-    for card in (n for n in models if n.endswith(".json")):
-        weights = card[: -len(".json")] + ".safetensors"
-        assert weights in models, f"{card} ships without {weights}"
+    assert models and all(n.endswith((".json", ".md", ".txt")) for n in models), models
+    assert "model_index.json" in rel
+    # small enough for plugins.qgis.org
+    assert plugin_zip.stat().st_size < build_plugin.CODE_ZIP_LIMIT == 25_000_000
     # everything the package holds ships (incl. processing/models/*.model3 when present)
     assert _source_files() <= rel, f"not in the zip: {sorted(_source_files() - rel)}"
     for model3 in PKG_DIR.glob("processing/models/*.model3"):
         assert f"processing/models/{model3.name}" in rel
+
+
+def test_full_zip_selection_has_every_model_file():
+    """What `make zip-full` packs (the selection, without writing the 700 MB zip): every file every card names,
+    each matching its card (model_data_files refuses otherwise), beside the whole code-only selection."""
+    full = {str(rel) for _, rel in build_plugin.package_files(full=True)}
+    data = build_plugin.model_data_files()
+    assert data and {f"models/{p.name}" for p in data} <= full
+    assert _source_files() <= full
 
 
 def test_pb_tool_cfg_covers_the_package():
@@ -187,8 +197,8 @@ def test_pb_tool_deploys_the_same_folder_as_the_zip(plugin_zip, tmp_path):
     deployed = tmp_path / PKG
     got = {p.relative_to(deployed).as_posix() for p in deployed.rglob("*")
            if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".aux.xml")}
-    with zipfile.ZipFile(plugin_zip) as zf:
-        expected = {n[len(PKG) + 1:] for n in zf.namelist()}
+    # pb_tool copies models/ whole: the full zip's selection (the code-only zip leaves the model files out)
+    expected = {str(rel) for _, rel in build_plugin.package_files(full=True)}
     assert got == expected, f"only pb_tool: {sorted(got - expected)}; only zip: {sorted(expected - got)}"
     assert not (deployed / "metadata.txt").is_symlink()
 

@@ -27,10 +27,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import s2product
+from . import modelstore, s2product
 from .bands import available_s2_bands, canonical_s2_band, describe_bands, find_s2_bands
 from .engine import OutputSpec, RunResult, TilingOptions, run_tiled
-from .errors import InputError, ModelFileError
+from .errors import InputError, ModelFileError, NoBundledWeightsError
 from .validity import check_has_data
 from . import modelfile
 from .modelfile import ModelCard, read_card
@@ -174,7 +174,7 @@ def weights_present(name_or_card: "str | Path") -> bool:
     installed and onnxruntime is, or its weights are and torch is (:func:`runtime.model_runnable`)."""
     card_path = Path(name_or_card)
     if card_path.suffix != ".json":
-        card_path = Path(modelfile.BUNDLED_DIR) / f"{name_or_card}.json"
+        card_path = modelstore.find_card(str(name_or_card)) or Path(modelfile.BUNDLED_DIR) / f"{name_or_card}.json"
     with contextlib.suppress(ModelFileError, OSError):
         return model_runnable(card_path, read_card(card_path))
     return False
@@ -190,10 +190,12 @@ def select_model(available: Sequence[str], level: Optional[str], models_dir: Opt
     log = log or (lambda _m: None)
     levels = [level] if level else ["L1C", "L2A"]
     tried = []
+    not_installed: List[str] = []
     for pattern in AUTO_PREFERENCE:
         for lv in levels if "{level}" in pattern else [None]:
             name = pattern.format(level=(lv or "").lower())
-            card_path = folder / f"{name}.json"
+            card_path = (folder / f"{name}.json" if models_dir is not None
+                         else modelstore.find_card(name) or folder / f"{name}.json")
             if not card_path.is_file():
                 continue
             spec = read_spec(card_path)
@@ -202,9 +204,9 @@ def select_model(available: Sequence[str], level: Optional[str], models_dir: Opt
                 tried.append(f"{name} needs {', '.join(missing)}")
                 continue
             if not weights_present(card_path):
-                log(f"Model {name} would fit but its weights are not installed (neither its ONNX graph with "
-                    "onnxruntime nor its safetensors with torch; run scripts/setup.sh); skipped")
-                tried.append(f"{name} has no weights or graph installed")
+                log(f"Model {name} would fit but is not installed; skipped. {modelstore.how_to_get(name)}")
+                tried.append(f"{name} is not installed")
+                not_installed.append(name)
                 continue
             why = f"the best bundled model for bands {', '.join(spec.bands)}"
             if not level and "{level}" in pattern:
@@ -214,6 +216,8 @@ def select_model(available: Sequence[str], level: Optional[str], models_dir: Opt
                        "multispectral cloud + shadow models (it marks bright surfaces as cloud and finds no "
                        "shadow); add B8 (NIR) to the layer for a better mask")
             return card_path, why
+    if not_installed:   # the layer is fine, the model is missing: say how to get the best one, nothing else
+        raise NoBundledWeightsError(modelstore.how_to_get(not_installed[0]))
     raise InputError("No bundled cloud model fits this layer: " + ("; ".join(tried) or "no cloud model is "
                      "installed") + ". The layer needs at least B2, B3, B4 (and B8 for the cloud + shadow models).")
 
@@ -488,8 +492,9 @@ def _cloud_mask_raster(req: CloudMaskRequest, src_path: str, progress, is_cancel
     if req.model_path:
         card_path, why = Path(req.model_path), "the model file given"
     elif req.model and req.model != "auto":
-        card_path, why = Path(modelfile.BUNDLED_DIR) / f"{req.model}.json", "chosen by the user"
-        if not card_path.is_file():
+        found = modelstore.find_card(req.model)
+        card_path, why = found or Path(modelfile.BUNDLED_DIR) / f"{req.model}.json", "chosen by the user"
+        if found is None:
             raise InputError(f"No bundled cloud model named '{req.model}' (bundled: "
                              f"{', '.join(bundled_cloud_models()) or 'none'}).")
     else:

@@ -32,3 +32,8 @@ class CancelledError(Sar2EoError):
 
 class OutputError(Sar2EoError):
     """An output cannot be written (read-only folder, disk full, ...); an earlier file there is kept."""
+
+
+class DownloadError(Sar2EoError):
+    """A model file could not be fetched or did not match its index entry; the message says why in words
+    (no network, proxy, not found, TLS, disk full, permission, wrong checksum) and nothing bad was kept."""

@@ -18,10 +18,10 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 from .cardschema import CARD_FORMAT, TASKS, check_weight_shapes, validate_card
-from .errors import ModelFileError, NoBundledWeightsError
+from .errors import CancelledError, ModelFileError, NoBundledWeightsError
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -62,12 +62,28 @@ class ModelCard:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def sha256_of(path: PathLike) -> str:
+def sha256_of(path: PathLike, cancel: Optional[Callable[[], bool]] = None) -> str:
+    """The file's sha256 (hex). ``cancel`` is asked between 1 MiB chunks (hashing a large
+    download must stay cancellable); when it answers True, :class:`CancelledError` is raised."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
+            if cancel is not None and cancel():
+                raise CancelledError(f"Checking {path} was cancelled.")
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_matches(path: PathLike, sha256: str, size: Optional[int] = None,
+                 cancel: Optional[Callable[[], bool]] = None) -> bool:
+    """Whether ``path`` is a file of ``size`` bytes (when given; checked first, it is free) whose
+    sha256 is ``sha256``. The one "file matches its card / index entry" check."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    if size is not None and p.stat().st_size != int(size):
+        return False
+    return sha256_of(p, cancel) == sha256
 
 
 def card_path_for(path: PathLike) -> Path:
@@ -125,6 +141,9 @@ def onnx_present(card_file: PathLike, card: ModelCard) -> bool:
 def _verify_file(path: Path, entry: Dict[str, Any], card_file: PathLike, what: str, fix: str) -> Path:
     """``path`` exists and matches ``entry``'s bytes and sha256, or a :class:`ModelFileError` naming it."""
     if not path.is_file():
+        from . import modelstore
+
+        modelstore.raise_if_not_installed(card_file)   # a model the plugin downloads: say how to get it
         raise ModelFileError(f"{what} missing: {path} (named by {card_file}).")
     expected_size = entry.get("bytes")
     size = path.stat().st_size
@@ -243,9 +262,16 @@ def set_card_entry(card_file: PathLike, key: str, entry: Dict[str, Any]) -> None
 
 
 def bundled_model_path(name: str, label: Optional[str] = None, models_dir: Optional[PathLike] = None) -> Path:
-    """Path of a bundled model's card; raises :class:`NoBundledWeightsError` if the
-    plugin ships none (never fall back to untrained weights). ``BUNDLED_DIR`` is
-    looked up at call time so tests and packagers can point it elsewhere."""
+    """Path of a model's card, from the model store (downloaded models) or the plugin's bundled folder
+    (``modelstore.find_card``); raises :class:`NoBundledWeightsError` if there is none (never fall back to
+    untrained weights). ``BUNDLED_DIR`` is looked up at call time so tests and packagers can point it
+    elsewhere; ``models_dir`` searches that folder only."""
+    if models_dir is None:
+        from . import modelstore
+
+        found = modelstore.find_card(name)   # the model store (downloads), then BUNDLED_DIR
+        if found is not None:
+            return found
     card = Path(models_dir if models_dir is not None else BUNDLED_DIR) / f"{name}.json"
     if not card.is_file():
         what = label or name

@@ -312,6 +312,10 @@ def load_predictor(card_path: Path, task: str, runtime: str = DEFAULT_RUNTIME, d
             raise InputError(f"Precision {precision} is a PyTorch autocast option; ONNX Runtime runs the graph "
                              "in float32. Choose runtime 'torch' or precision float32.")
         runtime = "torch"
+    if not (has_graph or has_weights):
+        from . import modelstore
+
+        modelstore.raise_if_not_installed(card_file)   # a model the plugin downloads: say how to get it, only that
     name, why = choose_runtime(runtime, has_graph, has_weights, card_file)
     if name == "onnxruntime":
         graph = modelfile.verify_onnx(card_file, card)

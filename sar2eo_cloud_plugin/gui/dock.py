@@ -31,7 +31,7 @@ from ..core.cloud import model_choices as cloud_model_choices
 from ..core.tasks import CLOUD_MASK, DEFAULT_DEVICE, DEVICES, TASKS, TRANSLATE
 from ..deps import FEATURE_LABELS, DependencyReport
 from ..processing.cloudmask_algorithm import MODES as CLOUD_MODES
-from .layers import ALG_IDS, build_parameters, has_bundled_model, suggested_task
+from .layers import ALG_IDS, build_parameters, missing_model, suggested_task
 from .runner import AlgorithmRun
 from .settings import PluginSettings
 
@@ -42,6 +42,7 @@ class Sar2EoCloudDock(QDockWidget):
     """Dock panel. ``runFinished(state, results, layers)`` is emitted after each run."""
 
     runFinished = pyqtSignal(str, dict, list)  # noqa: N815
+    dependenciesChanged = pyqtSignal()  # noqa: N815  (after the installer succeeded: deps re-checked)
 
     def __init__(self, parent: Optional[QWidget] = None, deps: Optional[DependencyReport] = None,
                  settings: Optional[PluginSettings] = None,
@@ -162,6 +163,21 @@ class Sar2EoCloudDock(QDockWidget):
         buttons.addWidget(self.cancel_button)
         layout.addLayout(buttons)
 
+        # Models and dependencies: the model manager, and (while a dependency is missing) the installer.
+        tools = QHBoxLayout()
+        self.models_button = QPushButton("Models…", body)
+        self.models_button.setObjectName("modelsButton")
+        self.models_button.setToolTip("Installed and downloadable models: download, delete, import a card.")
+        self.install_button = QPushButton("Install dependencies…", body)
+        self.install_button.setObjectName("installDepsButton")
+        self.install_button.setToolTip("Install the Python packages the plugin needs (pip, into the plugin's "
+                                       "folder in the QGIS profile).")
+        tools.addWidget(self.models_button)
+        tools.addWidget(self.install_button)
+        layout.addLayout(tools)
+        self.model_manager = None
+        self.installer_dialog = None
+
         self.progress = QProgressBar(body)
         self.progress.setObjectName("progressBar")
         self.progress.setRange(0, 100)
@@ -191,6 +207,8 @@ class Sar2EoCloudDock(QDockWidget):
         self.output_folder.fileChanged.connect(self._save_settings)
         self.run_button.clicked.connect(self.start_run)
         self.cancel_button.clicked.connect(self.cancel_run)
+        self.models_button.clicked.connect(self.open_model_manager)
+        self.install_button.clicked.connect(self.open_installer)
 
     # ---- settings --------------------------------------------------------------------------
     def _restore_settings(self) -> None:
@@ -265,16 +283,48 @@ class Sar2EoCloudDock(QDockWidget):
         task = task or self.task
         if self.deps is not None and not self.deps.can_run(task):
             return self.deps.message(task)
-        if not self.model_file.filePath().strip() and not has_bundled_model(task, self.band_set):
-            if task == TRANSLATE.key:
-                return (f"{FEATURE_LABELS[task]} cannot run: this plugin build has no bundled weights for "
-                        f"{BAND_SETS[self.band_set].label}. Choose a model file (Advanced) or another band set.")
-            return (f"{FEATURE_LABELS[task]} cannot run: this plugin build has no bundled cloud-mask weights. "
-                    "Choose a model file (Advanced).")
+        missing = None if self.model_file.filePath().strip() else missing_model(task, self.band_set)
+        if missing:
+            from ..core.modelstore import how_to_get
+
+            return f"{FEATURE_LABELS[task]} cannot run: {how_to_get(missing)}"
         return ""
+
+    # ---- models and dependencies ------------------------------------------------------------
+    def open_model_manager(self):
+        from .model_manager import ModelManagerDialog
+
+        if self.model_manager is None:
+            self.model_manager = ModelManagerDialog(self, self.settings)
+            self.model_manager.modelsChanged.connect(self._update_buttons)
+        self.model_manager.refresh()
+        self.model_manager.show()
+        self.model_manager.raise_()
+        return self.model_manager
+
+    def open_installer(self):
+        from ..profile import python_dir
+        from .installer import InstallerDialog
+
+        if self.installer_dialog is None:
+            self.installer_dialog = InstallerDialog(python_dir(), self, self.settings, self.deps)
+            self.installer_dialog.installed.connect(self._dependencies_installed)
+        self.installer_dialog.show()
+        self.installer_dialog.raise_()
+        return self.installer_dialog
+
+    def _dependencies_installed(self, ok: bool) -> None:
+        if ok:
+            from ..deps import check_dependencies
+
+            self.deps = check_dependencies()
+            self._devices_described = False
+            self._update_buttons()
+            self.dependenciesChanged.emit()
 
     def _update_buttons(self) -> None:
         running = self.is_running()
+        self.install_button.setVisible(self.deps is not None and not self.deps.ok)
         blocked = self.blocked_reason()
         self.run_button.setEnabled(not running and not blocked and self.layer_combo.currentLayer() is not None)
         self.cancel_button.setEnabled(running)
@@ -423,3 +473,6 @@ class Sar2EoCloudDock(QDockWidget):
         if self.is_running():
             self.run.cancel()
             self.run.wait(wait_s)
+        for dialog in (self.model_manager, self.installer_dialog):   # a download or pip must not outlive us
+            if dialog is not None:
+                dialog.close()

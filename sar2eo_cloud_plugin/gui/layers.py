@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Dict, List, Optional
 
 from qgis.core import QgsMapLayer, QgsMapLayerType, QgsProcessingOutputLayerDefinition, QgsProject, QgsRasterLayer
@@ -67,11 +66,27 @@ def suggested_task(layer: QgsMapLayer) -> Optional[str]:
     return None
 
 
-def has_bundled_model(task: str, band_set: str = "rgb") -> bool:
-    """Whether this plugin build ships the model a run with default settings needs (a file check)."""
-    from ..core.modelfile import BUNDLED_DIR
+def missing_model(task: str, band_set: str = "rgb") -> Optional[str]:
+    """The model a run with default settings needs when none of it is installed (inside the plugin or
+    downloaded; a file check, no hashing), else None. Cloud mask: any of its models will do (auto)."""
+    from ..core import modelstore
 
-    return (Path(BUNDLED_DIR) / f"{task_spec(task).bundled_model(band_set)}.json").is_file()
+    names = task_spec(task).bundled_models() if task == CLOUD_MASK.key else [task_spec(task).bundled_model(band_set)]
+    usable = (modelstore.INSTALLED, modelstore.BUNDLED)
+    if any(modelstore.status(n) in usable for n in names):
+        return None
+    if task == CLOUD_MASK.key:   # name the model auto prefers (an L2A layer's), not the weak RGB one
+        from ..core.cloud import AUTO_PREFERENCE
+
+        preferred = AUTO_PREFERENCE[0].format(level="l2a")
+        if preferred in names:
+            return preferred
+    return names[0] if names else task_spec(task).bundled_model(band_set)
+
+
+def has_bundled_model(task: str, band_set: str = "rgb") -> bool:
+    """Whether the model a run with default settings needs is installed (inside the plugin or downloaded)."""
+    return missing_model(task, band_set) is None
 
 
 def output_name(task: str, layer: QgsMapLayer, band_set: str = "rgb") -> str:

@@ -12,7 +12,9 @@ class PluginSettings:
     """Typed access to the plugin's QgsSettings keys.
 
     Keys: ``device`` (auto/cpu/cuda), ``output_folder`` (one-click results; empty = temporary
-    outputs), ``band_set`` (last band set key), ``tile_size/translate`` and ``tile_size/cloud_mask``.
+    outputs), ``band_set`` (last band set key), ``tile_size/translate`` and ``tile_size/cloud_mask``,
+    ``models_dir`` (where downloaded models go; empty = under the QGIS profile, see ``profile.py``),
+    ``install_runtime`` (cpu/gpu) and ``install_torch`` (the dock's dependency installer's choices).
     """
 
     def __init__(self, settings: QgsSettings = None) -> None:
@@ -63,3 +65,28 @@ class PluginSettings:
 
     def set_tile_size(self, task: str, value: int) -> None:
         self._set(f"tile_size/{task}", int(value))
+
+    @property
+    def models_dir(self) -> str:
+        return self._get("models_dir", "") or ""
+
+    @models_dir.setter
+    def models_dir(self, value: str) -> None:
+        self._set("models_dir", value or "")
+
+    @property
+    def install_runtime(self) -> str:
+        value = str(self._get("install_runtime", "cpu"))
+        return value if value in ("cpu", "gpu") else "cpu"
+
+    @install_runtime.setter
+    def install_runtime(self, value: str) -> None:
+        self._set("install_runtime", value)
+
+    @property
+    def install_torch(self) -> bool:
+        return str(self._get("install_torch", "false")).lower() in ("true", "1")
+
+    @install_torch.setter
+    def install_torch(self, value: bool) -> None:
+        self._set("install_torch", "true" if value else "false")

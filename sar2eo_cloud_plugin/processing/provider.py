@@ -43,10 +43,12 @@ class Sar2EoCloudProvider(QgsProcessingProvider):
     def loadAlgorithms(self) -> None:  # noqa: N802
         from .batch_algorithm import BatchFolderAlgorithm
         from .cloudmask_algorithm import CloudMaskAlgorithm
+        from .download_algorithm import DownloadModelsAlgorithm
         from .shipped_models import shipped_model_algorithms
         from .translate_algorithm import TranslateSarToEoAlgorithm
 
-        for alg in (TranslateSarToEoAlgorithm(), CloudMaskAlgorithm(), BatchFolderAlgorithm()):
+        for alg in (TranslateSarToEoAlgorithm(), CloudMaskAlgorithm(), BatchFolderAlgorithm(),
+                    DownloadModelsAlgorithm()):
             self.addAlgorithm(alg)
         for alg in shipped_model_algorithms():
             self.addAlgorithm(alg)

@@ -262,7 +262,7 @@ def test_auto_skips_a_model_without_weights(models_dir):
     (models_dir / "ukis_csmask_4b_l2a.safetensors").unlink()
     lines = []
     card, _why = cloud.select_model(["B2", "B3", "B4", "B8"], "L2A", models_dir, log=lines.append)
-    assert card.name == "cloudmask.json" and any("weights are not installed" in line for line in lines)
+    assert card.name == "cloudmask.json" and any("would fit but is not installed" in line for line in lines)
 
 
 # ------------------------------------------------------------------------------------- whole runs

@@ -21,6 +21,17 @@ def hide(monkeypatch, *modules):
     monkeypatch.setattr(deps.importlib.util, "find_spec", fake)
 
 
+@pytest.fixture
+def torch_only(monkeypatch):
+    """Each task with its torch runtime only (as before onnxruntime was a runtime), for the tests of
+    what the check says about the torch packages."""
+    from sar2eo_cloud_plugin.core.tasks import TASKS, TORCH_RUNTIME
+
+    for t in TASKS:
+        torch = tuple(r for r in t.runtimes if r[:len(TORCH_RUNTIME)] == TORCH_RUNTIME)
+        monkeypatch.setitem(deps.RUNTIMES, t.key, torch)
+
+
 def test_everything_present_here():
     report = deps.check_dependencies()
     assert report.ok, report.message()
@@ -35,14 +46,6 @@ def test_with_onnxruntime_no_torch_package_is_needed(monkeypatch):
     report = deps.check_dependencies()
     assert report.can_run("translate") and report.can_run("cloud_mask") and report.blocked_features() == []
     assert report.runtime("translate") == ("onnxruntime",) and report.runtime("cloud_mask") == ("onnxruntime",)
-
-
-@pytest.fixture
-def torch_only(monkeypatch):
-    """Each task with its torch runtime only (the tests below check what that runtime needs, as in a QGIS where
-    onnxruntime is not an option)."""
-    for key, runtimes in list(deps.RUNTIMES.items()):
-        monkeypatch.setitem(deps.RUNTIMES, key, tuple(r for r in runtimes if "torch" in r))
 
 
 def test_missing_smp_blocks_only_cloud_mask(monkeypatch, torch_only):
@@ -71,7 +74,8 @@ def test_missing_torchvision_blocks_cloud_mask_with_matching_pins(monkeypatch, t
     report = deps.check_dependencies()
     assert report.blocked_features() == ["translate", "cloud_mask"]
     assert report.pip_command() == "python3 -m pip install torch==2.14.1 torchvision==0.29.1"
-    hide(monkeypatch, "torchvision")          # replaces the hiding above (RUNTIMES stays torch-only)
+    monkeypatch.setattr(deps.importlib.util, "find_spec", REAL_FIND_SPEC)
+    hide(monkeypatch, "torchvision")
     report = deps.check_dependencies()
     assert report.blocked_features() == ["cloud_mask"]
     assert "torchvision is not installed (needed by segmentation-models-pytorch)" in report.message()
@@ -133,7 +137,7 @@ def test_check_imports_none_of_the_heavy_packages():
 
 
 @pytest.fixture
-def other_runtime(monkeypatch):
+def other_runtime(monkeypatch, torch_only):
     """A second runtime for translation, preferred first, as onnxruntime would be: a made-up
     requirement whose module is the standard library's json (always importable, no metadata)."""
     monkeypatch.setitem(deps.REQUIREMENTS, "fake_rt", deps.Requirement("json", "fake-rt", "fake-rt==1.0",
@@ -165,3 +169,16 @@ def test_torch_runtime_is_used_when_it_is_the_only_complete_one(monkeypatch, oth
     hide(monkeypatch, "json")
     report = deps.check_dependencies()
     assert report.runtime("translate") == ("torch", "safetensors") and report.ok
+
+
+def test_onnxruntime_is_enough_without_torch(monkeypatch):
+    """The plugin's runtimes as declared: ONNX Runtime runs both tasks without torch; with neither, the
+    check asks for ONNX Runtime (the preferred, small one), pinned."""
+    hide(monkeypatch, "torch", "torchvision", "segmentation_models_pytorch", "safetensors")
+    report = deps.check_dependencies()
+    assert report.ok and report.runtime("translate") == ("onnxruntime",) == report.runtime("cloud_mask")
+    monkeypatch.setattr(deps.importlib.util, "find_spec", REAL_FIND_SPEC)
+    hide(monkeypatch, "torch", "onnxruntime")
+    report = deps.check_dependencies()
+    assert report.blocked_features() == ["translate", "cloud_mask"] and report.missing() == ["onnxruntime"]
+    assert report.pip_command() == "python3 -m pip install onnxruntime==1.32.0"

@@ -10,7 +10,9 @@ Examples::
     python -m training cloudmask localise --config configs/cloudmask.yaml      # CloudSEN12 -> .npy cache, once
     python -m training cloudmask train --config configs/cloudmask.yaml --set train.epochs=3
 
-``--set a.b=value`` overrides any config entry (value parsed as YAML).
+``--set a.b=value`` overrides any config entry (value parsed as YAML); ``--help-config`` lists every entry with
+its default and help. Errors the package raises (:class:`training.common.TrainingError`: unknown config keys,
+missing data or checkpoints, metrics of another checkpoint) are printed and exit with status 2.
 """
 from __future__ import annotations
 
@@ -24,9 +26,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", choices=list(CARD_TASKS))
-    parser.add_argument("action", choices=["train", "evaluate", "export", "all", "localise"],
+    parser.add_argument("action", nargs="?", choices=["train", "evaluate", "export", "all", "localise"],
                         help="'all' = train, evaluate, export; 'localise' (cloudmask) fills the CloudSEN12 cache")
-    parser.add_argument("--config", required=True, help="YAML or JSON config file")
+    parser.add_argument("--config", help="YAML or JSON config file")
+    parser.add_argument("--help-config", action="store_true", help="list every config key, its default and help")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--resume", action="store_true", help="continue from <run_dir>/ckpt_last")
     parser.add_argument("--checkpoint", default=None, help="checkpoint stem for evaluate/export")
@@ -35,14 +38,31 @@ def main(argv=None) -> int:
 
     from . import common
 
-    cfg = common.load_config(args.config, args.overrides)
     if args.task == TRANSLATE.card_task:
         from . import cyclegan as mod
     else:
         from . import cloudmask as mod
+    if args.help_config:
+        options = getattr(mod, "OPTIONS", None)
+        if options is None:
+            print(f"{args.task}: defaults only (no help lines yet): {getattr(mod, 'DEFAULTS', {})}")
+        else:
+            print("\n".join(common.describe_options(options)))
+        return 0
+    if not args.action or not args.config:
+        parser.error("an action and --config are required")
+    try:
+        return _run(args, mod, common)
+    except common.TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args, mod, common) -> int:
+    cfg = common.load_config(args.config, args.overrides)
     if args.action == "localise":
         if args.task != CLOUD_MASK.card_task:
-            parser.error("localise is for cloudmask only")
+            raise common.ConfigError("localise is for cloudmask only")
         mod.localise_from_config(cfg)
         return 0
     if args.action in ("train", "all"):

@@ -15,14 +15,81 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]   # `python -m training` runs from here, so it is on sys.path
 
 
+class TrainingError(Exception):
+    """Anything the training package refuses; the CLI prints it and exits with status 2."""
+
+
+class ConfigError(TrainingError):
+    """A config that names an unknown key or holds a value of the wrong kind."""
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint that is missing, incomplete or does not fit the networks it is loaded into."""
+
+
+class DataError(TrainingError):
+    """Training or evaluation data that is missing or unusable."""
+
+
 # ----------------------------------------------------------------------------------------------- configs
+class Option:
+    """One config key as data: its default and the help line ``--help-config`` prints (junyanz-style options)."""
+
+    __slots__ = ("default", "help")
+
+    def __init__(self, default: Any, help: str) -> None:  # noqa: A002 - the word every option library uses
+        if not help:
+            raise ValueError("every option needs a help line")
+        self.default = default
+        self.help = help
+
+
+OptionTree = Dict[str, Any]  # str -> Option or a nested OptionTree
+
+INTERNAL_KEYS = ("_config_file",)  # written by load_config, not by users
+
+
+def option_defaults(options: OptionTree) -> Dict[str, Any]:
+    """The plain default config of an option tree."""
+    return {k: option_defaults(v) if isinstance(v, dict) else copy.deepcopy(v.default) for k, v in options.items()}
+
+
+def apply_options(options: OptionTree, cfg: Dict[str, Any], where: str = "") -> Dict[str, Any]:
+    """``cfg`` over the defaults of ``options``; an unknown key anywhere raises :class:`ConfigError` naming it
+    and the keys that are known there (a typo must not silently train with the default)."""
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"config section '{where.rstrip('.') or '<top>'}' must be a mapping, got {cfg!r}")
+    unknown = sorted(k for k in cfg if k not in options and k not in INTERNAL_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(where + k for k in unknown)}; known here: "
+                          f"{', '.join(sorted(options))} (python -m training <task> --help-config lists them)")
+    out: Dict[str, Any] = {k: cfg[k] for k in INTERNAL_KEYS if k in cfg}
+    for key, opt in options.items():
+        if isinstance(opt, dict):
+            out[key] = apply_options(opt, cfg.get(key) or {}, f"{where}{key}.")
+        else:
+            out[key] = copy.deepcopy(cfg[key]) if key in cfg else copy.deepcopy(opt.default)
+    return out
+
+
+def describe_options(options: OptionTree, where: str = "") -> List[str]:
+    """``key (default): help`` lines for every option, nested keys dotted."""
+    lines: List[str] = []
+    for key, opt in options.items():
+        if isinstance(opt, dict):
+            lines += describe_options(opt, f"{where}{key}.")
+        else:
+            lines.append(f"{where}{key} (default {opt.default!r}): {opt.help}")
+    return lines
+
+
 def load_config(path: Optional[str], overrides: Iterable[str] = ()) -> Dict[str, Any]:
     """Read a YAML or JSON config and apply ``a.b.c=value`` overrides (values parsed as YAML)."""
     import yaml
@@ -34,7 +101,7 @@ def load_config(path: Optional[str], overrides: Iterable[str] = ()) -> Dict[str,
         cfg.setdefault("_config_file", str(path))
     for item in overrides or ():
         if "=" not in item:
-            raise SystemExit(f"--set expects key=value, got '{item}'")
+            raise ConfigError(f"--set expects key=value, got '{item}'")
         key, raw = item.split("=", 1)
         value = yaml.safe_load(raw)
         node = cfg
@@ -57,7 +124,7 @@ def names(values, key: str):
     out = []
     for v in values or []:
         if not isinstance(v, str):
-            raise SystemExit(f"{key}: entry {v!r} is not a string; quote patch names in YAML (e.g. '36_85')")
+            raise ConfigError(f"{key}: entry {v!r} is not a string; quote patch names in YAML (e.g. '36_85')")
         out.append(v)
     return out
 
@@ -114,7 +181,7 @@ class Dist:
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
         if device_pref == "cuda" and not torch.cuda.is_available():
-            raise SystemExit("device 'cuda' was asked for but torch sees no CUDA device")
+            raise TrainingError("device 'cuda' was asked for but torch sees no CUDA device")
         if use_cuda:
             torch.cuda.set_device(self.local_rank)
             self.device = torch.device("cuda", self.local_rank)
@@ -319,28 +386,75 @@ def save_checkpoint(stem: Path, nets: Dict[str, Any], optims: Dict[str, Any], me
     return stem.with_suffix(".json")
 
 
+def checkpoint_stem(path: Path) -> Path:
+    """``run/ckpt_last``, ``run/ckpt_last.json`` or ``run/ckpt_last.safetensors`` -> ``run/ckpt_last``."""
+    path = Path(path)
+    return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+
+
 def load_checkpoint(stem: Path, nets: Dict[str, Any], optims: Optional[Dict[str, Any]] = None,
                     restore_rng: bool = True) -> Dict[str, Any]:
-    """Load what :func:`save_checkpoint` wrote into ``nets`` / ``optims``; returns the JSON meta."""
+    """Load what :func:`save_checkpoint` wrote into ``nets`` / ``optims``; returns the JSON meta.
+
+    The one checkpoint reader of the package: resuming passes every network, optimiser and the RNG; evaluation
+    and export pass only the network they need (``{"G_A": net}``) and ``restore_rng=False``. Each network named
+    must be in the checkpoint and fit it exactly; anything else raises :class:`CheckpointError`."""
     import torch
     from safetensors.torch import load_file
 
-    stem = Path(stem)
-    if stem.suffix in (".json", ".safetensors"):
-        stem = stem.with_suffix("")
-    meta = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
-    tensors = load_file(str(stem.with_suffix(".safetensors")), device="cpu")
+    stem = checkpoint_stem(stem)
+    if not checkpoint_exists(stem):
+        raise CheckpointError(f"no checkpoint at {stem}.json + {stem}.safetensors")
+    try:
+        meta = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
+        tensors = load_file(str(stem.with_suffix(".safetensors")), device="cpu")
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {stem} cannot be read: {exc}") from exc
     for name, net in nets.items():
         prefix = f"net.{name}."
         sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        net.load_state_dict(sd, strict=True)
+        if not sd:
+            raise CheckpointError(f"checkpoint {stem} holds no network '{name}' "
+                                  f"(it has {sorted({k.split('.')[1] for k in tensors if k.startswith('net.')})})")
+        try:
+            net.load_state_dict(sd, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"network '{name}' of checkpoint {stem} does not fit the configured architecture: "
+                                  f"{str(exc).splitlines()[0]}") from exc
     for name, opt in (optims or {}).items():
         prefix = f"opt.{name}."
+        if name not in meta.get("optimizers", {}):
+            raise CheckpointError(f"checkpoint {stem} holds no optimiser '{name}'")
         _optimizer_join(opt, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
                         meta["optimizers"][name])
     if restore_rng and "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"].to(torch.uint8))
     return meta
+
+
+def checkpoint_identity(stem: Path) -> Dict[str, Any]:
+    """What a metrics file records about the checkpoint it measured, and what export compares: the sha256 of its
+    tensors file and its step."""
+    from sar2eo_cloud_plugin.core.modelfile import sha256_of
+
+    stem = checkpoint_stem(stem)
+    if not checkpoint_exists(stem):
+        raise CheckpointError(f"no checkpoint at {stem}.json + {stem}.safetensors")
+    meta = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
+    return {"path": str(stem), "sha256": sha256_of(stem.with_suffix(".safetensors")),
+            "step": meta.get("global_step", meta.get("step"))}
+
+
+def check_metrics_match(metrics: Dict[str, Any], stem: Path, metrics_path: Path) -> Dict[str, Any]:
+    """Refuse metrics measured on another checkpoint than ``stem`` (export must not put one model's scores on
+    another model's card). Returns the checkpoint identity."""
+    ident = checkpoint_identity(stem)
+    rec = metrics.get("checkpoint") if isinstance(metrics.get("checkpoint"), dict) else {}
+    if rec.get("sha256") != ident["sha256"] or rec.get("step") != ident["step"]:
+        raise CheckpointError(
+            f"{metrics_path} was measured on checkpoint sha256 {str(rec.get('sha256'))[:12]}… step {rec.get('step')}, "
+            f"but {stem} is sha256 {ident['sha256'][:12]}… step {ident['step']}: evaluate this checkpoint first")
+    return ident
 
 
 def checkpoint_exists(stem: Path) -> bool:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
@@ -41,38 +41,27 @@ def sar_composite(sar_norm: np.ndarray) -> np.ndarray:
     return np.clip(np.stack([vv, vh, np.clip(vv - vh + 0.5, 0, 1)], -1), 0, 1)
 
 
-def translation_figure(path: Path, sar_norm: np.ndarray, pred: np.ndarray, target: np.ndarray,
-                       baseline: np.ndarray, bands: Sequence[str], band_set_key: str, title: str = "") -> Path:
-    """Input / prediction / target / baseline false-colour panels and per-band histograms."""
-    plt = _mpl()
-    comp = COMPOSITES[band_set_key]
-    idx = [list(bands).index(b) for b in comp]
-    lo = np.percentile(target[idx], 2, axis=(1, 2))
-    hi = np.percentile(target[idx], 98, axis=(1, 2))
-    n = len(bands)
-    fig, axes = plt.subplots(2, max(4, n), figsize=(3.2 * max(4, n), 6.4))
-    panels = [("S1 input (VV, VH, VV-VH)", sar_composite(sar_norm)),
-              (f"prediction ({','.join(comp)})", _stretch(pred[idx], lo, hi)),
-              (f"target ({','.join(comp)})", _stretch(target[idx], lo, hi)),
-              ("baseline (train mean)", _stretch(baseline[idx], lo, hi))]
-    for ax, (t, im) in zip(axes[0], panels):
-        ax.imshow(im)
-        ax.set_title(t, fontsize=9)
-        ax.axis("off")
-    for ax in axes[0][len(panels):]:
-        ax.axis("off")
-    for b in range(max(4, n)):
-        ax = axes[1][b]
-        if b >= n:
-            ax.axis("off")
-            continue
-        rng = (0, float(max(np.percentile(target[b], 99.5), np.percentile(pred[b], 99.5), 1e-3)))
-        ax.hist(target[b].ravel(), bins=50, range=rng, alpha=0.6, label="target")
-        ax.hist(pred[b].ravel(), bins=50, range=rng, alpha=0.6, label="prediction")
-        ax.axvline(float(baseline[b].mean()), color="k", ls="--", lw=1, label="baseline")
-        ax.set_title(f"{bands[b]} reflectance", fontsize=9)
-        ax.legend(fontsize=7)
-    return _save(plt, fig, path, title)
+def translation_pairs_png(path: Path, rows: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray]],
+                          band_set_key: str, bands: Sequence[str], gap: int = 2) -> Path:
+    """A small PNG for the README: one row per validation patch, panels real S1 (VV, VH, VV-VH) | translation |
+    real S2, at the data's own 10 m pixels. ``rows`` hold (normalised S1 (2,H,W), prediction, target) with
+    reflectance (C,H,W). The translation and the real image share one stretch (the real image's 2-98 %), so
+    their brightness compares. Written as a 256-colour PNG to stay small enough to commit."""
+    from PIL import Image
+
+    idx = [list(bands).index(b) for b in COMPOSITES[band_set_key]]
+    h, w = rows[0][2].shape[-2:]
+    canvas = np.full((len(rows) * (h + gap) - gap, 3 * (w + gap) - gap, 3), 255, np.uint8)
+    for r, (sar, pred, target) in enumerate(rows):
+        lo = np.percentile(target[idx], 2, axis=(1, 2))
+        hi = np.percentile(target[idx], 98, axis=(1, 2))
+        for c, img in enumerate((sar_composite(sar), _stretch(pred[idx], lo, hi), _stretch(target[idx], lo, hi))):
+            y, x = r * (h + gap), c * (w + gap)
+            canvas[y:y + h, x:x + w] = np.rint(np.asarray(img)[:h, :w] * 255).astype(np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(canvas).quantize(256).save(path, optimize=True)
+    return path
 
 
 def cloud_figure(path: Path, items: Sequence[Dict[str, np.ndarray]], title: str = "") -> Path:

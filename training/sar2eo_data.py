@@ -262,89 +262,178 @@ class SEN12MSPairs(_PairBase):
 
 
 # ------------------------------------------------------------------------------------------------ BigEarthNet
+def to_grid(arr: np.ndarray, size: int) -> np.ndarray:
+    """A 20 m / 60 m band (h, w) brought onto the ``size`` x ``size`` 10 m grid by nearest-neighbour repetition.
+
+    Repetition, not interpolation, so that no reflectance value is invented; it is the same rule for the
+    GeoTIFF and the ``.npz`` readers, so both give identical stacks for the same patch."""
+    if arr.shape[-1] == size and arr.shape[-2] == size:
+        return arr
+    rep = size // arr.shape[-1]
+    if rep * arr.shape[-1] != size or arr.shape[-2] * rep != size:
+        raise ValueError(f"band of shape {arr.shape} does not divide the {size} x {size} grid")
+    return np.repeat(np.repeat(arr, rep, -2), rep, -1)
+
+
+_PRODUCT_RE = re.compile(r"(S2[AB])_MSI(L1C|L2A)_(\d{8})T(\d{5,6})")
+
+
+def product_of(name: str) -> str:
+    """The Sentinel-2 product a patch comes from: ``<mission>_<date>T<hhmm>`` of its datatake.
+
+    BigEarthNet v1 names carry no tile, so the datatake (mission, date, start time) stands for the product. The
+    start time is cut to the minute because granules of one pass are stamped seconds apart (``T94030`` and
+    ``T94031`` on 2018-05-25 are neighbours). Patches of one product are near-duplicates (same day, same
+    atmosphere, often adjacent), so a split must never put one product on both sides."""
+    m = _PRODUCT_RE.search(name)
+    if not m:
+        raise ValueError(f"'{name}' is not a Sentinel-2 patch name (S2A/S2B_MSIL2A_<date>T<time>...)")
+    hhmmss = m.group(4).zfill(6)
+    return f"{m.group(1)}_{m.group(3)}T{hhmmss[:4]}"
+
+
+@dataclass(frozen=True)
+class PairSource:
+    """One real S1/S2 pair on disk: ``name`` is the Sentinel-2 patch name, ``kind`` 'npz' or 'geotiff'."""
+
+    name: str
+    kind: str
+    s1: Path
+    s2: Path
+
+    @property
+    def product(self) -> str:
+        return product_of(self.name)
+
+
+def discover_pairs(roots: Sequence[Path]) -> List[PairSource]:
+    """Every S1/S2 pair under ``roots`` (any mix of the layouts :class:`BigEarthNetPairs` documents)."""
+    out: Dict[str, PairSource] = {}
+    for root in roots:
+        root = Path(root)
+        if not root.exists():
+            raise FileNotFoundError(f"data folder {root} does not exist")
+        for npz in sorted(root.glob("*.npz")):
+            name = npz.stem.split("_", 1)[1] if npz.stem.startswith("benv") else npz.stem
+            out[name] = PairSource(name, "npz", npz, npz)
+        pj = root / "pairs.json"
+        if pj.is_file():
+            for s1, s2 in json.loads(pj.read_text(encoding="utf-8")).items():
+                a, b = root / "s1" / f"{s1}_VVVH.tif", root / "s2" / f"{s2}_L2A12.tif"
+                if a.is_file() and b.is_file():
+                    out[s2] = PairSource(s2, "stack", a, b)
+        s1_root = next(iter(sorted(root.glob("*S1*"))), None)
+        s2_root = next(iter(sorted(root.glob("*S2*"))), None)
+        if s1_root is not None and s2_root is not None and s1_root.is_dir() and s2_root.is_dir():
+            for meta in sorted(s1_root.glob("*/*_labels_metadata.json")):
+                info = json.loads(meta.read_text(encoding="utf-8"))
+                s2name = info.get("corresponding_s2_patch")
+                if s2name and (s2_root / s2name).is_dir():
+                    out[s2name] = PairSource(s2name, "geotiff", meta.parent, s2_root / s2name)
+    return [out[k] for k in sorted(out)]
+
+
+def read_pair(src: PairSource) -> Tuple[np.ndarray, np.ndarray]:
+    """(VV/VH dB (2, 120, 120) float32, 12-band L2A DN (12, 120, 120) float32 in ``S2_L2A_ORDER``)."""
+    if src.kind == "npz":
+        with np.load(src.s1, allow_pickle=False) as z:
+            db = np.stack([z["S1_VV"], z["S1_VH"]]).astype(np.float32)
+            size = db.shape[-1]
+            dn = np.stack([to_grid(z["S2_B" + b[1:].zfill(2) if b != "B8A" else "S2_B8A"].astype(np.float32), size)
+                           for b in S2_L2A_ORDER])
+        return db, dn
+    import rasterio
+
+    if src.kind == "stack":
+        with rasterio.open(src.s1) as ds:
+            db = ds.read([1, 2]).astype(np.float32)
+        with rasterio.open(src.s2) as ds:
+            dn = ds.read().astype(np.float32)
+        return db, dn
+    a, b = src.s1, src.s2
+    bands = []
+    for pol in ("VV", "VH"):
+        with rasterio.open(a / f"{a.name}_{pol}.tif") as ds:
+            bands.append(ds.read(1).astype(np.float32))
+    db = np.stack(bands)
+    s2 = []
+    for band in S2_L2A_ORDER:
+        fname = "B" + band[1:].zfill(2) if band != "B8A" else "B8A"
+        with rasterio.open(b / f"{b.name}_{fname}.tif") as ds:
+            s2.append(to_grid(ds.read(1).astype(np.float32), db.shape[-1]))
+    return db, np.stack(s2)
+
+
+def split_by_product(pairs: Sequence[PairSource], val_products: Sequence[str]) -> Tuple[List[PairSource],
+                                                                                         List[PairSource]]:
+    """(training pairs, validation pairs): every pair of a product in ``val_products`` is validation."""
+    known = {p.product for p in pairs}
+    unknown = sorted(set(val_products) - known)
+    if unknown:
+        raise ValueError(f"data.val_products {unknown} match no pair (products here: {sorted(known)})")
+    val = set(val_products)
+    return [p for p in pairs if p.product not in val], [p for p in pairs if p.product in val]
+
+
+def propose_val_products(pairs: Sequence[PairSource], n_pairs: int, seed: int = 0) -> List[str]:
+    """A seeded choice of whole products holding about ``n_pairs`` pairs, never the largest product (it is most
+    of the training data). Used once to write ``data.val_products`` into the configs, where it stays fixed."""
+    counts: Dict[str, int] = {}
+    for p in pairs:
+        counts[p.product] = counts.get(p.product, 0) + 1
+    biggest = max(counts, key=lambda k: counts[k])
+    order = [sorted(counts)[i] for i in np.random.default_rng(seed).permutation(len(counts))]
+    chosen, total = [], 0
+    for prod in order:
+        if prod != biggest and total + counts[prod] <= n_pairs:
+            chosen.append(prod)
+            total += counts[prod]
+    return sorted(chosen)
+
+
 class BigEarthNetPairs(_PairBase):
-    """The real BigEarthNet-MM example pairs shipped in this repository (Sumbul et al., 2021).
+    """Real BigEarthNet S1/S2 pairs (Sumbul et al., 2021), 120 x 120 px at 10 m, S2 L2A surface reflectance.
 
-    Accepts either layout:
+    On-disk layouts read (any mix, given as ``data.roots``)::
 
-    * ``sample_data/``: ``s1/<S1 patch>_VVVH.tif`` (2 bands float32 dB), ``s2/<S2 patch>_L2A12.tif``
-      (12 bands uint16 L2A DN, B1..B12 with B8A, no B10, all on the 10 m grid) and ``pairs.json``;
-    * the original per-band folders (``BigEarthNet-S1-Example/<patch>/<patch>_VV.tif``/``_VH.tif`` and
-      ``BigEarthNet-S2-Example/<patch>/<patch>_B02.tif`` ...; 20 m / 60 m bands are brought to the 10 m grid
-      by nearest neighbour repetition), pairs from the S1 ``labels_metadata.json`` (``corresponding_s2_patch``).
+        ../shared/data/bigearthnet-configilm/benv1_<S2 patch>.npz, benv2_<S2 patch>.npz   (46 pairs)
+            keys S1_VV, S1_VH (float32 dB, 120 x 120), S2_B01..S2_B12, S2_B8A (uint16 L2A DN at native
+            sampling: B02/03/04/08 120 x 120, B05-07/8A/11/12 60 x 60, B01/09 20 x 20); no georeference
+        ../shared/data/bigearthnet-example/BigEarthNet-S1-Example/<S1 patch>/<S1 patch>_VV.tif, _VH.tif
+        ../shared/data/bigearthnet-example/BigEarthNet-S2-Example/<S2 patch>/<S2 patch>_B01.tif ... _B12.tif
+            (5 pairs; S1 metadata ``<S1 patch>_labels_metadata.json`` names ``corresponding_s2_patch``)
+        sample_data/s1/<S1 patch>_VVVH.tif, s2/<S2 patch>_L2A12.tif, pairs.json   (the same 5, stacked)
 
-    Patches are 120 x 120 px; with ``crop_size`` smaller than that, ``samples_per_epoch`` random crops (and
-    flips) are drawn per epoch. The optical side is L2A surface reflectance here, not the L1C top-of-atmosphere
-    reflectance of SEN12MS: cards of models trained on it say so.
+    20 m and 60 m bands are brought to the 10 m grid by :func:`to_grid` (repetition). Pairs are keyed by the
+    Sentinel-2 patch name, so a patch present in two layouts is read once.
+
+    Split: by Sentinel-2 product (:func:`product_of`), never by patch. The bundled configs hold
+    ``data.val_products`` (proposed once by :func:`propose_val_products` with seed 1 and 11 pairs; seed 0 gave
+    11 one-pair products, leaving training only 11 products, seed 1 leaves it 15):
+
+    * validation, 7 products / 11 pairs: S2A_20170617T1133 (36_85, 4_55 GeoTIFF + 48_5), S2A_20180413T0950,
+      S2B_20170924T0930 (69_24 GeoTIFF), S2B_20170930T0950, S2B_20180417T1020 (2 pairs), S2B_20180521T1000,
+      S2B_20180525T0940 (2 pairs);
+    * training, the other 15 products / 40 pairs, 23 of them from S2A_20170613T1010 (tile 33UUP, incl. the
+      cloud/shadow patches 38_58, 38_87, 70_40), and the three winter products
+      (20171121, 20180225, 20180204).
+
+    (Recomputed and checked by ``tests/training/test_data.py``.) With ``crop_size`` smaller than 120,
+    ``samples_per_epoch`` random crops (and flips) are drawn per epoch. The optical side is L2A surface
+    reflectance, not the L1C top-of-atmosphere reflectance of SEN12MS: cards of models trained on it say so.
     """
 
     s2_order = S2_L2A_ORDER
 
-    def __init__(self, root, band_set_key: str = "rgb", patches: Optional[Sequence[str]] = None,
-                 exclude: Sequence[str] = (), crop_size: Optional[int] = 96, augment: bool = True,
-                 samples_per_epoch: Optional[int] = None, seed: int = 0) -> None:
+    def __init__(self, pairs: Sequence[PairSource], band_set_key: str = "rgb", crop_size: Optional[int] = 96,
+                 augment: bool = True, samples_per_epoch: Optional[int] = None, seed: int = 0) -> None:
         super().__init__(band_set_key, crop_size, augment, seed)
-        self.root = Path(root)
-        pairs = self._discover()
-        names = sorted(pairs)
-        if patches:
-            missing = [p for p in patches if not any(p in n for n in names)]
-            if missing:
-                raise FileNotFoundError(f"patches {missing} not found under {self.root} (have {names})")
-            names = [n for n in names if any(p in n for p in patches)]
-        names = [n for n in names if not any(e in n for e in exclude)]
-        if not names:
-            raise FileNotFoundError(f"no S1/S2 pairs found under {self.root}")
-        self.names = names
-        self.samples_per_epoch = samples_per_epoch or len(names)
-        self._cache = [self._load(pairs[n]) for n in names]
-
-    def _discover(self) -> Dict[str, Tuple[object, object]]:
-        pj = self.root / "pairs.json"
-        out: Dict[str, Tuple[object, object]] = {}
-        if pj.is_file():
-            for s1, s2 in json.loads(pj.read_text(encoding="utf-8")).items():
-                a, b = self.root / "s1" / f"{s1}_VVVH.tif", self.root / "s2" / f"{s2}_L2A12.tif"
-                if a.is_file() and b.is_file():
-                    out[s1] = (a, b)
-            return out
-        s1_root = next(iter(sorted(self.root.glob("*S1*"))), None)
-        s2_root = next(iter(sorted(self.root.glob("*S2*"))), None)
-        if s1_root is None or s2_root is None:
-            return out
-        for meta in sorted(s1_root.glob("*/*_labels_metadata.json")):
-            info = json.loads(meta.read_text(encoding="utf-8"))
-            s2name = info.get("corresponding_s2_patch")
-            folder = meta.parent
-            if s2name and (s2_root / s2name).is_dir():
-                out[folder.name] = (folder, s2_root / s2name)
-        return out
-
-    @staticmethod
-    def _load(pair) -> Tuple[np.ndarray, np.ndarray]:
-        import rasterio
-
-        a, b = (Path(p) for p in pair)
-        if a.is_file():
-            with rasterio.open(a) as ds:
-                db = ds.read([1, 2]).astype(np.float32)
-            with rasterio.open(b) as ds:
-                dn = ds.read().astype(np.float32)
-            return db, dn
-        bands = []
-        for pol in ("VV", "VH"):
-            with rasterio.open(a / f"{a.name}_{pol}.tif") as ds:
-                bands.append(ds.read(1).astype(np.float32))
-        db = np.stack(bands)
-        size = db.shape[-1]
-        s2 = []
-        for band in S2_L2A_ORDER:
-            fname = "B" + band[1:].zfill(2) if band != "B8A" else "B8A"
-            with rasterio.open(b / f"{b.name}_{fname}.tif") as ds:
-                arr = ds.read(1).astype(np.float32)
-            rep = size // arr.shape[-1]
-            s2.append(np.repeat(np.repeat(arr, rep, 0), rep, 1) if rep > 1 else arr)
-        return db, np.stack(s2)
+        if not pairs:
+            raise FileNotFoundError("no S1/S2 pairs selected")
+        self.sources = list(pairs)
+        self.names = [p.name for p in self.sources]
+        self.samples_per_epoch = samples_per_epoch or len(self.names)
+        self._cache = [read_pair(p) for p in self.sources]
 
     def __len__(self) -> int:
         return self.samples_per_epoch
@@ -359,9 +448,38 @@ class BigEarthNetPairs(_PairBase):
     def name(self, i: int) -> str:
         return self.names[i]
 
+    def product(self, i: int) -> str:
+        return self.sources[i].product
+
     @property
     def n_pairs(self) -> int:
         return len(self.names)
+
+
+# ------------------------------------------------------------------------------------------------ Sen1Floods11
+SEN1FLOODS11_NOTE = (
+    "Sen1Floods11 Spain_7370579 (512 x 512, EPSG:4326): its Sentinel-2 side is L1C top-of-atmosphere reflectance, "
+    "not the L2A surface reflectance the models were trained on. It is scored apart, never averaged with the L2A "
+    "validation pairs: B10 (cirrus, absent from L2A) is dropped to get the L2A band order, and the L1C DN / 10,000 "
+    "is compared as is, so the scores also hold the atmosphere (TOA is brighter over dark land and water); read "
+    "them as an out-of-distribution check, model against baseline, not as an absolute quality.")
+
+
+def sen1floods11_pair(root: Path) -> Tuple[Path, np.ndarray]:
+    """(path of the S1 GeoTIFF, its L1C S2 as 12-band DN in ``S2_L2A_ORDER``, B10 dropped).
+
+    Layout: ``<root>/Spain_7370579_S1Hand.tif`` (VV, VH dB float32) and ``<root>/Spain_7370579_S2Hand.tif``
+    (13 bands B1..B12 in L1C order with B10, DN = TOA reflectance x 10,000), both 512 x 512 in EPSG:4326."""
+    import rasterio
+
+    root = Path(root)
+    s1 = root / "Spain_7370579_S1Hand.tif"
+    with rasterio.open(root / "Spain_7370579_S2Hand.tif") as ds:
+        dn = ds.read().astype(np.float32)
+    if dn.shape[0] != len(S2_L1C_ORDER):
+        raise ValueError(f"{root}: S2 has {dn.shape[0]} bands, expected 13 (L1C)")
+    keep = [S2_L1C_ORDER.index(b) for b in S2_L2A_ORDER]
+    return s1, dn[keep]
 
 
 def build_sar2eo_dataset(data_cfg: Dict, band_set_key: str, split: str, seed: int, log=print):
@@ -377,12 +495,12 @@ def build_sar2eo_dataset(data_cfg: Dict, band_set_key: str, split: str, seed: in
                             split=split, val_fraction=data_cfg.get("val_fraction", 0.1), seed=seed,
                             verify=data_cfg.get("verify", False), log=log)
     if kind == "bigearthnet":
-        held = common.names(data_cfg.get("holdout"), "data.holdout")
+        roots = [common.resolve_path(r) for r in (data_cfg.get("roots") or [data_cfg["root"]])]
+        train_pairs, val_pairs = split_by_product(discover_pairs(roots),
+                                                  common.names(data_cfg.get("val_products"), "data.val_products"))
         if train:
-            return BigEarthNetPairs(root, band_set_key, patches=common.names(data_cfg.get("train_patches"),
-                                                                             "data.train_patches") or None,
-                                    exclude=held,
-                                    crop_size=data_cfg.get("crop_size", 96), augment=data_cfg.get("flip", True),
+            return BigEarthNetPairs(train_pairs, band_set_key, crop_size=data_cfg.get("crop_size", 96),
+                                    augment=data_cfg.get("flip", True),
                                     samples_per_epoch=data_cfg.get("samples_per_epoch"), seed=seed)
-        return BigEarthNetPairs(root, band_set_key, patches=held or None, crop_size=None, augment=False, seed=seed)
+        return BigEarthNetPairs(val_pairs, band_set_key, crop_size=None, augment=False, seed=seed)
     raise ValueError(f"unknown data.kind '{kind}' (sen12ms or bigearthnet)")

@@ -6,10 +6,10 @@ for the small model files they create. Names of bundled models:
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 from . import normalisation as norm
-from .bands import S1_BANDS, band_set
+from .bands import BAND_SET_KEYS, S1_BANDS, band_set
 from .modelfile import ModelCard
 from .tasks import CLOUD_MASK, TRANSLATE
 
@@ -19,6 +19,32 @@ def sar2eo_model_name(band_set_key: str) -> str:
 
 
 CLOUDMASK_MODEL_NAME = CLOUD_MASK.model_name
+
+
+def experimental_note(card: ModelCard) -> Optional[str]:
+    """Why a model is marked experimental (its card's ``metrics.experimental``, written by training's export when
+    the model misses its validation target), or None. The help, the dock and the README all say it from here."""
+    m = card.metrics or {}
+    if not m.get("experimental"):
+        return None
+    targets = m.get("targets") or {}
+    return ("experimental: misses its validation target"
+            + (f" ({targets['definition']})" if targets.get("definition") else ""))
+
+
+def bundled_translation_notes() -> Dict[str, Optional[str]]:
+    """Band set key -> :func:`experimental_note` of its bundled translation model (None when it meets its
+    target or is not installed). Reads the small JSON cards only."""
+    from .modelfile import BUNDLED_DIR, read_card
+
+    out: Dict[str, Optional[str]] = {}
+    for key in BAND_SET_KEYS:
+        path = BUNDLED_DIR / f"{sar2eo_model_name(key)}.json"
+        try:
+            out[key] = experimental_note(read_card(path, TRANSLATE.card_task)) if path.is_file() else None
+        except Exception:  # noqa: BLE001 - a broken card is reported when the model is used, not in a label
+            out[key] = None
+    return out
 
 
 def sar2eo_card(band_set_key: str, ngf: int = 64, n_blocks: int = 9, name: Optional[str] = None,

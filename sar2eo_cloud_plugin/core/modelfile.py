@@ -213,6 +213,26 @@ def load_model(path: PathLike, expected_task: Optional[str] = None, device: str 
     return net, card
 
 
+def safetensors_bytes(tensors: Dict[str, Any], metadata: Dict[str, str]) -> bytes:
+    """A safetensors file as bytes, identical for identical tensors and metadata in every process.
+
+    safetensors keeps ``__metadata__`` in a Rust HashMap, so its key order (and the file's sha256) changes from one
+    process to the next; the header is rewritten here with the metadata keys sorted. Tensor entries and data stay
+    as safetensors wrote them (data offsets are relative to the end of the header, so they stay valid)."""
+    import struct
+
+    from safetensors.torch import save
+
+    raw = save(tensors, metadata=metadata)
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the format pads the header to a multiple of 8 bytes with spaces
+    return struct.pack("<Q", len(text)) + text + raw[8 + n:]
+
+
 def save_model(net, card: ModelCard, out_dir: PathLike, dtype: str = "float16") -> Path:
     """Write ``<out_dir>/<card.name>.safetensors`` and ``.json``; returns the card path.
 
@@ -220,7 +240,6 @@ def save_model(net, card: ModelCard, out_dir: PathLike, dtype: str = "float16") 
     crash never leaves a card that names half-written weights.
     """
     import torch
-    from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -229,7 +248,7 @@ def save_model(net, card: ModelCard, out_dir: PathLike, dtype: str = "float16") 
              for k, v in net.state_dict().items()}
     wname = card.name + ".safetensors"
     wtmp = out / (wname + ".tmp")
-    save_file(state, str(wtmp), metadata={"task": card.task, "name": card.name})
+    wtmp.write_bytes(safetensors_bytes(state, {"task": card.task, "name": card.name}))
     card.weights = {"file": wname, "sha256": sha256_of(wtmp), "bytes": wtmp.stat().st_size, "dtype": dtype}
     ctmp = out / (card.name + ".json.tmp")
     ctmp.write_text(card.to_json(), encoding="utf-8")

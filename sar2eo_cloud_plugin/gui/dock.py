@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 from qgis.core import QgsMapLayerProxyModel, QgsProject
 from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import QTimer, pyqtSignal
+from qgis.PyQt.QtCore import Qt, QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QComboBox,
     QDockWidget,
@@ -27,6 +27,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.bands import BAND_SET_KEYS, BAND_SETS
+from ..core.cards import bundled_translation_notes
 from ..core.cloud import model_choices as cloud_model_choices
 from ..core.tasks import CLOUD_MASK, DEFAULT_DEVICE, DEVICES, TASKS, TRANSLATE
 from ..deps import FEATURE_LABELS, DependencyReport
@@ -83,8 +84,13 @@ class Sar2EoCloudDock(QDockWidget):
 
         self.band_set_combo = QComboBox(body)
         self.band_set_combo.setObjectName("bandSetCombo")
+        notes = bundled_translation_notes()
         for key in BAND_SET_KEYS:
-            self.band_set_combo.addItem(BAND_SETS[key].label, key)
+            label = BAND_SETS[key].label + (" (experimental)" if notes[key] else "")
+            self.band_set_combo.addItem(label, key)
+            if notes[key]:
+                self.band_set_combo.setItemData(self.band_set_combo.count() - 1, notes[key],
+                                                Qt.ItemDataRole.ToolTipRole)
         form.addRow("Band set", self.band_set_combo)
 
         # Cloud mask only: the model (auto picks by the layer's bands), classes and buffer.

@@ -22,6 +22,7 @@ from qgis.core import (
 )
 
 from ..core.bands import BAND_SET_KEYS, BAND_SETS
+from ..core.cards import bundled_translation_notes
 from ..core.tasks import TRANSLATE
 from .base import Sar2EoAlgorithm
 from .common import can_execute, import_inference
@@ -54,7 +55,10 @@ class TranslateSarToEoAlgorithm(Sar2EoAlgorithm):
 
     # ------------------------------------------------------------------ metadata
     def shortHelpString(self) -> str:  # noqa: N802
-        sets = "".join(f"<li><b>{i}</b> {bs.label}</li>" for i, bs in enumerate(BAND_SETS.values()))
+        notes = bundled_translation_notes()
+        sets = "".join(f"<li><b>{i}</b> {bs.label}"
+                       + (f" — <b>{self.tr('experimental')}</b>: {notes[key].split(': ', 1)[1]}" if notes[key] else "")
+                       + "</li>" for i, (key, bs) in enumerate(BAND_SETS.items()))
         return (
             "<p>Translates a Sentinel-1 radar image (VV and VH backscatter) into a <b>synthetic</b> "
             "Sentinel-2-like optical image with a CycleGAN ResNet generator (a deep-learning model).</p>"

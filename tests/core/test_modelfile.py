@@ -230,11 +230,11 @@ def test_save_is_atomic_a_crash_while_writing_keeps_the_earlier_model(tmp_path, 
     card_path = modelfile.save_model(net, card, tmp_path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
-    def crash(_state, path, metadata=None):
-        Path(path).write_bytes(b"half-written")
+    def crash(_state, metadata=None):   # save_model serialises with safetensors.torch.save (sorted header)
+        (tmp_path / (card.name + ".safetensors.tmp")).write_bytes(b"half-written")
         raise OSError("disk gone")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", crash)
+    monkeypatch.setattr(safetensors.torch, "save", crash)
     net2, card2 = _tiny_generator(1)
     with pytest.raises(OSError, match="disk gone"):
         modelfile.save_model(net2, card2, tmp_path)

@@ -399,3 +399,21 @@ def test_cuda_without_a_gpu_is_a_clear_error(run, s1_sample, tiny_models, tmp_pa
         run({"INPUT": str(s1_sample), "DEVICE": 2, "MODEL_FILE": str(tiny_models / "sar2eo_rgb.json"),
              "OUTPUT": str(tmp_path / "o.tif")})
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_help_marks_an_experimental_band_set_from_its_card(provider, tmp_path, monkeypatch):
+    """The card's metrics.experimental (written by training's export) reaches the algorithm's help."""
+    import json
+
+    from sar2eo_cloud_plugin.core import modelfile
+
+    for key in ("rgb", "nir_swir_re", "rgbn"):
+        card = json.loads((modelfile.BUNDLED_DIR / f"sar2eo_{key}.json").read_text(encoding="utf-8"))
+        card["metrics"] = {"experimental": key == "nir_swir_re",
+                           "targets": {"definition": "beat the baseline by > 0.0 dB PSNR and > 0.0 SSIM"}}
+        (tmp_path / f"sar2eo_{key}.json").write_text(json.dumps(card), encoding="utf-8")
+    monkeypatch.setattr(modelfile, "BUNDLED_DIR", tmp_path)
+    text = QgsApplication.processingRegistry().algorithmById("sar2eo_cloud:translate_sar_to_eo").shortHelpString()
+    items = {li.split("</b>", 1)[1].split("(")[0].strip(): li for li in text.split("<li><b>")[1:4]}
+    assert "experimental" in items["NIR + SWIR + Red-Edge"] and "beat the baseline" in items["NIR + SWIR + Red-Edge"]
+    assert "experimental" not in items["RGB"] and "experimental" not in items["RGB + NIR"]

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from sar2eo_cloud_plugin.core import normalisation as norm
-from training import cloud_data
+from training import cloud_data, common, sar2eo_data as sd
 from training.sar2eo_data import BigEarthNetPairs, SEN12MSPairs
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data" / "bigearthnet-example"
+CONFIGILM = REPO.parent / "shared" / "data" / "bigearthnet-configilm"
 
 
 def test_sen12ms_archives_extract_once_pair_and_report(sen12ms_root, tmp_path):
@@ -62,19 +63,71 @@ def test_missing_sen12ms_folder_says_what_to_download(tmp_path):
         SEN12MSPairs(tmp_path / "nope")
 
 
-def test_bigearthnet_both_layouts_agree(s2_samples):
-    a = BigEarthNetPairs(REPO / "sample_data", "nir_swir_re", patches=["87_48"], crop_size=None, augment=False)
-    assert a.n_pairs == 1
+def test_bigearthnet_layouts_agree_and_crops(s2_samples):
+    """The stacked sample_data/ files, the per-band GeoTIFFs and the .npz reader give the same arrays."""
+    stacked = {p.name: p for p in sd.discover_pairs([REPO / "sample_data"])}
+    name = "S2A_MSIL2A_20170613T101031_87_48"
+    a = BigEarthNetPairs([stacked[name]], "nir_swir_re", crop_size=None, augment=False)
     sar, refl = a.full_pair(0)
     assert sar.shape == (2, 120, 120) and refl.shape == (3, 120, 120)
     if SHARED.is_dir():
-        b = BigEarthNetPairs(SHARED, "nir_swir_re", patches=["87_48"], crop_size=None, augment=False)
-        sar2, refl2 = b.full_pair(0)
+        tifs = {p.name: p for p in sd.discover_pairs([SHARED])}
+        assert tifs[name].kind == "geotiff" and len(tifs) == 5
+        sar2, refl2 = BigEarthNetPairs([tifs[name]], "nir_swir_re", crop_size=None, augment=False).full_pair(0)
         np.testing.assert_allclose(sar, sar2, atol=1e-6)
         np.testing.assert_allclose(refl, refl2, atol=1e-6)
-    held = BigEarthNetPairs(REPO / "sample_data", "rgb", exclude=["36_85"], crop_size=64, samples_per_epoch=10)
-    assert held.n_pairs == 4 and len(held) == 10 and held[7]["B"].shape == (3, 64, 64)
-    assert not any("36_85" in n for n in held.names)
+    crops = BigEarthNetPairs(list(stacked.values()), "rgb", crop_size=64, samples_per_epoch=10)
+    assert crops.n_pairs == 5 and len(crops) == 10 and crops[7]["B"].shape == (3, 64, 64)
+
+
+def test_to_grid_repeats_coarse_bands():
+    coarse = np.arange(4, dtype=np.float32).reshape(2, 2)
+    fine = sd.to_grid(coarse, 6)
+    assert fine.shape == (6, 6) and fine[0, :3].tolist() == [0, 0, 0] and fine[5, 5] == 3
+    with pytest.raises(ValueError, match="does not divide"):
+        sd.to_grid(np.zeros((7, 7)), 120)
+
+
+def test_product_names():
+    assert sd.product_of("S2B_MSIL2A_20180525T94030_55_30") == "S2B_20180525T0940"
+    assert sd.product_of("S2B_MSIL2A_20180525T94031_23_83") == "S2B_20180525T0940"   # same pass, seconds apart
+    assert sd.product_of("S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57") == "S2A_20170613T1010"
+    with pytest.raises(ValueError, match="not a Sentinel-2 patch name"):
+        sd.product_of("Spain_7370579_S2Hand")
+
+
+@pytest.mark.skipif(not CONFIGILM.is_dir(), reason="../shared/data not present")
+def test_real_pairs_split_by_product_as_the_configs_and_docstring_say():
+    import yaml
+
+    pairs = sd.discover_pairs([CONFIGILM, SHARED])
+    assert len(pairs) == 51 and len({p.name for p in pairs}) == 51
+    npz = next(p for p in pairs if p.kind == "npz")
+    db, dn = sd.read_pair(npz)
+    assert db.shape == (2, 120, 120) and dn.shape == (12, 120, 120) and dn.dtype == np.float32
+    cfgs = [yaml.safe_load(p.read_text()) for p in sorted((REPO / "configs").glob("bundled_sar2eo_*.yaml"))]
+    val_products = cfgs[0]["data"]["val_products"]
+    assert all(c["data"]["val_products"] == val_products for c in cfgs)   # every band set and the ablation
+    assert sorted(val_products) == sd.propose_val_products(pairs, 11, seed=1)
+    train, val = sd.split_by_product(pairs, val_products)
+    assert (len(train), len(val)) == (40, 11)
+    assert not {p.product for p in train} & {p.product for p in val}
+    assert len({p.product for p in train}) == 15 and len({p.product for p in val}) == 7
+    doc = sd.BigEarthNetPairs.__doc__
+    assert all(prod in doc for prod in val_products)
+    with pytest.raises(ValueError, match="match no pair"):
+        sd.split_by_product(pairs, ["S2A_20990101T0000"])
+
+
+@pytest.mark.skipif(not (SHARED.parent / "sen1floods11-sample").is_dir(), reason="../shared/data not present")
+def test_sen1floods11_l1c_drops_b10():
+    s1, dn = sd.sen1floods11_pair(SHARED.parent / "sen1floods11-sample")
+    assert s1.is_file() and dn.shape == (12, 512, 512)
+    import rasterio
+
+    with rasterio.open(SHARED.parent / "sen1floods11-sample" / "Spain_7370579_S2Hand.tif") as ds:
+        full = ds.read().astype(np.float32)
+    np.testing.assert_array_equal(dn[10], full[11])   # B11 follows B9 once B10 is gone
 
 
 def test_cloudsen12_cache_is_reused_and_offline_message(cloudsen12_cache, tmp_path, monkeypatch):
@@ -123,6 +176,6 @@ def test_unquoted_yaml_patch_names_are_refused():
     import yaml
 
     held = yaml.safe_load("holdout: [36_85]")["holdout"]  # YAML reads this as the integer 3685
-    with pytest.raises(SystemExit, match="quote patch names"):
+    with pytest.raises(common.ConfigError, match="quote patch names"):
         cloud_data.build_cloud_items({"kind": "bigearthnet_pseudo", "root": str(REPO / "sample_data"),
                                       "holdout": held}, 0, log=lambda m: None)

@@ -41,17 +41,33 @@ def test_cyclegan_trains_resumes_evaluates_exports(sen12ms_root, tmp_path):
     assert ev["model"]["ndvi"]["applicable"] and ev["baseline"]["psnr"] is not None
     assert set(ev["beats_baseline"]) == {"psnr", "ssim"}
     assert list((run / "eval").glob("*.png"))
+    assert ev["checkpoint"]["step"] == out2["steps"] and "core.inference" in ev["path"]
 
     models = tmp_path / "models"
     path = cyclegan.export(cfg2, models_dir=str(models))
     net, card = modelfile.load_model(path, expected_task="sar2eo")
     assert card.architecture_args == {"input_nc": 2, "output_nc": 4, "ngf": 8, "n_blocks": 2}
     assert card.weights["dtype"] == "float16" and len(card.weights["sha256"]) == 64
+    assert card.weights["sha256"] == ev["scored_weights_sha256"]   # the file scored is the file shipped
     assert card.metrics["baseline"]["psnr_db"] == pytest.approx(ev["baseline"]["psnr"])
     assert card.metrics["beats_baseline"] == ev["beats_baseline"]
-    if not all(ev["beats_baseline"].values()):
-        assert "does NOT beat the baseline" in card.notes
+    assert card.metrics["experimental"] == (not ev["targets"]["all"])
+    if card.metrics["experimental"]:
+        assert card.notes.startswith("EXPERIMENTAL")
     assert "identity loss disabled" in card.training["identity_loss"]
+    assert card.training["resolution_m"] == 10 and card.training["crop_px"] == 32
+
+    # metrics of an older checkpoint are not exported onto a newer one
+    cyclegan.train(sar_cfg(tmp_path, sen12ms_root, epochs=7), resume=True)
+    with pytest.raises(common.CheckpointError, match="evaluate this checkpoint first"):
+        cyclegan.export(cfg2, models_dir=str(models))
+
+
+def test_paired_l1_term_is_used_when_asked(sen12ms_root, tmp_path):
+    cfg = sar_cfg(tmp_path, sen12ms_root, epochs=1, decay_epochs=1, lambda_L1=10.0)
+    out = cyclegan.train(cfg)
+    assert all(h["L1"] > 0 for h in out["history"])
+    assert "lambda_L1 = 10.0" in (Path(cfg["run_dir"]) / "train.log").read_text()
 
 
 def test_checkpoints_are_safetensors_and_json_only(tmp_path):
@@ -95,7 +111,7 @@ def test_unet_trains_evaluates_exports(cloudsen12_cache, tmp_path):
     assert card.training["init"].startswith("trained from scratch")
 
 
-def test_cli_parses_and_refuses_export_without_evaluation(tmp_path, sen12ms_root):
+def test_cli_parses_and_refuses_export_without_evaluation(tmp_path, sen12ms_root, capsys):
     from training.__main__ import main
 
     cfg = tmp_path / "c.yaml"
@@ -104,8 +120,8 @@ def test_cli_parses_and_refuses_export_without_evaluation(tmp_path, sen12ms_root
     cfg.write_text(yaml.safe_dump(sar_cfg(tmp_path, sen12ms_root)))
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "ckpt_last.json").write_text("{}")
-    with pytest.raises(SystemExit, match="evaluate"):
-        main(["sar2eo", "export", "--config", str(cfg), "--set", "train.epochs=1"])
+    assert main(["sar2eo", "export", "--config", str(cfg), "--set", "train.epochs=1"]) == 2
+    assert "evaluate" in capsys.readouterr().err
     loaded = common.load_config(str(cfg), ["train.epochs=7", "data.flip=false"])
     assert loaded["train"]["epochs"] == 7 and loaded["data"]["flip"] is False
 

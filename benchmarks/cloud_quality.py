@@ -81,10 +81,13 @@ def scores(pred: np.ndarray, truth: np.ndarray) -> Dict[str, float]:
 
 
 def run_plugin(tif: Path, model: str, out_dir: Path, level: str = "L1C") -> np.ndarray:
+    """The plugin's class raster for a bundled model name, or for a model card path (``*.json``)."""
     import rasterio
 
-    dst = out_dir / f"{tif.stem}_{model}.tif"
-    req = cloud.CloudMaskRequest(str(tif), str(dst), model=model, level=level, device="cpu")
+    card = model if model.endswith(".json") else None
+    dst = out_dir / f"{tif.stem}_{Path(model).stem}.tif"
+    req = cloud.CloudMaskRequest(str(tif), str(dst), model="auto" if card else model, model_path=card, level=level,
+                                 device="cpu")
     cloud.cloud_mask(req)
     with rasterio.open(dst) as ds:
         return ds.read(1)
@@ -100,7 +103,8 @@ def run_csmask(img: np.ndarray, bands: int, level: str = "l1c") -> Optional[np.n
     return csm.csm[:, :, 0]
 
 
-def evaluate(models: List[str], scenes: List[str]) -> Dict[str, Dict[str, Dict[str, float]]]:
+def evaluate(models: List[str], scenes: List[str], own_code: bool = True) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """Scores per scene and model (bundled names or card paths); ``own_code`` adds ukis-csmask's CSmask rows."""
     results: Dict[str, Dict[str, Dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="cloud_quality_") as tmp:
         out_dir = Path(tmp)
@@ -113,7 +117,7 @@ def evaluate(models: List[str], scenes: List[str]) -> Dict[str, Dict[str, Dict[s
                 rows[model] = scores(run_plugin(tif, model, out_dir), truth)
                 print(f"  {scene} {model}: cloud IoU {rows[model]['cloud_iou']:.3f}, shadow IoU "
                       f"{rows[model]['shadow_iou']:.3f}", file=sys.stderr)
-            for bands in (4, 6):
+            for bands in (4, 6) if own_code else ():
                 pred = run_csmask(img, bands)
                 if pred is not None:
                     rows[f"ukis-csmask CSmask {bands}b l1c (its own code)"] = scores(pred, truth)

@@ -23,7 +23,7 @@ import numpy as np
 
 from sar2eo_cloud_plugin.core import cards, modelfile, networks
 
-from . import common, metrics, plots
+from . import cloud_data, common, metrics, plots
 from .cloud_data import CLOUDSEN12_SOURCE, CloudArrays, build_cloud_items, localise_cloudsen12
 
 DEFAULTS: Dict[str, Any] = {
@@ -35,11 +35,14 @@ DEFAULTS: Dict[str, Any] = {
     "data": {"kind": "cloudsen12", "cache_dir": "data-cache/cloudsen12", "source": CLOUDSEN12_SOURCE,
              "n_samples": 3000, "auto_localise": True, "val_fraction": 0.2, "resize": 256, "crop": None,
              "val_resize": 256, "samples_per_epoch": None, "jitter": True, "num_workers": 2,
-             "root": "sample_data", "holdout": [], "rule_threshold": 0.15, "description": None},
+             "root": "sample_data", "holdout": [], "rule_threshold": 0.15, "description": None,
+             # kind "teacher": real patches labelled by ukis-csmask + synthetic clouds (training/cloud_data.py)
+             "teacher_cache": "data-cache/cloud_teacher_30m", "shared_data": None, "val_dates": [],
+             "synthetic_share": 0.6, "clear_max": 0.01, "opacity_label": 0.3, "val_synthetic": 32},
     "model": {"encoder": "efficientnet-b2", "imagenet_weights": None},
     "train": {"epochs": 30, "batch_size": 8, "lr": 1e-3, "weight_decay": 1e-4, "focal_weight": 0.25,
               "dice_weight": 0.75, "patience": 5, "plateau_patience": 2, "plateau_factor": 0.5,
-              "max_minutes": None, "log_every": 10},
+              "max_minutes": None, "log_every": 10, "monitor_hand_labelled": True},
     "eval": {"threshold": 0.5, "figures": 4, "batch_size": 4},
     "export": {"models_dir": "sar2eo_cloud_plugin/models", "dtype": "float16", "name": None, "notes": ""},
 }
@@ -114,8 +117,13 @@ def run_validation(net, items, cfg, device) -> Dict[str, Any]:
     bs = int(cfg["eval"]["batch_size"])
     thr = float(cfg["eval"]["threshold"])
     kept = []
-    for s in range(0, len(ds), bs):
-        batch = [ds[i] for i in range(s, min(len(ds), s + bs))]
+    s = 0
+    while s < len(ds):
+        batch = [ds[s]]
+        while len(batch) < bs and s + len(batch) < len(ds) and \
+                ds[s + len(batch)]["image"].shape == batch[0]["image"].shape:   # one size per batch
+            batch.append(ds[s + len(batch)])
+        s += len(batch)
         probs = predict_probs(net, torch.stack([b["image"] for b in batch]), device)
         for b, p in zip(batch, probs):
             t = b["mask"][0].numpy() > 0.5
@@ -123,6 +131,72 @@ def run_validation(net, items, cfg, device) -> Dict[str, Any]:
             if len(kept) < int(cfg["eval"]["figures"]):
                 kept.append((b, p))
     return {"counts": counts, "scores": metrics.segmentation_scores(counts), "examples": kept}
+
+
+def hand_labelled_rgb(scene: str = "sentinel2_north"):
+    """(B4, B3, B2 digital numbers (3, H, W), truth classes (H, W)) of a hand-labelled scene, as
+    ``benchmarks/cloud_quality.py`` writes it for the plugin (reflectance x 10,000, rounded, >= 1)."""
+    from benchmarks import cloud_quality as cq
+
+    with np.load(cq.DATA / f"{scene}.npz", allow_pickle=False) as z:
+        img, truth = z["img"].astype(np.float32), cq.labels_to_classes(z["msk"][:, :, 0])
+    dn = np.clip(np.rint(img.transpose(2, 0, 1) * 10000.0), 1, 65535)
+    return dn[[cq.BANDS.index(b) for b in ("B4", "B3", "B2")]].astype(np.float32), truth
+
+
+def monitor_hand_labelled(net, device, threshold: float, scene=None) -> float:
+    """Cloud IoU on the hand-labelled Sentinel-2 half-scene (30 m), the network applied directly: a cheap
+    per-epoch reading for the log. The figures that count come from :func:`evaluate` (the plugin's engine)."""
+    import torch
+
+    from sar2eo_cloud_plugin.core import cloud as core_cloud, normalisation as norm
+
+    rgb, truth = scene if scene is not None else hand_labelled_rgb()
+    net.eval()
+    p = predict_probs(net, torch.from_numpy(norm.cloud_preprocess(rgb)[None].astype(np.float32)), device)[0]
+    return float(metrics.segmentation_scores(metrics.confusion(p >= threshold,
+                                                               truth == core_cloud.CLOUD))["iou"])
+
+
+def build_data(cfg: Dict[str, Any], log=print):
+    """(training dataset, validation items, description of the data, split record or None)."""
+    d = cfg["data"]
+    if d.get("kind") == "teacher":
+        root = common.resolve_path(d["shared_data"]) if d.get("shared_data") else cloud_data.SHARED_DATA
+        cache = common.resolve_path(d["teacher_cache"])
+        idx = cloud_data.build_teacher_cache(cache, root, log)
+        items = cloud_data.load_teacher_items(cache, idx)
+        tr, va = cloud_data.split_by_date(items, common.names(d.get("val_dates"), "data.val_dates"))
+        synth = cloud_data.SyntheticClouds(opacity_label=float(d["opacity_label"]))
+        crop = int(d.get("crop") or 64)
+        ds = cloud_data.TeacherCloudSamples(tr, crop, int(d.get("samples_per_epoch") or 256),
+                                            float(d["synthetic_share"]), float(d["clear_max"]), synth)
+        syn_val = cloud_data.synthetic_val_items(va, int(d["val_synthetic"]), crop, int(cfg["seed"]) + 1,
+                                                 float(d["clear_max"]), synth)
+        val_items = [(it.rgb_dn, it.cloud, it.name) for it in va] + syn_val
+        split = cloud_data.describe_split(tr, va)
+        split["refused"] = {e["name"]: e["reason"] for e in idx["patches"] if e["status"] != "ok"}
+        split["val_dates"] = list(d.get("val_dates") or [])
+        split["synthetic_share_train"] = float(d["synthetic_share"])
+        split["val_samples"] = {"real_teacher": len(va), "synthetic": len(syn_val)}
+        split["teachers"] = idx["teachers"]
+        n_l1c = sum(it.product.startswith("20190918") for it in items)
+        teachers = ", ".join(f"{k}: {v['model']}" for k, v in idx["teachers"].items())
+        desc = (f"{len(items)} real Sentinel-2 patches of ../shared/data (BigEarthNet L2A x {len(items) - n_l1c}, "
+                f"Sen1Floods11 L1C x {n_l1c}; {len(split['refused'])} refused by the plugin's 8-bit check), "
+                f"labelled at {cloud_data.STUDENT_RESOLUTION_M:g} m by ukis-csmask 1.0.0 through the plugin "
+                f"({teachers}); {100 * float(d['synthetic_share']):.0f} % of the training samples carry synthetic "
+                "clouds and shadows from satellite-cloud-generator 0.4 composited onto clear real patches (exact "
+                f"labels: cloud where the opacity >= {float(d['opacity_label']):g}); split by sensing date: "
+                f"{len(tr)} patches of {len(split['train_products'])} products train, {len(va)} patches of "
+                f"{len(split['val_products'])} products ({', '.join(split['val_dates'])}) validate, plus "
+                f"{len(syn_val)} fixed synthetic validation samples on them")
+        log("split: " + json.dumps(split))
+        return ds, val_items, desc, split
+    train_items, val_items, desc = build_cloud_items(d, cfg["seed"], log)
+    ds = CloudArrays(train_items, train=True, resize=d.get("resize"), crop=d.get("crop"),
+                     samples_per_epoch=d.get("samples_per_epoch"), jitter=d.get("jitter", True), seed=cfg["seed"])
+    return ds, val_items, desc, None
 
 
 def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
@@ -138,14 +212,13 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
     t_cfg, d_cfg = cfg["train"], cfg["data"]
     if not dist.is_main:
         dist.barrier()  # rank 0 localises CloudSEN12 first; the others then read the cache
-    train_items, val_items, data_desc = build_cloud_items(d_cfg, cfg["seed"], log)
+    ds, val_items, data_desc, split = build_data(cfg, log)
     if dist.is_main:
         dist.barrier()
-    if not train_items:
-        raise SystemExit("no training samples")
-    ds = CloudArrays(train_items, train=True, resize=d_cfg.get("resize"), crop=d_cfg.get("crop"),
-                     samples_per_epoch=d_cfg.get("samples_per_epoch"), jitter=d_cfg.get("jitter", True),
-                     seed=cfg["seed"])
+    if len(ds) == 0:
+        raise ValueError("no training samples")
+    monitor = t_cfg.get("monitor_hand_labelled") and (cloud_data.SHARED_DATA / "cloud-labelled").is_dir()
+    scene = hand_labelled_rgb() if monitor and dist.is_main else None
     net, init_note = build_model(cfg, log if dist.is_main else (lambda m: None))
     net.to(dev)
     common.broadcast_module(dist, net)
@@ -174,7 +247,7 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
         history, best_iou, bad_epochs = meta["history"], float(meta["best_iou"]), int(meta["bad_epochs"])
         epoch_log, wall_before = meta.get("epoch_log", []), float(meta.get("wall_seconds", 0))
         log(f"resumed from {last} at epoch {start_epoch}, step {step}, best val IoU {best_iou:.4f}")
-    log(f"{len(train_items)} train / {len(val_items)} val samples; {len(ds)} samples per epoch; device {dev}; "
+    log(f"{len(val_items)} val samples; {len(ds)} samples per epoch; device {dev}; "
         f"world size {dist.world}")
 
     sampler = DistributedSampler(ds, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=cfg["seed"]) \
@@ -193,7 +266,7 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
                 "world_size": dist.world, "device": str(dev), "torch": torch.__version__,
                 "wall_seconds": wall_before + time.time() - t0, "git_commit": common.git_commit(),
                 "stop_reason": stop_reason, "val_scores": scores,
-                "train_samples": len(train_items), "val_samples": len(val_items)}
+                "split": split, "samples_per_epoch": len(ds), "val_samples": len(val_items)}
 
     for epoch in range(start_epoch, int(t_cfg["epochs"])):
         if sampler is not None:
@@ -238,11 +311,14 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
             best_iou, bad_epochs = iou, 0
         else:
             bad_epochs += 1
-        epoch_log.append({"epoch": epoch + 1, "train_loss": train_loss, "val": scores, "lr": opt.param_groups[0]["lr"]})
-        log(f"epoch {epoch + 1}: train loss {train_loss:.4f}" + (
+        hand = monitor_hand_labelled(net, dev, float(cfg["eval"]["threshold"]), scene) if scene is not None else None
+        epoch_log.append({"epoch": epoch + 1, "step": step, "train_loss": train_loss, "val": scores,
+                          "lr": opt.param_groups[0]["lr"], "sentinel2_north_iou_monitor": hand})
+        log(f"epoch {epoch + 1}: step {step}, train loss {train_loss:.4f}" + (
             f", val IoU {scores['iou']:.4f} F1 {scores['f1']:.4f} acc {scores['accuracy']:.4f}" if scores else
             " (no validation set: early stopping follows the training loss)") +
-            f", lr {opt.param_groups[0]['lr']:.2e}{' (best)' if improved else ''} ({time.time() - t0:.0f} s)")
+            f", lr {opt.param_groups[0]['lr']:.2e}{' (best)' if improved else ''} ({time.time() - t0:.0f} s)"
+            + (f"; sentinel2_north cloud IoU (monitor, not used for selection) {hand:.4f}" if hand is not None else ""))
         epochs_completed = epoch + (0 if stopped else 1)
         if dist.is_main:
             if improved:
@@ -280,36 +356,116 @@ def _default_stem(run_dir: Path) -> Path:
     return run_dir / "ckpt_best" if common.checkpoint_exists(run_dir / "ckpt_best") else run_dir / "ckpt_last"
 
 
+TEACHER_ATTRIBUTION = {
+    "package": "ukis-csmask", "version": "1.0.0", "licence": "Apache-2.0",
+    "licence_file": "LICENSE-ukis-csmask-Apache-2.0.txt", "notice_file": "NOTICE-ukis-csmask.txt",
+    "by": "German Aerospace Center (DLR)",
+    "citation": "Wieland, M., Fichtner, F., Martinis, S. (2022): UKIS-CSMASK: a Python package for multi-sensor "
+                "cloud and cloud shadow segmentation. ISPRS Archives XLIII-B3-2022, 217-222",
+    "role": "labelled the real training patches (its predictions, not its weights, were used)"}
+SYNTHETIC_ATTRIBUTION = {
+    "package": "satellite-cloud-generator", "version": "0.4", "licence": "Apache-2.0",
+    "url": "https://github.com/strath-ai/SatelliteCloudGenerator",
+    "citation": "Czerkawski, M., Atkinson, R., Michie, C., Tachtatzis, C. (2023): SatelliteCloudGenerator: "
+                "Controllable Cloud and Shadow Synthesis for Multi-Spectral Optical Satellite Images. Remote "
+                "Sensing 15(17), 4138",
+    "role": "synthetic clouds and shadows composited onto clear real patches, with exact labels"}
+# The five georeferenced real L2A patches every user has (sample_data/s2): the student's class counts on them
+# are the golden figures of tests/core/test_cloud_golden.py; 87_48 holds bright bare fields, 57_38 snow.
+REAL_PATCHES = "sample_data/s2/*_L2A12.tif"
+
+
+def checkpoint_identity(stem: Path) -> Dict[str, Any]:
+    """sha256 and step of a checkpoint: what ``export`` checks the evaluation was made on."""
+    stem = stem.with_suffix("") if stem.suffix in (".json", ".safetensors") else stem
+    meta = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
+    return {"checkpoint": str(stem), "sha256": modelfile.sha256_of(stem.with_suffix(".safetensors")),
+            "step": meta.get("global_step"), "epoch": meta.get("epochs_completed")}
+
+
+def student_card(cfg: Dict[str, Any]):
+    """The card of the student as the plugin runs it: the seed's RGB U-Net at the training resolution."""
+    resolution = cloud_data.STUDENT_RESOLUTION_M if cfg["data"].get("kind") == "teacher" else None
+    card = cards.cloudmask_card(encoder_name=cfg["model"]["encoder"], name=cfg["export"].get("name") or
+                                cards.CLOUDMASK_MODEL_NAME, threshold=float(cfg["eval"]["threshold"]),
+                                resolution_m=resolution)
+    return card
+
+
+def engine_scores(card_path: Path, cfg: Dict[str, Any], log=print) -> Dict[str, Any]:
+    """The student (``card_path``), the teachers and "all clear" on the hand-labelled scenes through the
+    plugin's engine (``benchmarks/cloud_quality.py``), and the student's class fractions on the real patches."""
+    import tempfile
+
+    import rasterio
+
+    from benchmarks import cloud_quality as cq
+    from sar2eo_cloud_plugin.core import cloud as core_cloud
+
+    models = [str(card_path)] + sorted(cloud_data.TEACHERS.values())
+    raw = cq.evaluate(models, list(cq.SCENES), own_code=False)
+    out: Dict[str, Any] = {"measured_by": "benchmarks/cloud_quality.py: core.cloud.cloud_mask (the plugin's engine), "
+                                          "level L1C, CPU, float32, weights as exported"}
+    for scene, rows in raw.items():
+        out[scene] = {"student": {k: round(v, 4) for k, v in rows[str(card_path)].items()},
+                      "all_clear": {k: round(v, 4) for k, v in rows["all clear (baseline)"].items()},
+                      **{f"teacher {m}": {k: round(v, 4) for k, v in rows[m].items()}
+                         for m in sorted(cloud_data.TEACHERS.values())}}
+        log(f"{scene}: student cloud IoU {rows[str(card_path)]['cloud_iou']:.4f}, " + ", ".join(
+            f"{m} {rows[m]['cloud_iou']:.4f}" for m in sorted(cloud_data.TEACHERS.values())) +
+            f", all clear accuracy {rows['all clear (baseline)']['cloud_accuracy']:.4f}")
+    patches = {}
+    with tempfile.TemporaryDirectory(prefix="cloud_patches_") as tmp:
+        for tif in sorted(common.REPO_ROOT.glob(REAL_PATCHES)):
+            dst = Path(tmp) / f"{tif.stem}.tif"
+            core_cloud.cloud_mask(core_cloud.CloudMaskRequest(str(tif), str(dst), model_path=str(card_path),
+                                                              device="cpu"))
+            with rasterio.open(dst) as ds:
+                m = ds.read(1)
+            patches[tif.stem.replace("_L2A12", "")] = {"clear": int((m == 0).sum()), "cloud": int((m == 1).sum())}
+            log(f"{tif.stem}: student marks {100 * float((m == 1).mean()):.2f} % cloud")
+    out["real_patches_class_pixels"] = patches
+    return out
+
+
 def evaluate(cfg: Dict[str, Any], checkpoint: Optional[str] = None) -> Dict[str, Any]:
+    import tempfile
+
     cfg = config(cfg)
     common.set_threads(cfg["threads"])
     run_dir = common.resolve_path(cfg["run_dir"])
     log = common.RunLog(run_dir)
     net, meta, stem = _load_unet(cfg, Path(checkpoint) if checkpoint else _default_stem(run_dir))
-    _, val_items, desc = build_cloud_items(cfg["data"], cfg["seed"], log)
+    _, val_items, desc, split = build_data(cfg, log)
     if not val_items:
-        raise SystemExit("no held-out samples to evaluate on (data.holdout / data.val_fraction)")
+        raise ValueError("no held-out samples to evaluate on (data.val_dates / data.holdout / data.val_fraction)")
     dev = common.eval_device(cfg["device"])
     res = run_validation(net.to(dev), val_items, cfg, dev)
     s = res["scores"]
     examples = []
+    from sar2eo_cloud_plugin.core import normalisation as norm
+
     for b, p in res["examples"]:
         x = b["image"].numpy()
-        from sar2eo_cloud_plugin.core import normalisation as norm
-
         m = np.asarray(norm.IMAGENET_MEAN, np.float32)[:, None, None]
         sd = np.asarray(norm.IMAGENET_STD, np.float32)[:, None, None]
         rgb_dn = (x * sd + m) * norm.CLOUD_CLIP_DN  # undo cloud_preprocess for display
         examples.append({"rgb_dn": rgb_dn, "target": b["mask"][0].numpy(), "prob": p,
                          "pred": (p >= float(cfg["eval"]["threshold"])).astype(np.float32), "name": b["name"]})
     plots.cloud_figure(run_dir / "eval" / "cloudmask_examples.png", examples,
-                       title=f"held-out: IoU {s['iou'] if s['iou'] is not None else float('nan'):.3f}, "
+                       title=f"validation: IoU {s['iou'] if s['iou'] is not None else float('nan'):.3f}, "
                              f"F1 {s['f1']:.3f}, accuracy {s['accuracy']:.3f}")
+    hand = None
+    if cfg["data"].get("kind") == "teacher":
+        with tempfile.TemporaryDirectory(prefix="cloud_student_") as tmp:
+            card_path = modelfile.save_model(net.cpu(), student_card(cfg), tmp, dtype=cfg["export"]["dtype"])
+            hand = engine_scores(card_path, cfg, log)
     result = metrics.clean_nan({"scores": s, "threshold": cfg["eval"]["threshold"], "checkpoint": str(stem),
-                                "held_out": [n for _, _, n in val_items], "data": desc,
+                                "identity": checkpoint_identity(stem), "held_out": [n for _, _, n in val_items],
+                                "data": desc, "split": split, "hand_labelled": hand,
                                 "epochs_completed": meta.get("epochs_completed"), "steps": meta.get("global_step")})
     common.write_json(run_dir / "eval" / "metrics.json", result)
-    log(f"held-out: IoU {s['iou']:.4f} F1 {s['f1']:.4f} accuracy {s['accuracy']:.4f} "
+    log(f"validation: IoU {s['iou']:.4f} F1 {s['f1']:.4f} accuracy {s['accuracy']:.4f} "
         f"(target cloud fraction {s['positive_fraction_target']:.4f}, predicted {s['positive_fraction_pred']:.4f})")
     return result
 
@@ -324,51 +480,69 @@ def export(cfg: Dict[str, Any], checkpoint: Optional[str] = None, models_dir: Op
     net, meta, stem = _load_unet(cfg, Path(checkpoint) if checkpoint else _default_stem(run_dir))
     ev_path = run_dir / "eval" / "metrics.json"
     if not ev_path.is_file():
-        raise SystemExit(f"no evaluation at {ev_path}: run `python -m training cloudmask evaluate` first")
+        raise FileNotFoundError(f"no evaluation at {ev_path}: run `python -m training cloudmask evaluate` first")
     ev = json.loads(ev_path.read_text(encoding="utf-8"))
-    card = cards.cloudmask_card(encoder_name=cfg["model"]["encoder"], name=cfg["export"].get("name") or
-                                cards.CLOUDMASK_MODEL_NAME, threshold=float(cfg["eval"]["threshold"]))
-    t = cfg["train"]
+    ident = checkpoint_identity(stem)
+    measured = ev.get("identity") or {}
+    if measured.get("sha256") != ident["sha256"]:
+        raise ValueError(f"{ev_path} was measured on another checkpoint ({measured.get('checkpoint')}, step "
+                         f"{measured.get('step')}) than the one exported ({stem}, step {ident['step']}): run "
+                         "evaluate on it first")
+    card = student_card(cfg)
+    t, d = cfg["train"], cfg["data"]
+    teacher = d.get("kind") == "teacher"
     card.training = {
-        "data": cfg["data"].get("description") or meta.get("data"), "init": meta.get("init"),
+        "data": d.get("description") or meta.get("data"), "init": meta.get("init"),
+        "resolution_m": cloud_data.STUDENT_RESOLUTION_M if teacher else None,
         "loss": f"{t['focal_weight']} * Focal + {t['dice_weight']} * Dice (smp, binary)",
         "optimiser": f"AdamW lr {t['lr']} weight decay {t['weight_decay']}, ReduceLROnPlateau on val IoU",
-        "early_stopping": f"patience {t['patience']} epochs on val IoU; best checkpoint exported",
+        "selection": "best validation IoU (real validation products with teacher labels + fixed synthetic samples "
+                     "on them); sentinel2_north was only monitored, not used to select" if teacher else
+                     f"patience {t['patience']} epochs on val IoU; best checkpoint exported",
         "epochs_completed": meta.get("epochs_completed"), "steps": meta.get("global_step"),
-        "batch_size": t["batch_size"], "augmentation": {"resize": cfg["data"].get("resize"),
-                                                        "crop": cfg["data"].get("crop"),
-                                                        "flips_rot90": True, "colour_jitter": cfg["data"]["jitter"]},
+        "batch_size": t["batch_size"],
+        "augmentation": ({"crop": d.get("crop"), "mosaic_2x2": True, "flips_rot90": True, "gain": [0.9, 1.1],
+                          "l1c_like_haze_dn": cloud_data.HAZE_DN.ravel().tolist(),
+                          "synthetic_share": d["synthetic_share"], "opacity_label": d["opacity_label"]}
+                         if teacher else {"resize": d.get("resize"), "crop": d.get("crop"), "flips_rot90": True,
+                                          "colour_jitter": d["jitter"]}),
+        "split": ev.get("split"),
         "stop_reason": meta.get("stop_reason"), "world_size": meta.get("world_size"), "device": meta.get("device"),
         "wall_minutes": round(float(meta.get("wall_seconds", 0)) / 60, 2), "seed": cfg["seed"],
         "config": cfg.get("_config_file"), "git_commit": meta.get("git_commit"), "torch": meta.get("torch"),
-        "command": f"python -m training cloudmask train --config {cfg.get('_config_file', '<config>')}",
+        "command": f"python -m training cloudmask all --config {cfg.get('_config_file', '<config>')}",
     }
+    if teacher:
+        card.training["teacher"] = dict(TEACHER_ATTRIBUTION, models=ev["split"]["teachers"])
+        card.training["synthetic_clouds"] = SYNTHETIC_ATTRIBUTION
     s = ev["scores"]
-    card.metrics = {"held_out": ev["held_out"], "threshold": ev["threshold"], "iou": s["iou"], "f1": s["f1"],
-                    "pixel_accuracy": s["accuracy"], "confusion": {k: s[k] for k in ("tp", "fp", "fn", "tn")},
-                    "cloud_fraction_labels": s["positive_fraction_target"],
-                    "cloud_fraction_predicted": s["positive_fraction_pred"],
-                    "baseline_all_clear_accuracy": 1.0 - s["positive_fraction_target"]
-                    if s["positive_fraction_target"] is not None else None}
-    card.metrics["selection_note"] = ("the same held-out data chose the exported checkpoint (early stopping and "
-                                      "best-checkpoint selection on val IoU), so these figures are optimistic")
-    if cfg["data"]["kind"] == "bigearthnet_pseudo":
-        card.metrics["what_is_measured"] = ("agreement with rule-based pseudo-labels on a held-out patch, NOT cloud "
-                                            "detection accuracy (there are no cloud labels in the training data)")
+    card.metrics = {"validation": {"what": "agreement with the teacher on the validation products and exact "
+                                           "synthetic labels on them" if teacher else "held-out samples",
+                                   "samples": len(ev["held_out"]), "threshold": ev["threshold"], "iou": s["iou"],
+                                   "f1": s["f1"], "pixel_accuracy": s["accuracy"],
+                                   "confusion": {k: s[k] for k in ("tp", "fp", "fn", "tn")}},
+                    "checkpoint": {k: ident[k] for k in ("sha256", "step", "epoch")}}
+    if ev.get("hand_labelled"):
+        card.metrics["hand_labelled"] = ev["hand_labelled"]
     last = run_dir / "ckpt_last.json"
     if last.is_file() and last != stem.with_suffix(".json"):
         lm = json.loads(last.read_text(encoding="utf-8"))
         card.training["run"] = {"epochs_run": lm.get("epochs_completed"), "steps_run": lm.get("global_step"),
                                 "stop_reason": lm.get("stop_reason"),
                                 "wall_minutes": round(float(lm.get("wall_seconds", 0)) / 60, 2),
-                                "exported_epoch": meta.get("epochs_completed")}
+                                "exported_epoch": meta.get("epochs_completed"),
+                                "epoch_log": [{k: e.get(k) for k in ("epoch", "step", "train_loss", "lr",
+                                                                     "sentinel2_north_iou_monitor")}
+                                              | {"val_iou": (e.get("val") or {}).get("iou")}
+                                              for e in lm.get("epoch_log", [])]}
     card.notes = cfg["export"].get("notes") or ""
     out = common.resolve_path(models_dir or cfg["export"]["models_dir"])
     path = modelfile.save_model(net, card, out, dtype=cfg["export"]["dtype"])
     os.chmod(out / card.weights["file"], 0o644)
     back_net, back = modelfile.load_model(path, expected_task="cloudmask")
     with torch.no_grad():
-        assert back_net(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+        if back_net(torch.zeros(1, 3, 64, 64)).shape != (1, 1, 64, 64):
+            raise RuntimeError(f"exported {path} does not give one channel per pixel")
     print(f"exported {path} ({back.weights['bytes'] / 1e6:.1f} MB {back.weights['dtype']}, sha256 "
           f"{back.weights['sha256'][:12]}…)")
     return path

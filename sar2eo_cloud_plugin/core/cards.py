@@ -68,15 +68,16 @@ def sar2eo_card(band_set_key: str, ngf: int = 64, n_blocks: int = 9, name: Optio
 
 
 def cloudmask_card(encoder_name: str = "efficientnet-b2", name: str = CLOUDMASK_MODEL_NAME, threshold: float = 0.5,
-                   tile_size: int = 512, overlap: int = 32) -> ModelCard:
+                   tile_size: int = 512, overlap: int = 32, resolution_m: Optional[float] = None) -> ModelCard:
     """The seed's RGB cloud/clear U-Net (docs/model_cards.md): B4, B3, B2 digital numbers clipped at
-    4,000 and scaled to 0..1, ImageNet statistics, one sigmoid channel."""
+    4,000 and scaled to 0..1, ImageNet statistics, one sigmoid channel, run at ``resolution_m`` (the
+    resolution it was trained at; None: the layer's own)."""
     return ModelCard(
         task=CLOUD_MASK.card_task,
         name=name,
         architecture="unet",
         architecture_args={"encoder_name": encoder_name, "in_channels": 3, "classes": 1},
-        input={"bands": ["B4", "B3", "B2"], "units": "dn", "level": "any", "resolution_m": None,
+        input={"bands": ["B4", "B3", "B2"], "units": "dn", "level": "any", "resolution_m": resolution_m,
                "description": "Sentinel-2 digital numbers (reflectance x 10000), L1C or L2A"},
         normalisation={"method": "clip_mean_std", "clip": [norm.CLOUD_CLIP_DN] * 3, "mean": list(norm.IMAGENET_MEAN),
                        "std": list(norm.IMAGENET_STD)},

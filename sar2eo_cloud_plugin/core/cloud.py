@@ -213,8 +213,8 @@ def select_model(available: Sequence[str], level: Optional[str], models_dir: Opt
                 why += f" (level unknown: took the {lv} model; set the product level to choose)"
             if spec.activation == "sigmoid":
                 why = ("the only bundled model these bands allow: an RGB-only cloud/clear model, WEAKER than the "
-                       "multispectral cloud + shadow models (it marks bright surfaces as cloud and finds no "
-                       "shadow); add B8 (NIR) to the layer for a better mask")
+                       "multispectral cloud + shadow models (it finds no shadow and calls snow cloud); add B8 "
+                       "(NIR) to the layer for a better mask")
             return card_path, why
     if not_installed:   # the layer is fine, the model is missing: say how to get the best one, nothing else
         raise NoBundledWeightsError(modelstore.how_to_get(not_installed[0]))

@@ -121,7 +121,7 @@ class CloudMaskAlgorithm(Sar2EoAlgorithm):
             "<p><i>Auto</i> picks the best bundled model for the bands present: with B2, B3, B4 and B8 the 4-band "
             "ukis-csmask U-Net (EfficientNet-B4, cloud + shadow, runs at 30 m; chosen over the 6-band model "
             "because it measured better on the hand-labelled scene, see the README); with RGB only the seed's "
-            "RGB U-Net (cloud / clear only, weaker: bright surfaces come out as cloud). The network runs at "
+            "RGB U-Net (cloud / clear only, weaker: no shadow, snow comes out as cloud). The network runs at "
             "the model's resolution and its probabilities are resampled back to the layer's grid.</p>"
             "<h3>Outputs</h3><ul>"
             "<li><b>Cloud mask</b>: GeoTIFF uint8 on the input's grid: <b>0 clear, 1 cloud, 2 shadow, 255 "

@@ -76,6 +76,22 @@ def test_float32_storage_is_exact(tmp_path):
         assert torch.equal(a, b), k
 
 
+def test_same_weights_give_the_same_bytes(tmp_path):
+    """safetensors writes its metadata from a hash map (random order per process); save_model sorts it, so
+    the same weights always give the same file and the sha256 the card pins."""
+    net, card = _tiny_generator()
+    shas = set()
+    for i in range(4):
+        path = modelfile.save_model(net, card, tmp_path / str(i))
+        w = path.with_suffix(".safetensors")
+        raw = w.read_bytes()
+        header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+        assert list(header["__metadata__"]) == sorted(header["__metadata__"]) == ["name", "task"]
+        shas.add(modelfile.sha256_of(w))
+        assert modelfile.load_model(path, "sar2eo")[1].name == card.name   # still a valid file
+    assert len(shas) == 1
+
+
 def test_tampered_weights_refused(saved):
     _net, card_path = saved
     w = card_path.with_suffix(".safetensors")

@@ -107,7 +107,8 @@ def test_unet_trains_evaluates_exports(cloudsen12_cache, tmp_path):
     assert (run / "eval" / "cloudmask_examples.png").is_file()
     path = cloudmask.export(cfg, models_dir=str(tmp_path / "models"))
     net, card = modelfile.load_model(path, expected_task="cloudmask")
-    assert card.metrics["pixel_accuracy"] == pytest.approx(ev["scores"]["accuracy"])
+    assert card.metrics["validation"]["pixel_accuracy"] == pytest.approx(ev["scores"]["accuracy"])
+    assert card.metrics["checkpoint"]["sha256"] == ev["identity"]["sha256"]
     assert card.training["init"].startswith("trained from scratch")
 
 

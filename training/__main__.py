@@ -43,11 +43,7 @@ def main(argv=None) -> int:
     else:
         from . import cloudmask as mod
     if args.help_config:
-        options = getattr(mod, "OPTIONS", None)
-        if options is None:
-            print(f"{args.task}: defaults only (no help lines yet): {getattr(mod, 'DEFAULTS', {})}")
-        else:
-            print("\n".join(common.describe_options(options)))
+        print("\n".join(common.describe_options(mod.OPTIONS)))
         return 0
     if not args.action or not args.config:
         parser.error("an action and --config are required")

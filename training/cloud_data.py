@@ -81,8 +81,8 @@ CLOUDSEN12_SOURCE = "tacofoundation:cloudsen12-l1c"
 CLOUDSEN12_LABELS = {"0": "clear -> 0", "1": "thick cloud -> 1", "2": "thin cloud -> 1", "3": "cloud shadow -> 0"}
 
 
-class CloudDataUnavailable(SystemExit):
-    """Raised (as a clean exit with a message) when no CloudSEN12 data can be found or fetched."""
+class CloudDataUnavailable(common.DataError):
+    """No CloudSEN12 data can be found or fetched; the message says what to download (the CLI prints it, exit 2)."""
 
 
 # ------------------------------------------------------------------------------------------------ CloudSEN12
@@ -221,7 +221,7 @@ def bigearthnet_pseudo_items(root, patches: Optional[Sequence[str]] = None, excl
         files = [f for f in files if any(p in f.name for p in patches)]
     files = [f for f in files if not any(e in f.name for e in exclude)]
     if not files:
-        raise FileNotFoundError(f"no s2/*_L2A12.tif stacks under {root} (patches {patches}, exclude {exclude})")
+        raise common.DataError(f"no s2/*_L2A12.tif stacks under {root} (patches {patches}, exclude {exclude})")
     items = []
     for f in files:
         with rasterio.open(f) as ds:
@@ -269,7 +269,7 @@ def find_real_s2(root: Path = SHARED_DATA) -> List[RealPatch]:
         out.append(RealPatch("sen1floods11_Spain_7370579_S2", "20190918", "20190918_Spain_7370579", "L1C",
                              "sen1floods11-sample", s2))
     if not out:
-        raise FileNotFoundError(f"no real Sentinel-2 patches under {root} (bigearthnet-configilm/, "
+        raise common.DataError(f"no real Sentinel-2 patches under {root} (bigearthnet-configilm/, "
                                 "bigearthnet-example/, sen1floods11-sample/); see its README.md")
     return out
 
@@ -495,11 +495,11 @@ class TeacherCloudSamples:
                  synthetic_share: float = 0.6, clear_max: float = 0.01,
                  synthetic: Optional[SyntheticClouds] = None) -> None:
         if not items:
-            raise ValueError("no teacher-labelled training patches")
+            raise common.DataError("no teacher-labelled training patches")
         self.items = list(items)
         self.clear = [it for it in self.items if it.cloud_fraction <= clear_max]
         if synthetic_share > 0 and not self.clear:
-            raise ValueError(f"no clear patch (teacher cloud fraction <= {clear_max}) to composite clouds onto")
+            raise common.DataError(f"no clear patch (teacher cloud fraction <= {clear_max}) to composite clouds onto")
         self.crop, self.samples_per_epoch, self.synthetic_share = int(crop), int(samples_per_epoch), synthetic_share
         self.synthetic = synthetic or SyntheticClouds()
 
@@ -645,4 +645,5 @@ def build_cloud_items(data_cfg: Dict, seed: int, log=print) -> Tuple[List[Item],
         log("pseudo-label cloud fraction per patch: " + ", ".join(f"{k}: {v:.3f}" for k, v in frac.items()))
         return tr, va, (f"real BigEarthNet S2 L2A patches in {data_cfg['root']} with {RULE_TEXT.format(t=t)}; "
                         f"train {[n for _, _, n in tr]}, held out {held}")
-    raise ValueError(f"unknown data.kind '{kind}' (cloudsen12 or bigearthnet_pseudo)")
+    raise common.ConfigError(f"unknown data.kind '{kind}' (cloudsen12 or bigearthnet_pseudo; teacher data is read "
+                             "by cloudmask.build_data)")

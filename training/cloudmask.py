@@ -21,35 +21,91 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from sar2eo_cloud_plugin.core import cards, modelfile, networks
+from sar2eo_cloud_plugin.core import cards, modelfile, networks, onnxexport
 
 from . import cloud_data, common, metrics, plots
 from .cloud_data import CLOUDSEN12_SOURCE, CloudArrays, build_cloud_items, localise_cloudsen12
 
-DEFAULTS: Dict[str, Any] = {
-    "task": "cloudmask",
-    "seed": 0,
-    "device": "auto",
-    "threads": None,
-    "run_dir": "runs/cloudmask",
-    "data": {"kind": "cloudsen12", "cache_dir": "data-cache/cloudsen12", "source": CLOUDSEN12_SOURCE,
-             "n_samples": 3000, "auto_localise": True, "val_fraction": 0.2, "resize": 256, "crop": None,
-             "val_resize": 256, "samples_per_epoch": None, "jitter": True, "num_workers": 2,
-             "root": "sample_data", "holdout": [], "rule_threshold": 0.15, "description": None,
-             # kind "teacher": real patches labelled by ukis-csmask + synthetic clouds (training/cloud_data.py)
-             "teacher_cache": "data-cache/cloud_teacher_30m", "shared_data": None, "val_dates": [],
-             "synthetic_share": 0.6, "clear_max": 0.01, "opacity_label": 0.3, "val_synthetic": 32},
-    "model": {"encoder": "efficientnet-b2", "imagenet_weights": None},
-    "train": {"epochs": 30, "batch_size": 8, "lr": 1e-3, "weight_decay": 1e-4, "focal_weight": 0.25,
-              "dice_weight": 0.75, "patience": 5, "plateau_patience": 2, "plateau_factor": 0.5,
-              "max_minutes": None, "log_every": 10, "monitor_hand_labelled": True},
-    "eval": {"threshold": 0.5, "figures": 4, "batch_size": 4},
-    "export": {"models_dir": "sar2eo_cloud_plugin/models", "dtype": "float16", "name": None, "notes": ""},
+_O = common.Option
+OPTIONS: common.OptionTree = {
+    "task": _O("cloudmask", "the task this config is for (always cloudmask here)"),
+    "seed": _O(0, "seed of every random choice (init, split, crops, flips, synthetic clouds)"),
+    "device": _O("auto", "auto (CUDA when present), cuda or cpu"),
+    "threads": _O(None, "torch intra-op threads (None: torch's default); 1 or 2 on a shared CPU"),
+    "run_dir": _O("runs/cloudmask", "folder of checkpoints, train.log and eval/ (relative: to the repository)"),
+    "data": {
+        "kind": _O("cloudsen12", "cloudsen12 (the seed's dataset), bigearthnet_pseudo (real patches, rule labels) "
+                                 "or teacher (real patches labelled by ukis-csmask + synthetic clouds)"),
+        "cache_dir": _O("data-cache/cloudsen12", "cloudsen12: the .npy cache that `localise` fills"),
+        "source": _O(CLOUDSEN12_SOURCE, "cloudsen12: TACO dataset id or local .taco/.tacozip path(s) to localise"),
+        "n_samples": _O(3000, "cloudsen12: samples localised and used"),
+        "auto_localise": _O(True, "cloudsen12: fill a short cache before training (needs the source)"),
+        "val_fraction": _O(0.2, "cloudsen12: share of the samples held out for validation"),
+        "resize": _O(256, "cloudsen12 / bigearthnet_pseudo: training images resized to this many pixels (None: "
+                          "native size)"),
+        "crop": _O(None, "random training crop in pixels (None: no crop; teacher: None means 64)"),
+        "val_resize": _O(256, "validation images resized to this many pixels (None: native size)"),
+        "samples_per_epoch": _O(None, "training samples drawn per epoch (None: one per item; teacher: 256)"),
+        "jitter": _O(True, "cloudsen12 / bigearthnet_pseudo: random colour jitter in training"),
+        "num_workers": _O(2, "DataLoader worker processes (0 on a small CPU)"),
+        "root": _O("sample_data", "bigearthnet_pseudo: folder holding s2/*_L2A12.tif"),
+        "holdout": _O([], "bigearthnet_pseudo: patch names held out for validation (quote them in YAML)"),
+        "rule_threshold": _O(0.15, "bigearthnet_pseudo: threshold of the rule-based pseudo-labeller"),
+        "description": _O(None, "text for the card's training.data (None: written from the data actually read)"),
+        "teacher_cache": _O("data-cache/cloud_teacher_30m", "teacher: cache of the teacher-labelled 30 m patches "
+                                                            "(built once from shared_data)"),
+        "shared_data": _O(None, "teacher: folder of the real data (None: ../shared/data beside the repository)"),
+        "val_dates": _O([], "teacher: sensing dates (YYYYMMDD) whose products validate; all others train"),
+        "synthetic_share": _O(0.6, "teacher: share of training samples that carry synthetic clouds and shadows"),
+        "clear_max": _O(0.01, "teacher: a patch with at most this teacher cloud fraction counts as clear (synthetic "
+                              "clouds are composited onto clear patches only)"),
+        "opacity_label": _O(0.3, "teacher: synthetic cloud opacity from which a pixel is labelled cloud"),
+        "val_synthetic": _O(32, "teacher: fixed synthetic validation samples on the validation products"),
+    },
+    "model": {
+        "encoder": _O("efficientnet-b2", "segmentation-models-pytorch encoder of the U-Net (the seed's)"),
+        "imagenet_weights": _O(None, "local ImageNet encoder weights (.safetensors or tensors-only .pth); None: "
+                                     "trained from scratch (nothing is downloaded)"),
+    },
+    "train": {
+        "epochs": _O(30, "epochs at most (early stopping and max_minutes may end sooner)"),
+        "batch_size": _O(8, "samples per step and process"),
+        "lr": _O(1e-3, "AdamW learning rate"),
+        "weight_decay": _O(1e-4, "AdamW weight decay"),
+        "focal_weight": _O(0.25, "weight of the binary focal loss"),
+        "dice_weight": _O(0.75, "weight of the binary Dice loss"),
+        "patience": _O(5, "early stopping: epochs without a validation-IoU gain"),
+        "plateau_patience": _O(2, "ReduceLROnPlateau: epochs without a validation-IoU gain before the LR drops"),
+        "plateau_factor": _O(0.5, "ReduceLROnPlateau: factor the LR is multiplied by"),
+        "max_minutes": _O(None, "stop (with a checkpoint) after this many minutes; None: no limit"),
+        "log_every": _O(10, "steps between progress-bar updates"),
+        "monitor_hand_labelled": _O(True, "log the cloud IoU on the hand-labelled sentinel2_north scene each epoch "
+                                          "(a reading only; never used to select)"),
+    },
+    "eval": {
+        "threshold": _O(0.5, "cloud probability from which a pixel is cloud (also the card's threshold)"),
+        "figures": _O(4, "validation samples shown in <run>/eval/cloudmask_examples.png"),
+        "batch_size": _O(4, "validation samples per forward pass"),
+    },
+    "export": {
+        "models_dir": _O("sar2eo_cloud_plugin/models", "where the model file, card and ONNX graph are written"),
+        "dtype": _O("float16", "weights dtype of the exported model (float16 or float32)"),
+        "name": _O(None, "model name (None: the bundled cloudmask name)"),
+        "notes": _O("", "text put in the card's notes"),
+    },
 }
+DEFAULTS: Dict[str, Any] = common.option_defaults(OPTIONS)
+DATA_KINDS = ("cloudsen12", "bigearthnet_pseudo", "teacher")
 
 
 def config(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    return common.merged(DEFAULTS, cfg)
+    """``cfg`` over the defaults; unknown keys and an unknown data.kind raise :class:`common.ConfigError`."""
+    out = common.apply_options(OPTIONS, cfg)
+    if out["data"]["kind"] not in DATA_KINDS:
+        raise common.ConfigError(f"data.kind '{out['data']['kind']}' is none of {', '.join(DATA_KINDS)}")
+    if out["export"]["dtype"] not in ("float16", "float32"):
+        raise common.ConfigError(f"export.dtype '{out['export']['dtype']}' is neither float16 nor float32")
+    return out
 
 
 def localise_from_config(cfg: Dict[str, Any]) -> List[str]:
@@ -69,7 +125,8 @@ def build_model(cfg: Dict[str, Any], log=print):
     else:
         p = common.resolve_path(path)
         if not p.is_file():
-            raise SystemExit(f"model.imagenet_weights: {p} does not exist")
+            raise common.ConfigError(f"model.imagenet_weights: {p} does not exist")
+        # third-party encoder weights (ImageNet), not a training checkpoint: common.load_checkpoint reads those
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file
 
@@ -85,7 +142,8 @@ def build_model(cfg: Dict[str, Any], log=print):
         missing = [k for k in own if k not in usable]
         loaded = len(usable)
         if loaded == 0:
-            raise SystemExit(f"model.imagenet_weights: no tensor of {p} matches the {cfg['model']['encoder']} encoder")
+            raise common.CheckpointError(f"model.imagenet_weights: no tensor of {p} matches the "
+                                         f"{cfg['model']['encoder']} encoder")
         note = f"encoder initialised from ImageNet weights in {p.name} ({loaded} tensors, {len(missing)} missing)"
     log(note)
     return net, note
@@ -216,7 +274,7 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
     if dist.is_main:
         dist.barrier()
     if len(ds) == 0:
-        raise ValueError("no training samples")
+        raise common.DataError("no training samples")
     monitor = t_cfg.get("monitor_hand_labelled") and (cloud_data.SHARED_DATA / "cloud-labelled").is_dir()
     scene = hand_labelled_rgb() if monitor and dist.is_main else None
     net, init_note = build_model(cfg, log if dist.is_main else (lambda m: None))
@@ -240,8 +298,11 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
     epoch_log: List[Dict[str, Any]] = []
     if resume:
         if not common.checkpoint_exists(last):
-            raise SystemExit(f"--resume: no checkpoint at {last}.json/.safetensors")
+            raise common.CheckpointError(f"--resume: no checkpoint at {last}.json/.safetensors")
         meta = common.load_checkpoint(last, {"unet": net}, {"opt": opt})
+        if "scheduler" not in meta:
+            raise common.CheckpointError(f"--resume: {last}.json holds no scheduler state (not a cloudmask "
+                                         "checkpoint?)")
         sched.load_state_dict(meta["scheduler"])
         start_epoch, step = int(meta["epochs_completed"]), int(meta["global_step"])
         history, best_iou, bad_epochs = meta["history"], float(meta["best_iou"]), int(meta["bad_epochs"])
@@ -341,14 +402,11 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
     return {"run_dir": str(run_dir), "steps": step, "history": history, "best_iou": best_iou}
 
 
-def _load_unet(cfg, stem: Path):
-    from safetensors.torch import load_file
-
-    stem = stem.with_suffix("") if stem.suffix in (".json", ".safetensors") else stem
-    meta = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
+def _load_unet(cfg: Dict[str, Any], stem: Path):
+    """(U-Net in eval mode, checkpoint meta, checkpoint stem) through the package's one checkpoint loader."""
+    stem = common.checkpoint_stem(stem)
     net = networks.build_cloud_unet(encoder_name=cfg["model"]["encoder"], in_channels=3, classes=1)
-    t = load_file(str(stem.with_suffix(".safetensors")))
-    net.load_state_dict({k[len("net.unet."):]: v for k, v in t.items() if k.startswith("net.unet.")})
+    meta = common.load_checkpoint(stem, {"unet": net}, restore_rng=False)
     return net.eval(), meta, stem
 
 
@@ -375,12 +433,14 @@ SYNTHETIC_ATTRIBUTION = {
 REAL_PATCHES = "sample_data/s2/*_L2A12.tif"
 
 
-def checkpoint_identity(stem: Path) -> Dict[str, Any]:
-    """sha256 and step of a checkpoint: what ``export`` checks the evaluation was made on."""
-    stem = stem.with_suffix("") if stem.suffix in (".json", ".safetensors") else stem
-    meta = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
-    return {"checkpoint": str(stem), "sha256": modelfile.sha256_of(stem.with_suffix(".safetensors")),
-            "step": meta.get("global_step"), "epoch": meta.get("epochs_completed")}
+def legacy_metrics(ev: Dict[str, Any]) -> Dict[str, Any]:
+    """A cloud ``metrics.json`` in the package's format. Files written before the trainers shared one format
+    (the bundled run's among them) keep the measured checkpoint's identity under ``identity`` (path under
+    ``checkpoint``, a string); today it is ``checkpoint`` = :func:`common.checkpoint_identity`."""
+    if not isinstance(ev.get("checkpoint"), dict) and isinstance(ev.get("identity"), dict):
+        rec = ev["identity"]
+        ev = dict(ev, checkpoint={"path": rec.get("checkpoint"), "sha256": rec.get("sha256"), "step": rec.get("step")})
+    return ev
 
 
 def student_card(cfg: Dict[str, Any]):
@@ -438,7 +498,7 @@ def evaluate(cfg: Dict[str, Any], checkpoint: Optional[str] = None) -> Dict[str,
     net, meta, stem = _load_unet(cfg, Path(checkpoint) if checkpoint else _default_stem(run_dir))
     _, val_items, desc, split = build_data(cfg, log)
     if not val_items:
-        raise ValueError("no held-out samples to evaluate on (data.val_dates / data.holdout / data.val_fraction)")
+        raise common.DataError("no held-out samples to evaluate on (data.val_dates / data.holdout / data.val_fraction)")
     dev = common.eval_device(cfg["device"])
     res = run_validation(net.to(dev), val_items, cfg, dev)
     s = res["scores"]
@@ -460,8 +520,9 @@ def evaluate(cfg: Dict[str, Any], checkpoint: Optional[str] = None) -> Dict[str,
         with tempfile.TemporaryDirectory(prefix="cloud_student_") as tmp:
             card_path = modelfile.save_model(net.cpu(), student_card(cfg), tmp, dtype=cfg["export"]["dtype"])
             hand = engine_scores(card_path, cfg, log)
-    result = metrics.clean_nan({"scores": s, "threshold": cfg["eval"]["threshold"], "checkpoint": str(stem),
-                                "identity": checkpoint_identity(stem), "held_out": [n for _, _, n in val_items],
+    result = metrics.clean_nan({"scores": s, "threshold": cfg["eval"]["threshold"],
+                                "checkpoint": common.checkpoint_identity(stem),
+                                "held_out": [n for _, _, n in val_items],
                                 "data": desc, "split": split, "hand_labelled": hand,
                                 "epochs_completed": meta.get("epochs_completed"), "steps": meta.get("global_step")})
     common.write_json(run_dir / "eval" / "metrics.json", result)
@@ -480,14 +541,10 @@ def export(cfg: Dict[str, Any], checkpoint: Optional[str] = None, models_dir: Op
     net, meta, stem = _load_unet(cfg, Path(checkpoint) if checkpoint else _default_stem(run_dir))
     ev_path = run_dir / "eval" / "metrics.json"
     if not ev_path.is_file():
-        raise FileNotFoundError(f"no evaluation at {ev_path}: run `python -m training cloudmask evaluate` first")
-    ev = json.loads(ev_path.read_text(encoding="utf-8"))
-    ident = checkpoint_identity(stem)
-    measured = ev.get("identity") or {}
-    if measured.get("sha256") != ident["sha256"]:
-        raise ValueError(f"{ev_path} was measured on another checkpoint ({measured.get('checkpoint')}, step "
-                         f"{measured.get('step')}) than the one exported ({stem}, step {ident['step']}): run "
-                         "evaluate on it first")
+        raise common.TrainingError(f"no evaluation at {ev_path}: run `python -m training cloudmask evaluate` first; "
+                                   "a card without measured metrics is not exported")
+    ev = legacy_metrics(json.loads(ev_path.read_text(encoding="utf-8")))
+    ident = dict(common.check_metrics_match(ev, stem, ev_path), epoch=meta.get("epochs_completed"))
     card = student_card(cfg)
     t, d = cfg["train"], cfg["data"]
     teacher = d.get("kind") == "teacher"
@@ -542,7 +599,11 @@ def export(cfg: Dict[str, Any], checkpoint: Optional[str] = None, models_dir: Op
     back_net, back = modelfile.load_model(path, expected_task="cloudmask")
     with torch.no_grad():
         if back_net(torch.zeros(1, 3, 64, 64)).shape != (1, 1, 64, 64):
-            raise RuntimeError(f"exported {path} does not give one channel per pixel")
+            raise common.TrainingError(f"exported {path} does not give one channel per pixel")
+    # The ONNX graph the plugin's default runtime runs, derived from the weights as shipped, so the card names
+    # both files (as cyclegan.write_model does) and scripts/derive_onnx.py finds nothing to add at set-up.
+    onnxexport.export_card_onnx(path)
+    back = modelfile.read_card(path)
     print(f"exported {path} ({back.weights['bytes'] / 1e6:.1f} MB {back.weights['dtype']}, sha256 "
           f"{back.weights['sha256'][:12]}…)")
     return path

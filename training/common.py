@@ -129,17 +129,6 @@ def names(values, key: str):
     return out
 
 
-def merged(defaults: Dict[str, Any], cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """Deep-merge ``cfg`` over ``defaults`` (returns a new dict)."""
-    out = copy.deepcopy(defaults)
-    for k, v in cfg.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = merged(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
 def resolve_path(p: Optional[str]) -> Optional[Path]:
     """Relative paths in configs are relative to the repository root."""
     if p is None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sar2eo_cloud_plugin.core.errors import InputError
-from training import cloud_data
+from training import cloud_data, common
 
 SHARED = cloud_data.SHARED_DATA
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data (the real data)")
@@ -84,5 +84,5 @@ def test_teacher_samples_mosaic_crop_and_share():
     assert s["name"] == "synthetic" and ds.clear == items[:3]     # clouds only on clear patches
     real = cloud_data.TeacherCloudSamples(items, crop=32, synthetic_share=0.0)
     assert {real[i]["name"] for i in range(4)} == {"teacher"}
-    with pytest.raises(ValueError, match="no clear patch"):
+    with pytest.raises(common.DataError, match="no clear patch"):
         cloud_data.TeacherCloudSamples(items[3:], synthetic_share=0.5)

@@ -140,7 +140,7 @@ def test_cloudsen12_cache_is_reused_and_offline_message(cloudsen12_cache, tmp_pa
         raise ConnectionError("no network")
 
     monkeypatch.setattr(cloud_data, "_open_taco", offline)
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(common.DataError) as exc:
         cloud_data.localise_cloudsen12(tmp_path / "empty", 10, log=lambda m: None)
     msg = str(exc.value)
     assert "tacofoundation:cloudsen12-l1c" in msg and str(tmp_path / "empty") in msg and "localise" in msg

@@ -108,7 +108,8 @@ def test_unet_trains_evaluates_exports(cloudsen12_cache, tmp_path):
     path = cloudmask.export(cfg, models_dir=str(tmp_path / "models"))
     net, card = modelfile.load_model(path, expected_task="cloudmask")
     assert card.metrics["validation"]["pixel_accuracy"] == pytest.approx(ev["scores"]["accuracy"])
-    assert card.metrics["checkpoint"]["sha256"] == ev["identity"]["sha256"]
+    assert card.metrics["checkpoint"]["sha256"] == ev["checkpoint"]["sha256"]
+    assert card.onnx and (tmp_path / "models" / card.onnx["file"]).is_file()   # the card names its ONNX graph
     assert card.training["init"].startswith("trained from scratch")
 
 
@@ -143,5 +144,5 @@ def test_imagenet_encoder_weights_only_from_a_local_file(tmp_path):
     assert torch.equal(net.encoder.state_dict()[k], src.encoder.state_dict()[k])
     _, note = cloudmask.build_model(cloudmask.config({}), log=lambda m: None)
     assert note.startswith("trained from scratch")
-    with pytest.raises(SystemExit, match="does not exist"):
+    with pytest.raises(common.ConfigError, match="does not exist"):
         cloudmask.build_model(cloudmask.config({"model": {"imagenet_weights": str(tmp_path / "nope.pth")}}))

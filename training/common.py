@@ -153,6 +153,64 @@ def set_threads(n: Optional[int]) -> None:
         torch.set_num_threads(int(n))
 
 
+# ----------------------------------------------------------------------------------------------- precision
+AMP_CHOICES = ("none", "bf16", "fp16")  # the values of a trainer's ``train.amp`` option
+
+
+def check_amp(amp: str, device: Any = None, key: str = "train.amp") -> str:
+    """``amp`` if it is one of :data:`AMP_CHOICES` and can run on ``device`` (``None``: the value alone, as configs
+    are checked before the device is known), else :class:`ConfigError` naming ``key``.
+
+    bf16 autocast runs on CPU and CUDA (bfloat16 has float32's exponent range, so it needs no loss scaling).
+    fp16 is CUDA only: CPU kernels for float16 are few and slow, and a CPU run asking for it is a mistake to report,
+    not to paper over."""
+    import torch
+
+    if amp not in AMP_CHOICES:
+        raise ConfigError(f"{key} must be one of {', '.join(AMP_CHOICES)}, got {amp!r}")
+    if amp == "fp16" and device is not None and torch.device(device).type != "cuda":
+        raise ConfigError(f"{key}=fp16 needs a CUDA device, but this run is on {torch.device(device).type}; "
+                          "use bf16 (CPU and CUDA) or none")
+    return amp
+
+
+def autocast(amp: str, device: Any, key: str = "train.amp"):
+    """The autocast context of ``train.amp`` on ``device`` (disabled for ``none``): forward passes and losses run
+    inside it, backward passes outside (torch's AMP recipe)."""
+    import torch
+
+    check_amp(amp, device, key)
+    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=amp != "none")
+
+
+def grad_scaler(amp: str, device: Any, key: str = "train.amp"):
+    """The loss scaler every optimiser step goes through: enabled for fp16 only (float16 gradients underflow
+    without it); for none and bf16 it is a pass-through (``scale`` returns the loss, ``step`` calls
+    ``optimizer.step``, ``update`` does nothing). Its ``state_dict`` is plain numbers, so it fits a checkpoint's
+    JSON."""
+    import torch
+
+    check_amp(amp, device, key)
+    return torch.amp.GradScaler(torch.device(device).type, enabled=amp == "fp16")
+
+
+def channels_last(obj: Any, enabled: bool = True) -> Any:
+    """``obj`` (a module, or a 4-D input batch) in ``torch.channels_last`` memory format when ``enabled``
+    (NHWC: faster convolutions with tensor cores / oneDNN); anything else is returned unchanged. Modules are
+    converted in place (parameter identity is kept, so optimisers built before or after both work); checkpoints
+    are unaffected because :func:`save_checkpoint` stores ``contiguous()`` copies."""
+    import torch
+
+    if not enabled:
+        return obj
+    if isinstance(obj, torch.nn.Module):
+        return obj.to(memory_format=torch.channels_last)
+    if torch.is_tensor(obj) and obj.dim() == 4:
+        return obj.contiguous(memory_format=torch.channels_last)
+    return obj
+
+
 # ----------------------------------------------------------------------------------------------- distributed
 class Dist:
     """torch.distributed from the environment torchrun sets (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR/PORT).

@@ -76,6 +76,10 @@ OPTIONS: common.OptionTree = {
         "max_minutes": _O(None, "stop (with a checkpoint) after this many minutes; None: no limit"),
         "log_every": _O(20, "steps between progress-bar updates"),
         "history_steps": _O(1000, "per-step loss records kept in the checkpoint (the last N)"),
+        "amp": _O("none", "mixed precision of forward passes and losses: none (float32), bf16 (CPU or CUDA) or "
+                          "fp16 (CUDA only, with a GradScaler)"),
+        "channels_last": _O(False, "networks and input batches in channels_last (NHWC) memory format; faster "
+                                   "convolutions on CUDA tensor cores"),
     },
     "eval": {
         "max_images": _O(None, "evaluate at most this many validation pairs (None: all)"),
@@ -101,6 +105,9 @@ TARGET_MARGINS: Dict[str, Dict[str, float]] = {"rgb": {"psnr_db": 2.0, "ssim": 0
 
 def config(cfg: Dict[str, Any]) -> Dict[str, Any]:
     out = common.apply_options(OPTIONS, cfg)
+    common.check_amp(out["train"]["amp"])  # the value; whether the device can run it is checked at train
+    if not isinstance(out["train"]["channels_last"], bool):
+        raise common.ConfigError(f"train.channels_last must be true or false, got {out['train']['channels_last']!r}")
     try:
         band_set(out["band_set"])
     except Exception as exc:  # noqa: BLE001 - the core's InputError, re-raised as a config error
@@ -209,52 +216,79 @@ def _train_band_mean(ds, max_pairs: int, log) -> List[float]:
 
 
 def training_step(nets: Dict[str, Any], opts: Dict[str, Any], pools, real_A, real_B, t_cfg: Dict[str, Any],
-                  use_idt: bool = False, average_gradients=lambda params: None) -> Dict[str, float]:
+                  use_idt: bool = False, average_gradients=lambda params: None, scaler=None) -> Dict[str, float]:
     """One CycleGAN step (generators, then discriminators) as in the reference implementation, plus the paired L1
-    term when ``t_cfg['lambda_L1'] > 0``; returns the losses. Shared by :func:`train` and the benchmark."""
+    term when ``t_cfg['lambda_L1'] > 0``; returns the losses. Shared by :func:`train` and the benchmark.
+
+    ``t_cfg['amp']`` picks the autocast of the forward passes and losses, ``t_cfg['channels_last']`` the memory
+    format of the input batches (the networks are converted once by the caller, :func:`prepare_nets`). ``scaler``
+    is the run's :func:`training.common.grad_scaler`; it must persist across steps for fp16 (its loss scale adapts
+    over steps), and may be omitted for none / bf16. Gradients are averaged over ranks while still scaled, which
+    is exact (averaging is linear) and keeps every rank's inf/NaN check, hence its skipped steps, identical."""
     import torch
 
+    amp = t_cfg["amp"]
+    if scaler is None:
+        if amp == "fp16":
+            raise common.TrainingError("train.amp=fp16: pass the run's GradScaler (common.grad_scaler) to "
+                                       "training_step; a new one per step would never adapt its loss scale")
+        scaler = common.grad_scaler(amp, real_A.device)
+    real_A = common.channels_last(real_A, t_cfg["channels_last"])
+    real_B = common.channels_last(real_B, t_cfg["channels_last"])
     G_A, G_B, D_A, D_B = nets["G_A"], nets["G_B"], nets["D_A"], nets["D_B"]
     opt_G, opt_D = opts["G"], opts["D"]
     pool_A, pool_B = pools
     mse, l1 = torch.nn.MSELoss(), torch.nn.L1Loss()
     lam, lam_idt, lam_l1 = (float(t_cfg[k]) for k in ("lambda_cycle", "lambda_identity", "lambda_L1"))
     zero = torch.zeros((), device=real_A.device)
-    fake_B = G_A(real_A)
-    rec_A = G_B(fake_B)
-    fake_A = G_B(real_B)
-    rec_B = G_A(fake_A)
     # --- generators
     for d in (D_A, D_B):
         d.requires_grad_(False)
     opt_G.zero_grad(set_to_none=True)
-    pred_fb, pred_fa = D_A(fake_B), D_B(fake_A)
-    loss_G_A = mse(pred_fb, torch.ones_like(pred_fb))
-    loss_G_B = mse(pred_fa, torch.ones_like(pred_fa))
-    loss_cyc_A = l1(rec_A, real_A) * lam
-    loss_cyc_B = l1(rec_B, real_B) * lam
-    loss_idt = (l1(G_A(real_B), real_B) * lam + l1(G_B(real_A), real_A) * lam) * lam_idt if use_idt else zero
-    loss_l1 = l1(fake_B, real_B) * lam_l1 if lam_l1 > 0 else zero
-    loss_G = loss_G_A + loss_G_B + loss_cyc_A + loss_cyc_B + loss_idt + loss_l1
-    loss_G.backward()
+    with common.autocast(amp, real_A.device):
+        fake_B = G_A(real_A)
+        rec_A = G_B(fake_B)
+        fake_A = G_B(real_B)
+        rec_B = G_A(fake_A)
+        pred_fb, pred_fa = D_A(fake_B), D_B(fake_A)
+        # losses in float32: a bf16 / fp16 mean over a whole image loses digits that the LSGAN terms need
+        loss_G_A = mse(pred_fb.float(), torch.ones_like(pred_fb, dtype=torch.float32))
+        loss_G_B = mse(pred_fa.float(), torch.ones_like(pred_fa, dtype=torch.float32))
+        loss_cyc_A = l1(rec_A.float(), real_A) * lam
+        loss_cyc_B = l1(rec_B.float(), real_B) * lam
+        loss_idt = ((l1(G_A(real_B).float(), real_B) * lam + l1(G_B(real_A).float(), real_A) * lam) * lam_idt
+                    if use_idt else zero)
+        loss_l1 = l1(fake_B.float(), real_B) * lam_l1 if lam_l1 > 0 else zero
+        loss_G = loss_G_A + loss_G_B + loss_cyc_A + loss_cyc_B + loss_idt + loss_l1
+    scaler.scale(loss_G).backward()
     average_gradients(list(G_A.parameters()) + list(G_B.parameters()))
-    opt_G.step()
+    scaler.step(opt_G)
     # --- discriminators
     for d in (D_A, D_B):
         d.requires_grad_(True)
     opt_D.zero_grad(set_to_none=True)
-    fb = pool_B.query(fake_B.detach())
-    pr, pf = D_A(real_B), D_A(fb)
-    loss_D_A = 0.5 * (mse(pr, torch.ones_like(pr)) + mse(pf, torch.zeros_like(pf)))
-    fa = pool_A.query(fake_A.detach())
-    pr, pf = D_B(real_A), D_B(fa)
-    loss_D_B = 0.5 * (mse(pr, torch.ones_like(pr)) + mse(pf, torch.zeros_like(pf)))
-    (loss_D_A + loss_D_B).backward()
+    with common.autocast(amp, real_A.device):
+        fb = pool_B.query(fake_B.detach())
+        pr, pf = D_A(real_B).float(), D_A(fb).float()
+        loss_D_A = 0.5 * (mse(pr, torch.ones_like(pr)) + mse(pf, torch.zeros_like(pf)))
+        fa = pool_A.query(fake_A.detach())
+        pr, pf = D_B(real_A).float(), D_B(fa).float()
+        loss_D_B = 0.5 * (mse(pr, torch.ones_like(pr)) + mse(pf, torch.zeros_like(pf)))
+    scaler.scale(loss_D_A + loss_D_B).backward()
     average_gradients(list(D_A.parameters()) + list(D_B.parameters()))
-    opt_D.step()
+    scaler.step(opt_D)
+    scaler.update()
     return {"G_A": loss_G_A.item(), "G_B": loss_G_B.item(), "cycle_A": loss_cyc_A.item(),
             "cycle_B": loss_cyc_B.item(), "idt": loss_idt.item(), "L1": loss_l1.item(), "D_A": loss_D_A.item(),
             "D_B": loss_D_B.item(), "G_total": loss_G.item()}
+
+
+def prepare_nets(nets: Dict[str, Any], t_cfg: Dict[str, Any], device: Any) -> Dict[str, Any]:
+    """The four networks on ``device`` in the memory format ``train.channels_last`` asks for (before their
+    optimisers are built); shared by :func:`train` and the benchmark."""
+    for n in nets.values():
+        common.channels_last(n.to(device), t_cfg["channels_last"])
+    return nets
 
 
 def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
@@ -267,6 +301,7 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
     dist, run_dir, log = common.start_training(cfg)
     t_cfg = cfg["train"]
     dev = dist.device
+    scaler = common.grad_scaler(t_cfg["amp"], dev)  # refuses fp16 off CUDA before any data is read
 
     if not dist.is_main:
         dist.barrier()  # rank 0 extracts archives first; the others then find them extracted
@@ -277,9 +312,8 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
         log(f"SEN12MS scan: {ds.report.summary()}")
     if len(ds) == 0:
         raise common.DataError("no training pairs found; check data.root / data.roots")
-    nets = build_nets(cfg)
+    nets = prepare_nets(build_nets(cfg), t_cfg, dev)
     for n in nets.values():
-        n.to(dev)
         common.broadcast_module(dist, n)
     G_A, G_B, D_A, D_B = nets["G_A"], nets["G_B"], nets["D_A"], nets["D_B"]
     betas = (t_cfg["beta1"], t_cfg["beta2"])
@@ -300,6 +334,8 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
         history, wall_before = meta.get("history", []), float(meta.get("wall_seconds", 0.0))
         band_mean = meta.get("train_band_mean")
         restore_schedulers({"G": sched_G, "D": sched_D}, meta, start_epoch)
+        if meta.get("grad_scaler") and scaler.is_enabled():
+            scaler.load_state_dict(meta["grad_scaler"])
         log(f"resumed from {stem} at epoch {start_epoch}, step {step} (the image pools start empty again)")
     if band_mean is None:
         band_mean = _train_band_mean(ds, int(cfg["data"]["baseline_pairs"]), log) if dist.is_main else []
@@ -309,6 +345,8 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
     n_params = sum(p.numel() for p in G_A.parameters())
     log(f"band set {cfg['band_set']}: G_A {n_params / 1e6:.2f} M parameters (ngf {cfg['model']['ngf']}, "
         f"{cfg['model']['n_blocks']} blocks); {len(ds)} samples/epoch; device {dev}; world size {dist.world}")
+    log(f"precision: train.amp = {t_cfg['amp']}" + (" (fp16 with a GradScaler)" if scaler.is_enabled() else "")
+        + f"; train.channels_last = {t_cfg['channels_last']}")
 
     sampler = DistributedSampler(ds, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=cfg["seed"]) \
         if dist.enabled else None
@@ -336,7 +374,8 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
                 "config": cfg, "world_size": dist.world, "stopped_by_time_budget": stopped_early,
                 "identity": identity_note(cfg), "samples_per_epoch": len(ds), "git_commit": common.git_commit(),
                 "device": str(dev), "torch": torch.__version__, "lr_G": opt_G.param_groups[0]["lr"],
-                "schedulers": {"G": sched_G.state_dict(), "D": sched_D.state_dict()}})
+                "schedulers": {"G": sched_G.state_dict(), "D": sched_D.state_dict()},
+                "grad_scaler": scaler.state_dict() if scaler.is_enabled() else None})
         dist.barrier()
 
     for epoch in range(start_epoch, epochs):
@@ -354,7 +393,7 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
                    file=sys.stdout, dynamic_ncols=False, ncols=100)
         for batch in bar:
             rec = training_step(nets, {"G": opt_G, "D": opt_D}, (pool_A, pool_B), batch["A"].to(dev),
-                                batch["B"].to(dev), t_cfg, use_idt, dist.average_gradients)
+                                batch["B"].to(dev), t_cfg, use_idt, dist.average_gradients, scaler)
             step += 1
             rec = {"step": step, "epoch": epoch, **rec}
             history.append(rec)
@@ -648,6 +687,8 @@ def export(cfg: Dict[str, Any], checkpoint: Optional[str] = None, models_dir: Op
         "batch_size": t["batch_size"], "samples_per_epoch": meta.get("samples_per_epoch"),
         "stopped_by_time_budget": meta.get("stopped_by_time_budget", False),
         "world_size": meta.get("world_size"), "device": meta.get("device"), "threads": cfg["threads"],
+        # the precision the checkpoint was trained with (checkpoints older than these options: float32, NCHW)
+        "amp": plan.get("amp", "none"), "channels_last": plan.get("channels_last", False),
         "wall_minutes": round(float(meta.get("wall_seconds", 0)) / 60, 2), "seed": cfg["seed"],
         "config": cfg.get("_config_file"), "git_commit": meta.get("git_commit"), "torch": meta.get("torch"),
         "command": f"python -m training sar2eo train --config {cfg.get('_config_file', '<config>')}",

@@ -56,6 +56,7 @@ def test_cyclegan_trains_resumes_evaluates_exports(sen12ms_root, tmp_path):
         assert card.notes.startswith("EXPERIMENTAL")
     assert "identity loss disabled" in card.training["identity_loss"]
     assert card.training["resolution_m"] == 10 and card.training["crop_px"] == 32
+    assert card.training["amp"] == "none" and card.training["channels_last"] is False  # the run's precision
 
     # metrics of an older checkpoint are not exported onto a newer one
     cyclegan.train(sar_cfg(tmp_path, sen12ms_root, epochs=7), resume=True)

@@ -212,18 +212,22 @@ def unreadable_reason(path: Path) -> Optional[str]:
 
 
 def check_batch_wide(task: TaskLike, band_set_key: str, model_file: Optional[str], device_index: int,
-                     tiling: Optional[Dict[str, Optional[int]]] = None, cloud_model: str = "auto") -> List[str]:
+                     tiling: Optional[Dict[str, Optional[int]]] = None, cloud_model: str = "auto",
+                     runtime: str = "auto") -> List[str]:
     """Problems that would fail every file the same way (no weights bundled, a model card for another
     task or band set, a card that fails its schema, weights that do not match the card's sha256 or
     its network, a tile size the network cannot take, a DEVICE out of range, CUDA asked for but
-    absent): raised once as a :class:`~.errors.Sar2EoError`, before any file, instead of N failures.
+    absent, a RUNTIME that is not installed or has no file of the model to run): raised once as a
+    :class:`~.errors.Sar2EoError`, before any file, instead of N failures. Only the file the runtime will
+    run is checked: a model installed for ONNX Runtime alone has no safetensors weights.
 
     Returns log lines describing the model and device that will be used.
     """
     from .cardschema import check_weight_shapes
     from .engine import TilingOptions
     from .inference import resolve_device, translation_card
-    from .modelfile import bundled_model_path, read_card, verify_weights
+    from .modelfile import bundled_model_path, read_card
+    from .runtime import select_model_file
 
     spec = _spec(task)
     if not 0 <= device_index < len(DEVICES):
@@ -245,9 +249,11 @@ def check_batch_wide(task: TaskLike, band_set_key: str, model_file: Optional[str
             raise InputError("No bundled cloud model is installed (run scripts/setup.sh, or give a model file).")
     tiling = tiling or {}
     card_tiling: Dict[str, Any] = {}
+    runtime_used = runtime
     if card is not None and card_path is not None:
-        weights = verify_weights(card_path, card)       # exists, size and sha256 as in the card
-        check_weight_shapes(card_path, card.architecture, dict(card.architecture_args), weights)
+        runtime_used, _why, path = select_model_file(card_path, card, runtime)   # size and sha256 as in the card
+        if runtime_used == "torch":
+            check_weight_shapes(card_path, card.architecture, dict(card.architecture_args), path)
         card_tiling = dict(card.tiling)
     # Translation tiles are input pixels (a multiple of 4); cloud tiles are network pixels (of 32).
     overlap = tiling.get("OVERLAP")      # 0 is a real choice (no overlap); None: the card's or 32
@@ -258,4 +264,4 @@ def check_batch_wide(task: TaskLike, band_set_key: str, model_file: Optional[str
     device = resolve_device(DEVICE_KEYS[device_index])
     if card is None:
         return [f"Model: auto per file, among {', '.join(installed)}; device: {device}"]
-    return [f"Model: {card.name} ({card_path}), device: {device}"]
+    return [f"Model: {card.name} ({card_path}), device: {device}, runtime: {runtime_used}"]

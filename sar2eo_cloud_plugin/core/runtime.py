@@ -291,6 +291,24 @@ def channels_of(card: Any) -> Tuple[int, int]:
     return int(args["in_channels"]), int(args["classes"])
 
 
+def select_model_file(card_file: Path, card: Any, requested: str = DEFAULT_RUNTIME) -> Tuple[str, str, Path]:
+    """``(runtime, why, file)`` for a model: the runtime :func:`choose_runtime` picks among the files that are
+    installed, and the file it will run (ONNX graph or safetensors weights), checked against its card (size +
+    sha256). A model with neither file says how to get it (:func:`modelstore.raise_if_not_installed`)."""
+    from . import modelfile
+
+    has_graph = modelfile.onnx_present(card_file, card)
+    has_weights = modelfile.weights_present(card_file, card)
+    if not (has_graph or has_weights):
+        from . import modelstore
+
+        modelstore.raise_if_not_installed(card_file)   # a model the plugin downloads: say how to get it, only that
+    name, why = choose_runtime(requested, has_graph, has_weights, card_file)
+    path = (modelfile.verify_onnx(card_file, card) if name == "onnxruntime"
+            else modelfile.verify_weights(card_file, card))
+    return name, why, path
+
+
 def load_predictor(card_path: Path, task: str, runtime: str = DEFAULT_RUNTIME, device: str = "auto",
                    activation: Optional[str] = None, precision: str = "float32", optimisation: str = "all",
                    log: Optional[Log] = None) -> Tuple[Callable[[np.ndarray], np.ndarray], Any, RuntimeInfo]:
@@ -303,8 +321,6 @@ def load_predictor(card_path: Path, task: str, runtime: str = DEFAULT_RUNTIME, d
     log = log or (lambda _m: None)
     card_file = modelfile.card_path_for(card_path)
     card = modelfile.read_card(card_file, task)
-    has_graph = modelfile.onnx_present(card_file, card)
-    has_weights = modelfile.weights_present(card_file, card)
     if precision not in PRECISIONS:
         raise InputError(f"Unknown precision '{precision}' (use {' or '.join(PRECISIONS)}).")
     if precision != "float32":
@@ -312,13 +328,8 @@ def load_predictor(card_path: Path, task: str, runtime: str = DEFAULT_RUNTIME, d
             raise InputError(f"Precision {precision} is a PyTorch autocast option; ONNX Runtime runs the graph "
                              "in float32. Choose runtime 'torch' or precision float32.")
         runtime = "torch"
-    if not (has_graph or has_weights):
-        from . import modelstore
-
-        modelstore.raise_if_not_installed(card_file)   # a model the plugin downloads: say how to get it, only that
-    name, why = choose_runtime(runtime, has_graph, has_weights, card_file)
+    name, why, graph = select_model_file(card_file, card, runtime)
     if name == "onnxruntime":
-        graph = modelfile.verify_onnx(card_file, card)
         providers = ort_providers(device)
         session = ort_session(graph, providers, optimisation)
         used = session.get_providers()[0]

@@ -109,12 +109,15 @@ class Sar2EoAlgorithm(QgsProcessingAlgorithm):
                                                    options=[self.tr(label) for label in DEVICE_LABELS],
                                                    defaultValue=0), help_text, advanced)
 
-    def add_runtime(self) -> QgsProcessingParameterEnum:
-        """The advanced RUNTIME enum (core.runtime.RUNTIMES) and the RUNTIME_USED output."""
+    def add_runtime(self, output: bool = True) -> QgsProcessingParameterEnum:
+        """The advanced RUNTIME enum (core.runtime.RUNTIMES) and, with ``output``, the RUNTIME_USED output
+        (the folder batch passes RUNTIME on to each file's run and logs what each used)."""
         param = self.add(QgsProcessingParameterEnum(self.RUNTIME, self.tr("Inference runtime"),
                                                     options=[self.tr(label) for label in RUNTIME_LABELS],
                                                     defaultValue=0), RUNTIME_HELP, advanced=True)
-        self.addOutput(QgsProcessingOutputString(self.RUNTIME_USED, self.tr("Runtime used (runtime and provider)")))
+        if output:
+            self.addOutput(QgsProcessingOutputString(self.RUNTIME_USED,
+                                                     self.tr("Runtime used (runtime and provider)")))
         return param
 
     def add_tiling(self, tiling: Tiling, defaults: Sequence[Optional[int]] = (None, None, None),

@@ -52,10 +52,10 @@ from .translate_algorithm import UNITS_LABELS, TranslateSarToEoAlgorithm
 
 
 def check_batch_wide(spec: TaskSpec, band_set_key: str, model_file: Optional[str], device_index: int,
-                     tiling: Dict[str, Optional[int]], cloud_model: str) -> List[str]:
+                     tiling: Dict[str, Optional[int]], cloud_model: str, runtime: str = "auto") -> List[str]:
     """:func:`core.batch.check_batch_wide`, its errors said as a QgsProcessingException (nothing was processed)."""
     try:
-        return batch.check_batch_wide(spec, band_set_key, model_file, device_index, tiling, cloud_model)
+        return batch.check_batch_wide(spec, band_set_key, model_file, device_index, tiling, cloud_model, runtime)
     except Sar2EoError as exc:
         raise QgsProcessingException(f"{exc} Nothing was processed.") from exc
     except ImportError as exc:
@@ -170,6 +170,7 @@ class BatchFolderAlgorithm(Sar2EoAlgorithm):
                 f"{name} of {TRANSLATE.label}; empty: each file's band described as {label}, else band {default}.",
                 advanced=True)
         self.add_device()
+        self.add_runtime(output=False)
         self.add(QgsProcessingParameterEnum(
             self.CLOUD_MODEL, self.tr("Cloud model (cloud mask)"),
             options=[self.tr("Auto (best bundled model for each file's bands)")] + self.cloud_models[1:],
@@ -227,7 +228,7 @@ class BatchFolderAlgorithm(Sar2EoAlgorithm):
     def _child_parameters(spec: TaskSpec, src: Path, outputs: Dict[str, str], opts: Dict) -> Dict:
         """The single-scene algorithm's parameters for ``src``: its own parameter names."""
         translate, cloud = TranslateSarToEoAlgorithm, CloudMaskAlgorithm
-        params = {translate.INPUT: str(src), translate.DEVICE: opts["DEVICE"]}
+        params = {translate.INPUT: str(src), translate.DEVICE: opts["DEVICE"], translate.RUNTIME: opts["RUNTIME"]}
         for key in (translate.TILE_SIZE, translate.BATCH_SIZE, translate.MODEL_FILE):
             if opts.get(key):  # None/0/"" = leave the single-scene algorithm's default
                 params[key] = opts[key]
@@ -268,6 +269,7 @@ class BatchFolderAlgorithm(Sar2EoAlgorithm):
             raise QgsProcessingException(f"Model file not found: {model_file}")
         opts = {
             "DEVICE": self.parameterAsEnum(parameters, self.DEVICE, context),
+            "RUNTIME": self.parameterAsEnum(parameters, self.RUNTIME, context),
             "UNITS": self.parameterAsEnum(parameters, self.UNITS, context),
             "BAND_SET": bs_index,
             "VV_BAND": self.optional_number(parameters, self.VV_BAND, context, as_int=True),
@@ -289,7 +291,7 @@ class BatchFolderAlgorithm(Sar2EoAlgorithm):
 
         for line in check_batch_wide(spec, band_set_key, model_file, opts["DEVICE"],
                                      {k: opts[k] for k in ("TILE_SIZE", "OVERLAP", "BATCH_SIZE")},
-                                     self.cloud_models[opts["MODEL"]]):
+                                     self.cloud_models[opts["MODEL"]], self.runtime_key(parameters, context)):
             feedback.pushInfo(line)
 
         in_root, out_root = Path(in_folder), Path(out_folder)
@@ -349,8 +351,8 @@ class BatchFolderAlgorithm(Sar2EoAlgorithm):
                 child_context.copyThreadSafeSettings(context)
                 child_context.setFeedback(steps)
                 try:
-                    processing.run(child_id, self._child_parameters(spec, src, outs, opts), feedback=steps,
-                                   context=child_context, is_child_algorithm=True)
+                    child = processing.run(child_id, self._child_parameters(spec, src, outs, opts), feedback=steps,
+                                           context=child_context, is_child_algorithm=True)
                 except Exception as exc:  # noqa: BLE001 - every failure is this file's, not the batch's
                     for guard in guards:
                         guard.restore()
@@ -376,6 +378,7 @@ class BatchFolderAlgorithm(Sar2EoAlgorithm):
                 for guard in guards:
                     guard.discard()
                 record.update(status="processed", reason=f"done in {time.time() - t0:.1f} s",
+                              runtime=(child or {}).get(TranslateSarToEoAlgorithm.RUNTIME_USED, ""),
                               checksums=output_checksums(outs))
                 feedback.pushInfo(f"  processed in {time.time() - t0:.1f} s -> "
                                   + ", ".join(Path(p).name for p in outs.values()))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +128,24 @@ def test_batch_passes_the_cloud_options(provider, s2_folder, tiny_models, tmp_pa
             assert set(np.unique(ds.read(1))) <= {0, 1, 255}
             tags = ds.tags()
         assert (tags["CLOUD_MODE"], tags["CLOUD_BUFFER_M"], tags["CLOUD_LEVEL"]) == ("cloud_only", "20", "L2A")
+
+
+def test_batch_passes_the_runtime_to_every_file(provider, s1_copies, tiny_models, tmp_path):
+    """RUNTIME reaches each file's run, whose runtime is recorded in the summary; a runtime that cannot run the
+    model (the tiny GENERATED model has no ONNX graph) stops the batch before any file."""
+    import processing
+
+    out = tmp_path / "out"
+    params = {"INPUT_FOLDER": str(s1_copies), "OUTPUT_FOLDER": str(out), "TASK": 0, "BAND_SET": 0, "DEVICE": 1,
+              "RUNTIME": 2, "MODEL_FILE": str(tiny_models / "sar2eo_rgb.json")}
+    results = processing.run("sar2eo_cloud:batch_folder", params, feedback=QgsProcessingFeedback(),
+                             context=QgsProcessingContext())
+    assert results["FAILED"] == 0 and results["PROCESSED"] >= 1
+    summary = json.loads(Path(results["SUMMARY"]).read_text())
+    runtimes = {r["runtime"] for r in summary["files"] if r["status"] == "processed"}
+    assert len(runtimes) == 1 and runtimes.pop().startswith("PyTorch")
+    params.update(RUNTIME=1, OUTPUT_FOLDER=str(tmp_path / "out_ort"))
+    with pytest.raises(QgsProcessingException, match="ONNX Runtime was requested but .* no ONNX graph"):
+        processing.run("sar2eo_cloud:batch_folder", params, feedback=QgsProcessingFeedback(),
+                       context=QgsProcessingContext())
+    assert not any((tmp_path / "out_ort").rglob("*.tif"))

@@ -162,7 +162,31 @@ def test_batch_refuses_a_device_out_of_range(tiny_models, device):
 
 def test_batch_wide_check_names_model_and_device(tiny_models):
     lines = batch.check_batch_wide("translate", "rgb", str(tiny_models / "sar2eo_rgb.json"), 1)
-    assert len(lines) == 1 and lines[0].startswith("Model: ") and lines[0].endswith("sar2eo_rgb.json), device: cpu")
+    assert len(lines) == 1 and lines[0].startswith("Model: ")
+    assert lines[0].endswith("sar2eo_rgb.json), device: cpu, runtime: torch")   # the tiny models have no graph
+
+
+def test_batch_wide_check_follows_the_runtime_of_a_graph_only_model(tiny_models, tmp_path):
+    """A model installed for ONNX Runtime alone (the model manager downloads only the graph then) has no
+    safetensors weights: the batch checks the graph it will run, and refuses RUNTIME torch up front."""
+    import shutil
+
+    from sar2eo_cloud_plugin.core import onnxexport
+    from sar2eo_cloud_plugin.core.errors import ModelFileError
+
+    for name in ("sar2eo_rgb.json", "sar2eo_rgb.safetensors"):
+        shutil.copy(tiny_models / name, tmp_path / name)
+    card = tmp_path / "sar2eo_rgb.json"
+    onnxexport.export_card_onnx(card)
+    (tmp_path / "sar2eo_rgb.safetensors").unlink()
+    for runtime in ("auto", "onnxruntime"):
+        lines = batch.check_batch_wide("translate", "rgb", str(card), 1, runtime=runtime)
+        assert lines[0].endswith("device: cpu, runtime: onnxruntime")
+    with pytest.raises(ModelFileError, match="PyTorch was requested but .* has no safetensors weights"):
+        batch.check_batch_wide("translate", "rgb", str(card), 1, runtime="torch")
+    (tmp_path / "sar2eo_rgb.onnx").write_bytes(b"not the graph its card names")
+    with pytest.raises(ModelFileError, match="sar2eo_rgb.onnx"):
+        batch.check_batch_wide("translate", "rgb", str(card), 1)
 
 
 def test_batch_wide_check_refuses_a_card_of_another_band_set_and_a_bad_tile(tiny_models):

@@ -11,8 +11,8 @@ Variants (each on exactly the same input tiles, same thread count):
   bfloat16 is emulated and a whole tile takes minutes, which a shared 2-core machine cannot spend.
 
 Translation: 256² tiles of REAL Sentinel-1 values (the BigEarthNet patches of ``sample_data/s1``, normalised as the
-plugin does, tiled up to 256²), batch 1; the bundled ngf-64 generator and a RANDOMLY INITIALISED ngf-32 generator
-(the width the retrained models will have; speed does not depend on the weights). Tiles/s.
+plugin does, tiled up to 256²), batch 1; the bundled generator and a RANDOMLY INITIALISED one of the other width
+(ngf 32 / 64; speed does not depend on the weights). Tiles/s.
 
 Cloud mask: a GENERATED 6-band L2A stack (the real patch of ``sample_data/s2`` repeated to ``--scene`` px at 10 m;
 speed does not depend on the content) through ``core.cloud.cloud_mask`` with its defaults (auto -> the 4-band
@@ -103,11 +103,14 @@ def translation(args) -> Dict:
         tiles.append(np.ascontiguousarray(np.tile(x, reps)[None, :, :256, :256], dtype=np.float32))
     tiles = (tiles * args.tiles)[:args.tiles]
     card_file = modelfile.BUNDLED_DIR / "sar2eo_rgb.json"
+    bundled_ngf = int(modelfile.read_card(card_file).architecture_args["ngf"])
+    other_ngf = 64 if bundled_ngf != 64 else 32     # the other width, for comparison (64 is the seed's)
     torch.manual_seed(0)
-    card32 = sar2eo_card("rgb", ngf=32, n_blocks=9)
-    net32 = init_weights(build_network(card32.architecture, card32.architecture_args)).eval()
+    other = sar2eo_card("rgb", ngf=other_ngf, n_blocks=9)
+    net_other = init_weights(build_network(other.architecture, other.architecture_args)).eval()
     rows = {}
-    for label, net in (("ngf 64 (bundled sar2eo_rgb)", None), ("ngf 32 (random weights)", net32)):
+    for label, net in ((f"ngf {bundled_ngf} (bundled sar2eo_rgb)", None),
+                       (f"ngf {other_ngf} (random weights)", net_other)):
         preds = predictors(card_file, "sar2eo", None, args.threads, net)
         rows[label] = {}
         for name in VARIANTS:

@@ -59,31 +59,20 @@ def cyclegan_case(ngf: int, batch: int, size: int, steps: int, device: str, sync
 
 def unet_case(batch: int, size: int, steps: int, device: str, sync, amp: str = "none",
               channels_last: bool = False) -> dict:
-    import segmentation_models_pytorch as smp
     import torch
 
     from training import cloudmask, common
 
-    cfg = cloudmask.config({})
+    cfg = cloudmask.config({"train": {"amp": amp, "channels_last": channels_last}})
     net, _ = cloudmask.build_model(cfg, log=lambda m: None)
     common.channels_last(net.to(device), channels_last).train()
     scaler = common.grad_scaler(amp, device)
     t = cfg["train"]
     opt = torch.optim.AdamW(net.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
-    focal, dice = smp.losses.FocalLoss(mode="binary"), smp.losses.DiceLoss(mode="binary", from_logits=True)
-    x = common.channels_last(torch.rand(batch, 3, size, size, device=device), channels_last)
+    loss_fn = cloudmask.unet_loss(t)
+    x = torch.rand(batch, 3, size, size, device=device)
     y = (torch.rand(batch, 1, size, size, device=device) > 0.7).float()
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with common.autocast(amp, device):
-            logits = net(x).float()
-            loss = t["focal_weight"] * focal(logits, y) + t["dice_weight"] * dice(logits, y)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-
-    res = _time_steps(step, steps, sync)
+    res = _time_steps(lambda: cloudmask.training_step(net, opt, scaler, loss_fn, x, y, t), steps, sync)
     return dict(res, model=f"cloud U-Net {cfg['model'].get('encoder', 'efficientnet-b2')}, RGB, "
                            "0.25 Focal + 0.75 Dice", batch=batch, size=size, amp=amp, channels_last=channels_last)
 

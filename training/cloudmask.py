@@ -81,6 +81,7 @@ OPTIONS: common.OptionTree = {
         "log_every": _O(10, "steps between progress-bar updates"),
         "monitor_hand_labelled": _O(True, "log the cloud IoU on the hand-labelled sentinel2_north scene each epoch "
                                           "(a reading only; never used to select)"),
+        **common.PRECISION_OPTIONS,
     },
     "eval": {
         "threshold": _O(0.5, "cloud probability from which a pixel is cloud (also the card's threshold)"),
@@ -105,6 +106,8 @@ def config(cfg: Dict[str, Any]) -> Dict[str, Any]:
         raise common.ConfigError(f"data.kind '{out['data']['kind']}' is none of {', '.join(DATA_KINDS)}")
     if out["export"]["dtype"] not in ("float16", "float32"):
         raise common.ConfigError(f"export.dtype '{out['export']['dtype']}' is neither float16 nor float32")
+    common.check_amp(out["train"]["amp"])  # the value; whether the device can run it is checked at train
+    common.check_channels_last(out["train"]["channels_last"])
     return out
 
 
@@ -257,8 +260,35 @@ def build_data(cfg: Dict[str, Any], log=print):
     return ds, val_items, desc, None
 
 
-def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
+def unet_loss(t_cfg: Dict[str, Any]):
+    """The training loss ``focal_weight * Focal + dice_weight * Dice`` (smp, binary, on logits) as a function of
+    (logits, mask); shared by :func:`train` and the benchmark."""
     import segmentation_models_pytorch as smp
+
+    focal = smp.losses.FocalLoss(mode="binary")
+    dice = smp.losses.DiceLoss(mode="binary", from_logits=True)
+    wf, wd = float(t_cfg["focal_weight"]), float(t_cfg["dice_weight"])
+    return lambda logits, y: wf * focal(logits, y) + wd * dice(logits, y)
+
+
+def training_step(model, opt, scaler, loss_fn, x, y, t_cfg: Dict[str, Any]):
+    """One optimiser step of the U-Net; returns the (float32) loss tensor. Shared by :func:`train` and the
+    benchmark. ``t_cfg['amp']`` picks the autocast of the forward pass, ``t_cfg['channels_last']`` the memory
+    format of the batch (the network is converted once by the caller, before any DDP wrap). ``scaler`` is the
+    run's :func:`training.common.grad_scaler`, kept across steps (fp16's loss scale adapts over steps)."""
+    x = common.channels_last(x, t_cfg["channels_last"])
+    opt.zero_grad(set_to_none=True)
+    with common.autocast(t_cfg["amp"], x.device):
+        logits = model(x)
+    # the loss outside autocast, in float32: Dice sums over whole images, which bf16 / fp16 would round
+    loss = loss_fn(logits.float(), y)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    return loss
+
+
+def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
     from torch.utils.data.distributed import DistributedSampler
@@ -268,6 +298,7 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
     dist, run_dir, log = common.start_training(cfg)
     dev = dist.device
     t_cfg, d_cfg = cfg["train"], cfg["data"]
+    scaler = common.grad_scaler(t_cfg["amp"], dev)  # refuses fp16 off CUDA before any data is read
     if not dist.is_main:
         dist.barrier()  # rank 0 localises CloudSEN12 first; the others then read the cache
     ds, val_items, data_desc, split = build_data(cfg, log)
@@ -278,7 +309,7 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
     monitor = t_cfg.get("monitor_hand_labelled") and (cloud_data.SHARED_DATA / "cloud-labelled").is_dir()
     scene = hand_labelled_rgb() if monitor and dist.is_main else None
     net, init_note = build_model(cfg, log if dist.is_main else (lambda m: None))
-    net.to(dev)
+    common.channels_last(net.to(dev), t_cfg["channels_last"])  # before the DDP wrap, which keeps the format
     common.broadcast_module(dist, net)
     model = net
     if dist.enabled:
@@ -289,9 +320,7 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
     opt = torch.optim.AdamW(net.parameters(), lr=t_cfg["lr"], weight_decay=t_cfg["weight_decay"])
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=t_cfg["plateau_factor"],
                                                        patience=t_cfg["plateau_patience"])
-    focal = smp.losses.FocalLoss(mode="binary")
-    dice = smp.losses.DiceLoss(mode="binary", from_logits=True)
-    wf, wd = float(t_cfg["focal_weight"]), float(t_cfg["dice_weight"])
+    loss_fn = unet_loss(t_cfg)
 
     last, best = run_dir / "ckpt_last", run_dir / "ckpt_best"
     start_epoch, step, history, best_iou, bad_epochs, wall_before = 0, 0, [], -1.0, 0, 0.0
@@ -304,12 +333,16 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
             raise common.CheckpointError(f"--resume: {last}.json holds no scheduler state (not a cloudmask "
                                          "checkpoint?)")
         sched.load_state_dict(meta["scheduler"])
+        if meta.get("grad_scaler") and scaler.is_enabled():
+            scaler.load_state_dict(meta["grad_scaler"])
         start_epoch, step = int(meta["epochs_completed"]), int(meta["global_step"])
         history, best_iou, bad_epochs = meta["history"], float(meta["best_iou"]), int(meta["bad_epochs"])
         epoch_log, wall_before = meta.get("epoch_log", []), float(meta.get("wall_seconds", 0))
         log(f"resumed from {last} at epoch {start_epoch}, step {step}, best val IoU {best_iou:.4f}")
     log(f"{len(val_items)} val samples; {len(ds)} samples per epoch; device {dev}; "
         f"world size {dist.world}")
+    log(f"precision: train.amp = {t_cfg['amp']}" + (" (fp16 with a GradScaler)" if scaler.is_enabled() else "")
+        + f"; train.channels_last = {t_cfg['channels_last']}")
 
     sampler = DistributedSampler(ds, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=cfg["seed"]) \
         if dist.enabled else None
@@ -323,7 +356,9 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
     def meta_dict(ep_done: int, scores: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         return {"task": "cloudmask", "epochs_completed": ep_done, "global_step": step, "history": history,
                 "epoch_log": epoch_log, "best_iou": best_iou, "bad_epochs": bad_epochs,
-                "scheduler": sched.state_dict(), "config": cfg, "data": data_desc, "init": init_note,
+                "scheduler": sched.state_dict(), "config": cfg,
+                "grad_scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                "data": data_desc, "init": init_note,
                 "world_size": dist.world, "device": str(dev), "torch": torch.__version__,
                 "wall_seconds": wall_before + time.time() - t0, "git_commit": common.git_commit(),
                 "stop_reason": stop_reason, "val_scores": scores,
@@ -342,12 +377,7 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t_cfg['epochs']}", disable=not dist.is_main, mininterval=5,
                    file=sys.stdout, ncols=100)
         for batch in bar:
-            x, y = batch["image"].to(dev), batch["mask"].to(dev)
-            opt.zero_grad(set_to_none=True)
-            logits = model(x)
-            loss = wf * focal(logits, y) + wd * dice(logits, y)
-            loss.backward()
-            opt.step()
+            loss = training_step(model, opt, scaler, loss_fn, batch["image"].to(dev), batch["mask"].to(dev), t_cfg)
             step += 1
             nb += 1
             tot += loss.item()
@@ -547,6 +577,7 @@ def export(cfg: Dict[str, Any], checkpoint: Optional[str] = None, models_dir: Op
     ident = dict(common.check_metrics_match(ev, stem, ev_path), epoch=meta.get("epochs_completed"))
     card = student_card(cfg)
     t, d = cfg["train"], cfg["data"]
+    plan = (meta.get("config") or cfg)["train"]  # what the checkpoint was trained under
     teacher = d.get("kind") == "teacher"
     card.training = {
         "data": d.get("description") or meta.get("data"), "init": meta.get("init"),
@@ -558,6 +589,8 @@ def export(cfg: Dict[str, Any], checkpoint: Optional[str] = None, models_dir: Op
                      f"patience {t['patience']} epochs on val IoU; best checkpoint exported",
         "epochs_completed": meta.get("epochs_completed"), "steps": meta.get("global_step"),
         "batch_size": t["batch_size"],
+        # the precision the checkpoint was trained with (checkpoints older than these options: float32, NCHW)
+        "amp": plan.get("amp", "none"), "channels_last": plan.get("channels_last", False),
         "augmentation": ({"crop": d.get("crop"), "mosaic_2x2": True, "flips_rot90": True, "gain": [0.9, 1.1],
                           "l1c_like_haze_dn": cloud_data.HAZE_DN.ravel().tolist(),
                           "synthetic_share": d["synthetic_share"], "opacity_label": d["opacity_label"]}

@@ -155,6 +155,14 @@ def set_threads(n: Optional[int]) -> None:
 
 # ----------------------------------------------------------------------------------------------- precision
 AMP_CHOICES = ("none", "bf16", "fp16")  # the values of a trainer's ``train.amp`` option
+# the trainers' ``train.amp`` / ``train.channels_last`` options (spread into each OPTIONS["train"]; checked by
+# :func:`check_amp` / :func:`check_channels_last` in each trainer's ``config``)
+PRECISION_OPTIONS: Dict[str, Option] = {
+    "amp": Option("none", "mixed precision of forward passes and losses: none (float32), bf16 (CPU or CUDA) or "
+                          "fp16 (CUDA only, with a GradScaler)"),
+    "channels_last": Option(False, "networks and input batches in channels_last (NHWC) memory format; faster "
+                                   "convolutions on CUDA tensor cores"),
+}
 
 
 def check_amp(amp: str, device: Any = None, key: str = "train.amp") -> str:
@@ -172,6 +180,13 @@ def check_amp(amp: str, device: Any = None, key: str = "train.amp") -> str:
         raise ConfigError(f"{key}=fp16 needs a CUDA device, but this run is on {torch.device(device).type}; "
                           "use bf16 (CPU and CUDA) or none")
     return amp
+
+
+def check_channels_last(value: Any, key: str = "train.channels_last") -> bool:
+    """``value`` if it is a bool (a YAML ``yes`` string would silently mean true), else :class:`ConfigError`."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    return value
 
 
 def autocast(amp: str, device: Any, key: str = "train.amp"):

@@ -76,10 +76,7 @@ OPTIONS: common.OptionTree = {
         "max_minutes": _O(None, "stop (with a checkpoint) after this many minutes; None: no limit"),
         "log_every": _O(20, "steps between progress-bar updates"),
         "history_steps": _O(1000, "per-step loss records kept in the checkpoint (the last N)"),
-        "amp": _O("none", "mixed precision of forward passes and losses: none (float32), bf16 (CPU or CUDA) or "
-                          "fp16 (CUDA only, with a GradScaler)"),
-        "channels_last": _O(False, "networks and input batches in channels_last (NHWC) memory format; faster "
-                                   "convolutions on CUDA tensor cores"),
+        **common.PRECISION_OPTIONS,
     },
     "eval": {
         "max_images": _O(None, "evaluate at most this many validation pairs (None: all)"),
@@ -106,8 +103,7 @@ TARGET_MARGINS: Dict[str, Dict[str, float]] = {"rgb": {"psnr_db": 2.0, "ssim": 0
 def config(cfg: Dict[str, Any]) -> Dict[str, Any]:
     out = common.apply_options(OPTIONS, cfg)
     common.check_amp(out["train"]["amp"])  # the value; whether the device can run it is checked at train
-    if not isinstance(out["train"]["channels_last"], bool):
-        raise common.ConfigError(f"train.channels_last must be true or false, got {out['train']['channels_last']!r}")
+    common.check_channels_last(out["train"]["channels_last"])
     try:
         band_set(out["band_set"])
     except Exception as exc:  # noqa: BLE001 - the core's InputError, re-raised as a config error

@@ -138,3 +138,78 @@ def test_a_bf16_channels_last_run_records_its_precision(sen12ms_root, tmp_path):
     assert "precision: train.amp = bf16; train.channels_last = True" in (run / "train.log").read_text()
     meta = json.loads((run / "ckpt_last.json").read_text())
     assert meta["config"]["train"]["amp"] == "bf16" and meta["config"]["train"]["channels_last"] is True
+
+
+# ----------------------------------------------------------------------------------------------- cloud U-Net
+def _cloud_setup(amp: str = "none", channels_last: bool = False):
+    from training import cloudmask
+
+    torch.manual_seed(0)
+    t = cloudmask.config({"train": {"amp": amp, "channels_last": channels_last}})["train"]
+    net, _ = cloudmask.build_model(cloudmask.config({}), log=lambda m: None)
+    common.channels_last(net, channels_last).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    x = torch.rand(2, 3, 32, 32)                    # GENERATED inputs
+    y = (torch.rand(2, 1, 32, 32) > 0.7).float()
+    return cloudmask, t, net, opt, x, y
+
+
+def test_cloud_bf16_channels_last_step_on_cpu_is_finite_and_moves_the_weights():
+    cloudmask, t, net, opt, x, y = _cloud_setup(amp="bf16", channels_last=True)
+    out_dtypes = []
+    net.register_forward_hook(lambda m, i, o: out_dtypes.append(o.dtype))
+    before = {k: p.detach().clone() for k, p in net.named_parameters()}
+    scaler = common.grad_scaler("bf16", "cpu")
+    loss_fn = cloudmask.unet_loss(t)
+    for _ in range(2):
+        loss = cloudmask.training_step(net, opt, scaler, loss_fn, x, y, t)
+        assert loss.dtype == torch.float32 and math.isfinite(loss.item())
+    assert out_dtypes == [torch.bfloat16, torch.bfloat16]   # autocast really ran the forward pass in bf16
+    used = [k for k, p in net.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert len(used) > 100   # the U-Net's encoder, decoder and head (not the unused classifier layers)
+    after = dict(net.named_parameters())
+    assert all(p.dtype == torch.float32 for p in after.values())
+    assert all(not torch.equal(before[k], after[k].detach()) for k in used)
+    conv = net.segmentation_head[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+
+
+def test_cloud_config_refuses_bad_precision_values_and_train_refuses_fp16_on_cpu(tmp_path):
+    from training import cloudmask
+
+    with pytest.raises(common.ConfigError, match=r"train\.amp must be one of none, bf16, fp16"):
+        cloudmask.config({"train": {"amp": "fp32"}})
+    with pytest.raises(common.ConfigError, match=r"train\.channels_last must be true or false"):
+        cloudmask.config({"train": {"channels_last": "yes"}})
+    assert cloudmask.config({"train": {"amp": "fp16"}})["train"]["amp"] == "fp16"  # valid value; device at train
+    cfg = {"device": "cpu", "run_dir": str(tmp_path / "run"), "train": {"amp": "fp16"},
+           "data": {"kind": "cloudsen12", "cache_dir": str(tmp_path / "missing"), "auto_localise": False}}
+    with pytest.raises(common.ConfigError, match=r"train\.amp=fp16 needs a CUDA device, but this run is on cpu"):
+        cloudmask.train(cfg)
+
+
+def test_cloud_options_are_listed_by_help_config(capsys):
+    from training.__main__ import main
+
+    assert main(["cloudmask", "--help-config"]) == 0
+    out = capsys.readouterr().out
+    assert "train.amp (default 'none'): mixed precision" in out
+    assert "train.channels_last (default False): " in out
+
+
+def test_a_bf16_channels_last_cloud_run_records_its_precision(cloudsen12_cache, tmp_path):
+    from training import cloudmask
+
+    cfg = {"seed": 0, "threads": 1, "device": "cpu", "run_dir": str(tmp_path / "run"),
+           "data": {"kind": "cloudsen12", "cache_dir": str(cloudsen12_cache), "n_samples": 5, "auto_localise": False,
+                    "val_fraction": 0.2, "resize": 32, "val_resize": 32, "samples_per_epoch": 2, "jitter": False,
+                    "num_workers": 0},
+           "train": {"epochs": 1, "batch_size": 2, "log_every": 1, "monitor_hand_labelled": False, "amp": "bf16",
+                     "channels_last": True}}
+    out = cloudmask.train(cfg)
+    assert out["steps"] == 1 and all(math.isfinite(h["loss"]) for h in out["history"])
+    run = Path(cfg["run_dir"])
+    assert "precision: train.amp = bf16; train.channels_last = True" in (run / "train.log").read_text()
+    meta = json.loads((run / "ckpt_last.json").read_text())
+    assert meta["config"]["train"]["amp"] == "bf16" and meta["config"]["train"]["channels_last"] is True
+    assert meta["grad_scaler"] is None   # only fp16 has scaler state to resume

@@ -112,6 +112,7 @@ def test_unet_trains_evaluates_exports(cloudsen12_cache, tmp_path):
     assert card.metrics["checkpoint"]["sha256"] == ev["checkpoint"]["sha256"]
     assert card.onnx and (tmp_path / "models" / card.onnx["file"]).is_file()   # the card names its ONNX graph
     assert card.training["init"].startswith("trained from scratch")
+    assert card.training["amp"] == "none" and card.training["channels_last"] is False   # the run's precision
 
 
 def test_cli_parses_and_refuses_export_without_evaluation(tmp_path, sen12ms_root, capsys):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .core.tasks import TASKS
+from .core.ukis import ONNX_PIP
 
 try:  # Python 3.8+
     from importlib import metadata as _metadata
@@ -93,6 +94,9 @@ REQUIREMENTS: Dict[str, Requirement] = {
     # The preferred network runtime (core/runtime.py); the version the parity tests and benchmarks ran with.
     "onnxruntime": Requirement("onnxruntime", "onnxruntime", "onnxruntime==1.32.0", minimum="1.16",
                                why="runs the neural networks (ONNX Runtime; or PyTorch instead)"),
+    # Optional, in no feature: only installing a ukis-csmask model from its PyPI wheel needs it (core/ukis.py).
+    "onnx": Requirement("onnx", "onnx", ONNX_PIP, minimum="1.14",
+                        why="converts the ukis-csmask models from the PyPI wheel (optional)"),
     "rasterio": Requirement("rasterio", "rasterio", "rasterio==1.4.4", minimum="1.3",
                             why="reads and writes the rasters tile by tile"),
     "safetensors": Requirement("safetensors", "safetensors", "safetensors", minimum="0.3",

@@ -34,6 +34,9 @@ RUNTIME_LABELS = {"cpu": "ONNX Runtime for the CPU (about 30 MB)",
 # Always needed beside the network runtime (deps.REQUIREMENTS keys), then what only the torch runtime needs.
 BASE_KEYS = ("numpy", "rasterio")
 TORCH_KEYS = ("torch", "safetensors", "torchvision", "segmentation_models_pytorch")
+# Optional extra: onnx, for installing the ukis-csmask models from their PyPI wheel (core/ukis.py).
+ONNX_KEYS = ("onnx",)
+ONNX_LABEL = "Also install onnx (optional, about 30 MB: for the ukis-csmask models from PyPI)"
 # rasterio's dependency affine: 3.x breaks rasterio on Python 3.11 (functools.cached_property on its slotted
 # Affine: "No '__dict__' attribute on 'Affine' instance", seen with QGIS 3.22's Python 3.11.2, Debian 12);
 # requirements/debian12.txt holds the same pin for the developers' venv.
@@ -59,12 +62,12 @@ def activate(folder: os.PathLike) -> bool:
 
 
 def requirements(runtime: str = "cpu", with_torch: bool = False,
-                 report: Optional[DependencyReport] = None) -> List[str]:
+                 report: Optional[DependencyReport] = None, with_onnx: bool = False) -> List[str]:
     """The pip requirement strings to install: the runtime's ONNX Runtime, the base packages and (when asked)
-    the torch stack, leaving out what ``report`` says is already usable."""
+    the torch stack and the onnx extra, leaving out what ``report`` says is already usable."""
     if runtime not in ONNXRUNTIME:
         raise ValueError(f"unknown runtime {runtime!r} (use {' or '.join(ONNXRUNTIME)})")
-    keys = list(BASE_KEYS) + (list(TORCH_KEYS) if with_torch else [])
+    keys = list(BASE_KEYS) + (list(TORCH_KEYS) if with_torch else []) + (list(ONNX_KEYS) if with_onnx else [])
     specs: List[str] = [ONNXRUNTIME[runtime]]   # always: also replaces a CPU build with the GPU one
     for key in keys:
         status = report.packages.get(key) if report is not None else None

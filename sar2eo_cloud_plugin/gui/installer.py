@@ -74,6 +74,9 @@ class InstallerDialog(QDialog):
         self.torch_check.setObjectName("withTorch")
         self.torch_check.setChecked(self.settings.install_torch)
         layout.addWidget(self.torch_check)
+        self.onnx_check = QCheckBox(installer.ONNX_LABEL, self)
+        self.onnx_check.setObjectName("withOnnx")
+        layout.addWidget(self.onnx_check)
         self.command_label = QLabel("", self)
         self.command_label.setObjectName("pipCommand")
         self.command_label.setWordWrap(True)
@@ -106,6 +109,7 @@ class InstallerDialog(QDialog):
 
         self.runtime_group.buttonClicked.connect(self._update_command)
         self.torch_check.toggled.connect(self._update_command)
+        self.onnx_check.toggled.connect(self._update_command)
         self.install_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
 
@@ -114,7 +118,8 @@ class InstallerDialog(QDialog):
         return "gpu" if self.gpu_radio.isChecked() else "cpu"
 
     def specs(self) -> List[str]:
-        return installer.requirements(self.runtime, self.torch_check.isChecked(), self.report)
+        return installer.requirements(self.runtime, self.torch_check.isChecked(), self.report,
+                                      with_onnx=self.onnx_check.isChecked())
 
     def command(self) -> List[str]:
         return installer.pip_command(self.target, self.specs())

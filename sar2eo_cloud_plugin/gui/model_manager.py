@@ -195,10 +195,11 @@ class ModelManagerDialog(QDialog):
         """Worker thread: no widget is touched here, only signals (queued to the GUI thread)."""
         done: List[str] = []
         try:
-            for name in names:
-                modelstore.install(name, store=store, cancel=self._cancel.is_set,
-                                   progress=lambda d, t, name=name: self._signals.progress.emit(name, d, t))
-                done.append(name)
+            with modelstore.archive_session(store):    # several ukis models: their wheel is fetched once
+                for name in names:
+                    modelstore.install(name, store=store, cancel=self._cancel.is_set,
+                                       progress=lambda d, t, name=name: self._signals.progress.emit(name, d, t))
+                    done.append(name)
         except CancelledError:
             self._signals.finished.emit(done, "cancelled")
             return

@@ -72,17 +72,18 @@ class DownloadModelsAlgorithm(Sar2EoAlgorithm):
         folder = self.parameterAsFile(parameters, self.FOLDER, context) or None
         mirror = self.parameterAsString(parameters, self.MIRROR, context).strip() or None
         installed = []
-        for i, name in enumerate(names):
-            check_cancelled(feedback)
-            feedback.pushInfo(self.tr(f"Model {name}: downloading and verifying"))
+        with modelstore.archive_session(folder):    # several ukis models: their PyPI wheel is fetched once
+            for i, name in enumerate(names):
+                check_cancelled(feedback)
+                feedback.pushInfo(self.tr(f"Model {name}: downloading and verifying"))
 
-            def progress(done: int, total, i=i) -> None:
-                part = done / total if total else 0.0
-                feedback.setProgress(100.0 * (i + min(part, 1.0)) / len(names))
+                def progress(done: int, total, i=i) -> None:
+                    part = done / total if total else 0.0
+                    feedback.setProgress(100.0 * (i + min(part, 1.0)) / len(names))
 
-            with core_errors():
-                card = modelstore.install(name, store=folder, progress=progress, cancel=feedback.isCanceled,
-                                          mirror=mirror, log=feedback.pushInfo)
-            feedback.pushInfo(self.tr(f"Model {name} installed: {card}"))
-            installed.append(str(card))
+                with core_errors():
+                    card = modelstore.install(name, store=folder, progress=progress, cancel=feedback.isCanceled,
+                                              mirror=mirror, log=feedback.pushInfo)
+                feedback.pushInfo(self.tr(f"Model {name} installed: {card}"))
+                installed.append(str(card))
         return {self.INSTALLED: ";".join(installed)}

@@ -9,6 +9,7 @@ import pytest
 from wheelhouse import clean_pip_env, ensure_wheelhouse
 
 from sar2eo_cloud_plugin import deps, installer
+from sar2eo_cloud_plugin.core import ukis
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +25,8 @@ def test_requirements_choices():
     assert any(s.startswith("segmentation-models-pytorch") for s in gpu)
     with pytest.raises(ValueError):
         installer.requirements("tpu")
+    # the optional extra for the ukis-csmask models from PyPI: onnx at core/ukis.py's pin, only when asked
+    assert ukis.ONNX_PIP in installer.requirements("cpu", with_onnx=True) and ukis.ONNX_PIP not in cpu
 
 
 def test_requirements_leave_out_what_is_usable():

@@ -1,7 +1,7 @@
 """The shipped model_index.json is what scripts/build_model_index.py makes from the cards (not stale)."""
 from __future__ import annotations
 
-from sar2eo_cloud_plugin.core import modelfile, modelstore
+from sar2eo_cloud_plugin.core import modelfile, modelstore, ukis
 from tests.script_modules import load_script
 
 
@@ -25,6 +25,14 @@ def test_every_card_downloadable_with_its_own_checksum():
         if card.onnx:
             graph = [f for f in entry.files if f.kind == "onnx"]
             assert len(graph) == 1 and graph[0].sha256 == card.onnx["sha256"] and graph[0].file == card.onnx["file"]
-            # taken from a PyPI wheel exactly when the card's graph is the wheel's member byte for byte
-            from_wheel = bool(card.source.get("wheel_sha256")) and card.onnx["sha256"] == card.source.get("file_sha256")
-            assert bool(graph[0].archive) == from_wheel
+            # a graph from a PyPI wheel names the wheel: only source when the graph is the member byte for byte;
+            # made from the member (ukis: widened to float32) after the release URL otherwise
+            arch = graph[0].archive
+            assert bool(arch) == bool(card.source.get("wheel_sha256")), card.name
+            if arch:
+                assert arch["sha256"] == card.source["wheel_sha256"] and arch["member"] == card.source["file"]
+                if card.onnx["sha256"] == card.source.get("file_sha256"):
+                    assert "transform" not in arch and not graph[0].urls
+                else:
+                    assert arch["transform"] == ukis.TRANSFORM and graph[0].urls
+                    assert arch["member_sha256"] == card.source["file_sha256"]

@@ -15,7 +15,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -79,15 +79,18 @@ def apply_options(options: OptionTree, cfg: Dict[str, Any], where: str = "") -> 
     return out
 
 
-def describe_options(options: OptionTree, where: str = "") -> List[str]:
-    """``key (default): help`` lines for every option, nested keys dotted."""
-    lines: List[str] = []
+def option_leaves(options: OptionTree, where: str = "") -> Iterator[Tuple[str, "Option"]]:
+    """Every option of the tree as ``(dotted key, Option)``, in declaration order."""
     for key, opt in options.items():
         if isinstance(opt, dict):
-            lines += describe_options(opt, f"{where}{key}.")
+            yield from option_leaves(opt, f"{where}{key}.")
         else:
-            lines.append(f"{where}{key} (default {opt.default!r}): {opt.help}")
-    return lines
+            yield f"{where}{key}", opt
+
+
+def describe_options(options: OptionTree, where: str = "") -> List[str]:
+    """``key (default): help`` lines for every option, nested keys dotted."""
+    return [f"{key} (default {opt.default!r}): {opt.help}" for key, opt in option_leaves(options, where)]
 
 
 def load_config(path: Optional[str], overrides: Iterable[str] = ()) -> Dict[str, Any]:

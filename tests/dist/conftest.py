@@ -1,16 +1,14 @@
 from __future__ import annotations
 
 import json
-import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from generated import ONNX, WEIGHTS, sha  # noqa: E402
-from local_server import LocalServer  # noqa: E402
+# generated.py and local_server.py sit beside this file: pytest's default (prepend) import mode puts this
+# folder (it has no __init__.py) on sys.path before it imports the conftest and the tests.
+from generated import ONNX, WEIGHTS, sha
+from local_server import LocalServer
 
 from sar2eo_cloud_plugin.core import cards, modelfile, modelstore  # noqa: E402
 

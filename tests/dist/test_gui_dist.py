@@ -71,18 +71,9 @@ def test_slow_download_cancelled_from_the_dialog(manager, world):
 
 
 def test_import_card(manager, world, tmp_path):
-    from generated import sha
+    from generated import write_local_card
 
-    from sar2eo_cloud_plugin.core import cards
-
-    mine = tmp_path / "mine"
-    mine.mkdir()
-    card = cards.sar2eo_card("rgbn", name="my_rgbn")
-    card.notes = "GENERATED for tests"
-    card.weights = {"file": "my_rgbn.safetensors", "sha256": sha(WEIGHTS), "bytes": len(WEIGHTS), "dtype": "float16"}
-    (mine / "my_rgbn.json").write_text(card.to_json())
-    (mine / "my_rgbn.safetensors").write_bytes(WEIGHTS)
-    manager.import_card(str(mine / "my_rgbn.json"))
+    manager.import_card(str(write_local_card(tmp_path / "mine")))
     names = [manager.table.item(r, 0).text() for r in range(manager.table.rowCount())]
     assert "my_rgbn" in names and manager.status.text().startswith("Imported my_rgbn")
 

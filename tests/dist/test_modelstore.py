@@ -10,7 +10,7 @@ import zipfile
 import pytest
 from generated import ONNX, WEIGHTS, sha as _sha
 
-from sar2eo_cloud_plugin.core import cards, modelfile, modelstore
+from sar2eo_cloud_plugin.core import modelfile, modelstore
 from sar2eo_cloud_plugin.core.errors import DownloadError, ModelFileError, NoBundledWeightsError
 
 
@@ -68,14 +68,10 @@ def test_unknown_model(world):
 
 def test_import_local_card(world, tmp_path):
     bundled, store, _ = world
+    from generated import write_local_card
+
     elsewhere = tmp_path / "mine"
-    elsewhere.mkdir()
-    card = cards.sar2eo_card("rgbn", name="my_rgbn")
-    card.notes = "GENERATED for tests"
-    card.weights = {"file": "my_rgbn.safetensors", "sha256": _sha(WEIGHTS), "bytes": len(WEIGHTS), "dtype": "float16"}
-    (elsewhere / "my_rgbn.json").write_text(card.to_json())
-    (elsewhere / "my_rgbn.safetensors").write_bytes(WEIGHTS)
-    out = modelstore.import_card(elsewhere / "my_rgbn.json")
+    out = modelstore.import_card(write_local_card(elsewhere))
     assert out == store / "my_rgbn.json" and (store / "my_rgbn.safetensors").read_bytes() == WEIGHTS
     assert "my_rgbn" in modelstore.known_names("sar2eo")
     (elsewhere / "my_rgbn.safetensors").write_bytes(WEIGHTS[::-1])

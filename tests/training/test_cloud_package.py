@@ -16,16 +16,8 @@ from training import cloud_data, cloudmask, common
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _leaves(tree, where=""):
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            yield from _leaves(v, f"{where}{k}.")
-        else:
-            yield where + k, v
-
-
 def test_every_cloud_option_has_help_and_unknown_keys_are_refused():
-    leaves = dict(_leaves(cloudmask.OPTIONS))
+    leaves = dict(common.option_leaves(cloudmask.OPTIONS))
     assert all(isinstance(o, common.Option) and o.help.strip() for o in leaves.values())
     # every key the data code reads is an option (the teacher keys included)
     for key in ("data.teacher_cache", "data.val_dates", "data.synthetic_share", "data.clear_max",
@@ -57,7 +49,7 @@ def test_cli_lists_cloud_options_and_exits_2_on_errors(tmp_path, capsys):
 
     assert main(["cloudmask", "--help-config"]) == 0
     out = capsys.readouterr().out
-    assert len(out.strip().splitlines()) == len(dict(_leaves(cloudmask.OPTIONS)))
+    assert len(out.strip().splitlines()) == len(dict(common.option_leaves(cloudmask.OPTIONS)))
     assert "data.val_dates (default [])" in out and "data.opacity_label (default 0.3)" in out
     cfg = tmp_path / "c.yaml"
     cfg.write_text("data: {kind: teacher, val_date: ['20170617']}\n")

@@ -15,16 +15,8 @@ from training import common, cyclegan
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _leaves(tree, where=""):
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            yield from _leaves(v, f"{where}{k}.")
-        else:
-            yield where + k, v
-
-
 def test_every_option_has_help_and_unknown_keys_are_refused():
-    leaves = dict(_leaves(cyclegan.OPTIONS))
+    leaves = dict(common.option_leaves(cyclegan.OPTIONS))
     assert leaves and all(isinstance(o, common.Option) and o.help.strip() for o in leaves.values())
     lines = common.describe_options(cyclegan.OPTIONS)
     assert len(lines) == len(leaves) and any(line.startswith("train.lambda_L1 (default 0.0)") for line in lines)

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from . import outputs as safe
 from .bands import BAND_SETS
 from .errors import InputError
-from .modelfile import ModelCard
+from .modelfile import ModelCard, sha256_of
 from .tasks import DEVICE_KEYS, DEVICES, TASKS, TRANSLATE, TaskSpec, task as task_spec
 
 TaskLike = Union[TaskSpec, str]   # a TaskSpec, or its key
@@ -131,7 +131,7 @@ def output_checksums(outputs: Dict[str, str]) -> Dict[str, Dict[str, object]]:
     sums = {}
     for key, path in outputs.items():
         with contextlib.suppress(OSError):
-            sums[key] = {"sha256": safe.sha256_file(path), "bytes": os.path.getsize(path)}
+            sums[key] = {"sha256": sha256_of(path), "bytes": os.path.getsize(path)}
     return sums
 
 
@@ -146,7 +146,7 @@ def checksum_problem(outputs: Dict[str, str], recorded: Optional[Dict]) -> Optio
         try:
             if want.get("bytes") is not None and os.path.getsize(path) != want["bytes"]:
                 return f"{Path(path).name} changed since it was written (size differs from the summary)"
-            if safe.sha256_file(path) != want["sha256"]:
+            if sha256_of(path) != want["sha256"]:
                 return f"{Path(path).name} changed since it was written (sha256 differs from the summary)"
         except OSError as exc:
             return f"{Path(path).name} unreadable ({safe.os_error_text(exc)})"

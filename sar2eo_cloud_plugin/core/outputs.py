@@ -251,14 +251,6 @@ def atomic_write_text(path, text: str) -> None:
     fsync_folder(path.parent)
 
 
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class _Capture(logging.Handler):
     """Collects the GDAL errors rasterio logs on this thread."""
 

@@ -38,15 +38,21 @@ def test_every_bundled_sar2eo_config_is_accepted():
         cyclegan.config(common.load_config(str(path)))
 
 
+LIBRARY_MODULES = ("common.py", "cyclegan.py", "sar2eo_data.py", "metrics.py", "cloudmask.py", "cloud_data.py")
+
+
 def test_library_code_raises_no_systemexit_and_has_no_assert():
-    """SystemExit and assert belong to the CLI and the tests; library modules raise TrainingError subclasses."""
-    for name in ("common.py", "cyclegan.py", "sar2eo_data.py", "metrics.py"):
+    """SystemExit and assert belong to the CLI and the tests; library modules (both trainers) raise TrainingError
+    subclasses and define no SystemExit subclass."""
+    for name in LIBRARY_MODULES:
         tree = ast.parse((REPO / "training" / name).read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             assert not isinstance(node, ast.Assert), f"{name}:{node.lineno} validates with assert"
             if isinstance(node, ast.Raise) and node.exc is not None:
                 call = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
                 assert getattr(call, "id", getattr(call, "attr", "")) != "SystemExit", f"{name}:{node.lineno}"
+            if isinstance(node, ast.ClassDef):
+                assert "SystemExit" not in {getattr(b, "id", getattr(b, "attr", "")) for b in node.bases}, node.name
     with pytest.raises(common.ConfigError, match="key=value"):
         common.load_config(None, ["no_equals_sign"])
 

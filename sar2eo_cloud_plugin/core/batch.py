@@ -227,7 +227,7 @@ def check_batch_wide(task: TaskLike, band_set_key: str, model_file: Optional[str
     from .engine import TilingOptions
     from .inference import resolve_device, translation_card
     from .modelfile import bundled_model_path, read_card
-    from .runtime import select_model_file
+    from .runtime import select_model_file, verify_model_file
 
     spec = _spec(task)
     if not 0 <= device_index < len(DEVICES):
@@ -251,7 +251,8 @@ def check_batch_wide(task: TaskLike, band_set_key: str, model_file: Optional[str
     card_tiling: Dict[str, Any] = {}
     runtime_used = runtime
     if card is not None and card_path is not None:
-        runtime_used, _why, path = select_model_file(card_path, card, runtime)   # size and sha256 as in the card
+        runtime_used, _why = select_model_file(card_path, card, runtime)
+        path = verify_model_file(card_path, card, runtime_used)      # size and sha256 as in the card
         if runtime_used == "torch":
             check_weight_shapes(card_path, card.architecture, dict(card.architecture_args), path)
         card_tiling = dict(card.tiling)

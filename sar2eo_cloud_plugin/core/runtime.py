@@ -291,10 +291,10 @@ def channels_of(card: Any) -> Tuple[int, int]:
     return int(args["in_channels"]), int(args["classes"])
 
 
-def select_model_file(card_file: Path, card: Any, requested: str = DEFAULT_RUNTIME) -> Tuple[str, str, Path]:
-    """``(runtime, why, file)`` for a model: the runtime :func:`choose_runtime` picks among the files that are
-    installed, and the file it will run (ONNX graph or safetensors weights), checked against its card (size +
-    sha256). A model with neither file says how to get it (:func:`modelstore.raise_if_not_installed`)."""
+def select_model_file(card_file: Path, card: Any, requested: str = DEFAULT_RUNTIME) -> Tuple[str, str]:
+    """``(runtime, why)`` for a model: the runtime :func:`choose_runtime` picks among the files that are
+    installed (nothing is hashed here: :func:`verify_model_file`, or the loader, checks the file it uses). A
+    model with neither file says how to get it (:func:`modelstore.raise_if_not_installed`)."""
     from . import modelfile
 
     has_graph = modelfile.onnx_present(card_file, card)
@@ -303,10 +303,15 @@ def select_model_file(card_file: Path, card: Any, requested: str = DEFAULT_RUNTI
         from . import modelstore
 
         modelstore.raise_if_not_installed(card_file)   # a model the plugin downloads: say how to get it, only that
-    name, why = choose_runtime(requested, has_graph, has_weights, card_file)
-    path = (modelfile.verify_onnx(card_file, card) if name == "onnxruntime"
+    return choose_runtime(requested, has_graph, has_weights, card_file)
+
+
+def verify_model_file(card_file: Path, card: Any, runtime: str) -> Path:
+    """The file ``runtime`` (onnxruntime | torch) runs for this model, checked against its card (size + sha256)."""
+    from . import modelfile
+
+    return (modelfile.verify_onnx(card_file, card) if runtime == "onnxruntime"
             else modelfile.verify_weights(card_file, card))
-    return name, why, path
 
 
 def load_predictor(card_path: Path, task: str, runtime: str = DEFAULT_RUNTIME, device: str = "auto",
@@ -328,8 +333,9 @@ def load_predictor(card_path: Path, task: str, runtime: str = DEFAULT_RUNTIME, d
             raise InputError(f"Precision {precision} is a PyTorch autocast option; ONNX Runtime runs the graph "
                              "in float32. Choose runtime 'torch' or precision float32.")
         runtime = "torch"
-    name, why, graph = select_model_file(card_file, card, runtime)
+    name, why = select_model_file(card_file, card, runtime)
     if name == "onnxruntime":
+        graph = modelfile.verify_onnx(card_file, card)
         providers = ort_providers(device)
         session = ort_session(graph, providers, optimisation)
         used = session.get_providers()[0]

@@ -30,9 +30,9 @@ What this script does, for each model ``ukis_csmask_<4b|6b>_<l1c|l2a>``:
 4. float16 storage iff it is lossless: every ONNX initializer is already float16 (and the filled defaults are
    exact in float16), so the float16 file holds bit-for-bit the ukis weights and behaves exactly like a float32
    one; should a future wheel carry float32 values that float16 cannot hold exactly, float32 is stored instead;
-5. ``sar2eo_cloud_plugin/models/<stem>.safetensors`` (generated, git-ignored) via ``modelfile.save_model``, its
-   header's two metadata entries then put in sorted order (safetensors writes them in a per-process random order,
-   which would make the sha256 random: ``canonicalise_safetensors``), and ``<stem>.json`` (the card, committed;
+5. ``sar2eo_cloud_plugin/models/<stem>.safetensors`` (generated, git-ignored) via ``modelfile.save_model``, whose
+   header keeps its metadata entries in sorted order (safetensors writes them in a per-process random order, which
+   would make the sha256 random: ``modelfile.safetensors_bytes``), and ``<stem>.json`` (the card, committed;
    docs/model_cards.md). When the card already exists it is KEPT (later steps
    add measured metrics to it) and the fresh weights must match its sha256 and byte count, or this script fails
    loudly and installs nothing;
@@ -68,7 +68,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from sar2eo_cloud_plugin.core import modelfile, ukis  # noqa: E402  (QGIS-free; no torch/onnx at import time)
+from sar2eo_cloud_plugin.core import modelfile, onnxexport, ukis  # noqa: E402  (QGIS-free; no torch/onnx at import time)
 from sar2eo_cloud_plugin.core.errors import ModelFileError  # noqa: E402
 
 PACKAGE = "ukis-csmask"
@@ -444,51 +444,14 @@ def convert(variant: str, members: Mapping[str, bytes], out_dir: Path) -> Dict[s
     dtype = "float16" if float16_is_lossless(state) else "float32"
     onnx_sha = _sha256_bytes(onnx_bytes)
     card = build_card(variant, meta, onnx_sha, facts, dtype)
-    card_file = modelfile.save_model(net, card, out_dir, dtype=dtype)
-    wfile = Path(out_dir) / card.weights["file"]
-    canonicalise_safetensors(wfile)
-    card.weights.update(sha256=modelfile.sha256_of(wfile), bytes=wfile.stat().st_size)
+    card_file = modelfile.save_model(net, card, out_dir, dtype=dtype)   # byte-stable: sorted header metadata
     graph = widen_graph(onnx_bytes)
     gfile = Path(out_dir) / f"{card.name}.onnx"
-    gfile.write_bytes(graph)
+    onnxexport.write_atomic(gfile, graph)
     card.onnx = {"file": gfile.name, "sha256": _sha256_bytes(graph), "bytes": len(graph)}
-    card_file.write_text(card.to_json(), encoding="utf-8")
+    modelfile.set_card_entry(card_file, "onnx", card.onnx)
     report.update(facts=facts, dtype=dtype, onnx_sha256=onnx_sha, card=card)
     return report
-
-
-def canonicalise_safetensors(path: Path) -> None:
-    """Put the ``__metadata__`` entries of a safetensors header in sorted order, in place.
-
-    safetensors keeps the metadata in a hash map whose iteration order changes from one process to the next, so
-    the same tensors + ``{"task", "name"}`` metadata (``modelfile.save_model``) give one of two byte streams at
-    random; the card's sha256 must not depend on that. The header is rewritten only after checking that
-    re-serialising it reproduces the original bytes, so only the order of those entries can change (same
-    length, same tensors, same offsets).
-    """
-    import struct
-
-    with open(path, "r+b") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
-        raw = fh.read(n)
-        header = json.loads(raw)
-        meta = header.get("__metadata__")
-        if not meta:
-            return
-
-        def dump(obj: Any) -> bytes:
-            text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-            return text + b" " * (n - len(text))
-
-        if dump(header) != raw:
-            raise UkisImportError(f"{path}: unexpected safetensors header layout; cannot canonicalise it")
-        header = {"__metadata__": dict(sorted(meta.items())),
-                  **{k: v for k, v in header.items() if k != "__metadata__"}}
-        fixed = dump(header)
-        if len(fixed) != n or json.loads(fixed) != json.loads(raw):
-            raise UkisImportError(f"{path}: canonicalising the safetensors header changed it")
-        fh.seek(8)
-        fh.write(fixed)
 
 
 def run(force: bool = False, cache_dir: Path = DEFAULT_CACHE, models_dir: Path = MODELS_DIR) -> int:

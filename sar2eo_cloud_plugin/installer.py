@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .deps import REQUIREMENTS, DependencyReport
+from .deps import FEATURES, REQUIREMENTS, RUNTIMES, DependencyReport
 
 SUBDIR = "sar2eo_cloud"
 # The ONNX Runtime build per choice: deps.py's pin, for the CPU package or its GPU twin of the same version.
@@ -31,9 +31,10 @@ ONNXRUNTIME = {"cpu": REQUIREMENTS["onnxruntime"].pip,
                "gpu": REQUIREMENTS["onnxruntime"].pip.replace("onnxruntime", "onnxruntime-gpu", 1)}
 RUNTIME_LABELS = {"cpu": "ONNX Runtime for the CPU (about 30 MB)",
                   "gpu": "ONNX Runtime for NVIDIA GPUs (CUDA 12; about 300 MB)"}
-# Always needed beside the network runtime (deps.REQUIREMENTS keys), then what only the torch runtime needs.
-BASE_KEYS = ("numpy", "rasterio")
-TORCH_KEYS = ("torch", "safetensors", "torchvision", "segmentation_models_pytorch")
+# Always needed beside the network runtime (deps.REQUIREMENTS keys), then what only the torch runtime needs: both
+# from the tasks' declarations (core/tasks.py through deps), so a package added to a task reaches the installer.
+BASE_KEYS = tuple(dict.fromkeys(k for packages in FEATURES.values() for k in packages))
+TORCH_KEYS = tuple(dict.fromkeys(k for runtimes in RUNTIMES.values() for r in runtimes if "torch" in r for k in r))
 # Optional extra: onnx, for installing the ukis-csmask models from their PyPI wheel (core/ukis.py).
 ONNX_KEYS = ("onnx",)
 ONNX_LABEL = "Also install onnx (optional, about 30 MB: for the ukis-csmask models from PyPI)"

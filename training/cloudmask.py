@@ -95,7 +95,6 @@ OPTIONS: common.OptionTree = {
         "notes": _O("", "text put in the card's notes"),
     },
 }
-DEFAULTS: Dict[str, Any] = common.option_defaults(OPTIONS)
 DATA_KINDS = ("cloudsen12", "bigearthnet_pseudo", "teacher")
 
 

@@ -89,7 +89,6 @@ OPTIONS: common.OptionTree = {
         "notes": _O("", "text put first in the card's notes"),
     },
 }
-DEFAULTS: Dict[str, Any] = common.option_defaults(OPTIONS)
 
 # The seed's reported test scores on SEN12MS (L1C, GPU training), for the cards and README beside ours.
 SEED_METRICS: Dict[str, Dict[str, float]] = {"rgb": {"psnr_db": 24.0, "ssim": 0.89},

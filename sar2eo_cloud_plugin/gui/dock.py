@@ -301,9 +301,10 @@ class Sar2EoCloudDock(QDockWidget):
         from .model_manager import ModelManagerDialog
 
         if self.model_manager is None:
-            self.model_manager = ModelManagerDialog(self, self.settings)
+            self.model_manager = ModelManagerDialog(self, self.settings)   # lists the models as it opens
             self.model_manager.modelsChanged.connect(self._update_buttons)
-        self.model_manager.refresh()
+        else:
+            self.model_manager.refresh()   # the store may have changed since it was last shown
         self.model_manager.show()
         self.model_manager.raise_()
         return self.model_manager

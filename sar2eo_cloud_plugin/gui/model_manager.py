@@ -147,9 +147,6 @@ class ModelManagerDialog(QDialog):
                 self.table.selectRow(row)
         self.table.setSelectionMode(mode)
 
-    def state_of(self, name: str) -> str:
-        return modelstore.status(name)
-
     def is_busy(self) -> bool:
         return self._worker is not None and self._worker.is_alive()
 

@@ -525,8 +525,8 @@ class TeacherCloudSamples:
 
 def split_by_date(items: Sequence[TeacherItem], val_dates: Sequence[str]) -> Tuple[List[TeacherItem],
                                                                                    List[TeacherItem]]:
-    val = set(val_dates)
-    return ([it for it in items if it.product[:8] not in val], [it for it in items if it.product[:8] in val])
+    """(training, validation): every patch sensed on a date (YYYYMMDD) in ``val_dates`` is validation."""
+    return common.split_held_out(items, val_dates, lambda it: it.product[:8], "data.val_dates")
 
 
 def synthetic_val_items(val: Sequence[TeacherItem], n: int, crop: int, seed: int, clear_max: float,

@@ -15,19 +15,22 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]   # `python -m training` runs from here, so it is on sys.path
 
 
+T = TypeVar("T")
+
+
 class TrainingError(Exception):
     """Anything the training package refuses; the CLI prints it and exits with status 2."""
 
 
-class ConfigError(TrainingError):
-    """A config that names an unknown key or holds a value of the wrong kind."""
+class ConfigError(TrainingError, ValueError):
+    """A config that names an unknown key or holds a value of the wrong kind (a ValueError too: a bad value)."""
 
 
 class CheckpointError(TrainingError):
@@ -77,6 +80,18 @@ def apply_options(options: OptionTree, cfg: Dict[str, Any], where: str = "") -> 
         else:
             out[key] = copy.deepcopy(cfg[key]) if key in cfg else copy.deepcopy(opt.default)
     return out
+
+
+def split_held_out(items: Sequence[T], held_out: Sequence[str], key: Callable[[T], str],
+                   option: str) -> Tuple[List[T], List[T]]:
+    """(training, validation): every item whose ``key`` is in ``held_out`` is validation. A held-out value that
+    matches no item is a :class:`ConfigError` naming ``option`` (a typo would silently shrink the validation set)."""
+    known = {key(it) for it in items}
+    unknown = sorted(set(held_out) - known)
+    if unknown:
+        raise ConfigError(f"{option} {unknown} match no pair or patch (values here: {sorted(known)})")
+    val = set(held_out)
+    return [it for it in items if key(it) not in val], [it for it in items if key(it) in val]
 
 
 def option_leaves(options: OptionTree, where: str = "") -> Iterator[Tuple[str, "Option"]]:

@@ -367,12 +367,7 @@ def read_pair(src: PairSource) -> Tuple[np.ndarray, np.ndarray]:
 def split_by_product(pairs: Sequence[PairSource], val_products: Sequence[str]) -> Tuple[List[PairSource],
                                                                                          List[PairSource]]:
     """(training pairs, validation pairs): every pair of a product in ``val_products`` is validation."""
-    known = {p.product for p in pairs}
-    unknown = sorted(set(val_products) - known)
-    if unknown:
-        raise ValueError(f"data.val_products {unknown} match no pair (products here: {sorted(known)})")
-    val = set(val_products)
-    return [p for p in pairs if p.product not in val], [p for p in pairs if p.product in val]
+    return common.split_held_out(pairs, val_products, lambda p: p.product, "data.val_products")
 
 
 def propose_val_products(pairs: Sequence[PairSource], n_pairs: int, seed: int = 0) -> List[str]:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -308,29 +308,44 @@ def network_scale(spec: CloudModelSpec, pixel_m: float, override_m: Optional[flo
 
 # ------------------------------------------------------------------------------------ class raster
 class ClassCounter:
-    """Pixels per class code, summed over the chunks the engine's writer thread converts."""
+    """Pixels per class code, summed over the chunks the engine's writer thread converts. A class raster holds
+    only the class codes and MASK_NODATA; counting those four is several times faster than a bincount."""
+
+    CODES = (*CLASS_NAMES, MASK_NODATA)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.counts = np.zeros(256, dtype=np.int64)
 
     def add(self, mask: np.ndarray) -> None:
-        counts = np.bincount(mask.ravel(), minlength=256)
+        counts = [np.count_nonzero(mask == code) for code in self.CODES]
+        if sum(counts) != mask.size:
+            raise RuntimeError(f"class raster holds codes other than {self.CODES}")
         with self._lock:
-            self.counts += counts
+            self.counts[list(self.CODES)] += counts
 
 
-def class_converter(spec: CloudModelSpec, mode: str, threshold: float,
-                    counter: ClassCounter) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def class_decider(spec: CloudModelSpec, threshold: float) -> Callable[[np.ndarray], np.ndarray]:
+    """probabilities (C, h, w) -> index into ``spec.class_values`` (h, w): the most probable class (softmax) or
+    the positive class at or above the threshold (sigmoid). Both give the class all of some probability vectors
+    give to any convex combination of them, which the 10 m back-sampling relies on (``regrid.Decide``)."""
+    if spec.activation == "sigmoid":
+        return lambda prob: (prob[0] >= threshold).astype(np.uint8)
+    return lambda prob: np.argmax(prob, axis=0).astype(np.uint8)
+
+
+def class_converter(spec: CloudModelSpec, mode: str, threshold: float, counter: ClassCounter,
+                    from_index: bool = False) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """convert(probabilities, valid) -> the uint8 class raster (counted in ``counter``); with ``from_index`` the
+    converter is handed the decided class index (1, h, w) instead of the probabilities (``regrid.BackSampler``
+    with ``decide``)."""
     values = np.asarray(spec.class_values, dtype=np.uint8)
     if mode == "cloud_only":
         values = np.where(values == CLOUD, CLOUD, CLEAR).astype(np.uint8)
+    decide = class_decider(spec, threshold)
 
-    def convert(prob: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        if spec.activation == "sigmoid":
-            mask = values[(prob[0] >= threshold).astype(np.intp)]
-        else:
-            mask = values[np.argmax(prob, axis=0)]
+    def convert(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        mask = values[data[0] if from_index else decide(data)]
         mask[~valid] = MASK_NODATA
         counter.add(mask)
         return mask[None]
@@ -540,12 +555,7 @@ def _cloud_mask_raster(req: CloudMaskRequest, src_path: str, progress, is_cancel
            "blended there and sampled bilinearly back at every input pixel)" if scale != 1.0
            else "the input's own resolution"))
 
-    predictor, _card, info = load_predictor(card_path, "cloudmask", req.runtime, req.device, spec.activation,
-                                            req.precision, log=log)
-    device = info.device
-    if req.precision != "float32":
-        log(f"Network precision: {req.precision} (autocast); the card's metrics were measured in float32")
-
+    loading = _PredictorLoading(log, card_path, req.runtime, req.device, spec.activation, req.precision)
     counter = ClassCounter()
     model_tags = {"SAR2EO_MODEL": spec.name, "CLOUD_LEVEL": str(level.value), "CLOUD_OFFSET": f"{offset.value:g}",
                   "CLOUD_SOURCE": Path(req.src_path).name}
@@ -558,8 +568,11 @@ def _cloud_mask_raster(req: CloudMaskRequest, src_path: str, progress, is_cancel
         from .outputs import temp_path
 
         mask_target = temp_path(req.dst_path)   # PID-tagged: a killed run's leftover is swept like any partial
+    # On a coarser network grid, a class raster alone is decided at 10 m without interpolating most pixels
+    # (regrid.BackSampler with decide); the probability raster needs every pixel interpolated.
+    decide = class_decider(spec, threshold) if scale != 1.0 and not req.probability_path else None
     outputs = [OutputSpec(path=mask_target, count=1, dtype="uint8", nodata=MASK_NODATA,
-                          convert=class_converter(spec, req.mode, threshold, counter),
+                          convert=class_converter(spec, req.mode, threshold, counter, from_index=decide is not None),
                           descriptions=(f"cloud mask ({legend})",),
                           tags={**model_tags, "CLOUD_CLASSES": legend, "CLOUD_MODE": req.mode,
                                 "CLOUD_BUFFER_M": f"{req.buffer_m:g}"})]
@@ -571,11 +584,12 @@ def _cloud_mask_raster(req: CloudMaskRequest, src_path: str, progress, is_cancel
     channels = len(spec.class_values) if spec.activation == "softmax" else 1
     try:
         if scale == 1.0:
-            run = run_tiled(src_path, bands, make_prepare(spec, float(offset.value)), predictor, channels, outputs,
-                            options, progress, is_cancelled, log)
+            run = run_tiled(src_path, bands, make_prepare(spec, float(offset.value)), loading.predictor(), channels,
+                            outputs, options, progress, is_cancelled, log)
         else:
-            run = _run_on_network_grid(src_path, bands, scale, spec, float(offset.value), predictor, channels,
-                                       outputs, options, progress, is_cancelled, log)
+            run = _run_on_network_grid(src_path, bands, scale, spec, float(offset.value), loading.predictor,
+                                       channels, outputs, options, progress, is_cancelled, log, decide)
+        info = loading.info()
         counts = counter.counts.copy()
         if buffered:
             radius = req.buffer_m / pixel_m
@@ -583,13 +597,14 @@ def _cloud_mask_raster(req: CloudMaskRequest, src_path: str, progress, is_cancel
             buffer_classes(mask_target, req.dst_path, radius, is_cancelled=is_cancelled)
             counts = _count_classes(req.dst_path)
     finally:
+        loading.close()
         if buffered:
             from .outputs import remove_quietly
 
             remove_quietly([mask_target])
     class_pixels = {CLASS_NAMES[v]: int(counts[v]) for v in (CLEAR, CLOUD, SHADOW)}
     valid = int(sum(class_pixels.values()))
-    result = CloudMaskResult(outputs={"OUTPUT": req.dst_path}, run=run, device=device, model=spec.name,
+    result = CloudMaskResult(outputs={"OUTPUT": req.dst_path}, run=run, device=info.device, model=spec.name,
                              level=level.value, offset=float(offset.value), scale=scale,
                              threshold=threshold, class_pixels=class_pixels, valid_pixels=valid, runtime=info)
     if req.probability_path:
@@ -599,22 +614,64 @@ def _cloud_mask_raster(req: CloudMaskRequest, src_path: str, progress, is_cancel
     return result
 
 
+class _PredictorLoading:
+    """``runtime.load_predictor`` on a thread of its own, started at once: ONNX Runtime builds its session (graph
+    optimisation, about 0.5 s) while the input is averaged onto the network's grid instead of before. Its log
+    lines are replayed on the caller's thread (a QGIS feedback is not thread-safe), where its error is raised."""
+
+    def __init__(self, log: Log, card_path: Path, runtime: str, device: str, activation: str, precision: str) -> None:
+        self._log, self._precision = log, precision
+        self._lines: List[str] = []
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="sar2eo-load")
+        self._job = self._pool.submit(load_predictor, card_path, "cloudmask", runtime, device, activation, precision,
+                                      log=self._lines.append)
+        self._replayed = False
+
+    def _loaded(self) -> Tuple[Callable[[np.ndarray], np.ndarray], RuntimeInfo]:
+        try:
+            predictor, _card, info = self._job.result()
+        finally:
+            if not self._replayed:
+                self._replayed = True
+                for line in self._lines:
+                    self._log(line)
+        if self._precision != "float32":
+            self._log(f"Network precision: {self._precision} (autocast); the card's metrics were measured in float32")
+            self._precision = "float32"      # said once
+        return predictor, info
+
+    def predictor(self) -> Callable[[np.ndarray], np.ndarray]:
+        """The network (waits for it to load)."""
+        return self._loaded()[0]
+
+    def info(self) -> RuntimeInfo:
+        """Which runtime and device run it."""
+        return self._loaded()[1]
+
+    def close(self) -> None:
+        """Wait for the loading thread (a run that failed before it needed the network)."""
+        self._pool.shutdown(wait=True)
+
+
 def _run_on_network_grid(src_path: str, bands: Sequence[int], scale: float, spec: CloudModelSpec, offset: float,
-                         predictor, channels: int, outputs: Sequence[OutputSpec], options: TilingOptions,
-                         progress, is_cancelled, log: Log) -> RunResult:
+                         predictor_of: Callable[[], Callable[[np.ndarray], np.ndarray]], channels: int,
+                         outputs: Sequence[OutputSpec], options: TilingOptions, progress, is_cancelled, log: Log,
+                         decide: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> RunResult:
     """The engine on the input averaged onto the network's grid, then the probabilities back on the input
-    grid (:mod:`.regrid`); the outputs are the same as the engine would write at the input's resolution."""
+    grid (:mod:`.regrid`); the outputs are the same as the engine would write at the input's resolution.
+    ``predictor_of()`` gives the network once the averaged input is written (it is loaded meanwhile);
+    ``decide``: the outputs take the class index, not the probabilities (``regrid.BackSampler``)."""
     from . import regrid
 
     progress = progress or (lambda _f: None)
     with tempfile.TemporaryDirectory(prefix="sar2eo_network_grid_") as workdir:
         grid_path, grid = regrid.network_grid(src_path, bands, scale, workdir, is_cancelled)
+        predictor = predictor_of()
         log(f"Network grid: {grid.width} x {grid.height} px")
-        coarse = os.path.join(workdir, "probabilities.tif")
         # The probabilities go back to the input's grid while the network still runs (regrid.StreamingBackSampler
-        # is fed the finished rows); the coarse file is what the engine checks and writes anyway.
+        # is fed the finished rows); nothing is written on the network's grid.
         sampler = regrid.StreamingBackSampler((channels, grid.height, grid.width), PROB_NODATA, src_path, bands[0],
-                                              outputs)
+                                              outputs, decide=decide)
         try:
             def keep(prob: np.ndarray, valid: np.ndarray) -> np.ndarray:
                 out: np.ndarray = prob.astype(np.float32, copy=True)
@@ -622,8 +679,7 @@ def _run_on_network_grid(src_path: str, bands: Sequence[int], scale: float, spec
                 sampler.feed(out)
                 return out
 
-            spec_out = OutputSpec(path=coarse, count=channels, dtype="float32", nodata=PROB_NODATA, convert=keep,
-                                  compress=None)
+            spec_out = OutputSpec(path=None, count=channels, dtype="float32", nodata=PROB_NODATA, convert=keep)
             run = run_tiled(grid_path, list(range(1, len(bands) + 1)), make_prepare(spec, offset), predictor,
                             channels, [spec_out], options, lambda f: progress(0.95 * f), is_cancelled, log)
             sampler.finish()

@@ -111,11 +111,11 @@ class _Helper:
 
 
 def _check_paths(src_path: str, outputs: Sequence[OutputSpec]) -> None:
-    out_real = [os.path.realpath(spec.path) for spec in outputs]
+    out_real = [os.path.realpath(spec.path) for spec in outputs if spec.path]
     if os.path.realpath(src_path) in out_real:
         raise InputError(f"The output file '{src_path}' is the input raster itself; choose another output file.")
     if len(set(out_real)) < len(out_real):
-        raise InputError(f"Two outputs of this run point to the same file ({', '.join(s.path for s in outputs)}).")
+        raise InputError(f"Two outputs of this run point to the same file ({', '.join(str(s.path) for s in outputs)}).")
 
 
 def _open_source(src_path: str, bands: Sequence[int]) -> Any:

@@ -34,7 +34,7 @@ BLOCK = 256   # GeoTIFF tile (block) size of every output
 class OutputSpec:
     """One raster a run writes, converted from the blended prediction."""
 
-    path: str
+    path: Optional[str]         # None: nothing is written, ``convert`` only sees the rows (a consumer of them)
     count: int
     dtype: str
     nodata: Optional[float]
@@ -42,9 +42,6 @@ class OutputSpec:
     descriptions: Sequence[str] = ()
     colorinterp: Optional[Sequence[str]] = None  # e.g. ("red", "green", "blue"); None = leave GDAL's default
     tags: Dict[str, str] = field(default_factory=dict)
-    # Users' files are deflate-compressed; an intermediate file read once (the cloud mask's probabilities on
-    # the network's grid) is written raw: compressing floats beside the network costs it CPU time.
-    compress: Optional[str] = "deflate"
 
 
 def write_error(final: str, exc: BaseException) -> OutputError:
@@ -58,19 +55,17 @@ def write_error(final: str, exc: BaseException) -> OutputError:
 
 
 def open_output(spec: OutputSpec, tmp: str, width: int, height: int, crs: Any, transform: Any) -> Any:
-    """Open the temporary file ``tmp`` of output ``spec`` for writing (tiled GeoTIFF, ``spec``'s compression,
+    """Open the temporary file ``tmp`` of output ``spec`` for writing (tiled GeoTIFF, deflate-compressed,
     descriptions, tags and colour interpretation); a failure is an :class:`OutputError` naming ``spec.path``."""
     import rasterio
 
-    extra: Dict[str, Any] = {"compress": "none"}
-    if spec.compress:
-        extra = {"compress": spec.compress, "predictor": 2 if np.dtype(spec.dtype).kind in "iu" else 3}
+    extra: Dict[str, Any] = {"compress": "deflate", "predictor": 2 if np.dtype(spec.dtype).kind in "iu" else 3}
     try:
         dst = rasterio.open(tmp, "w", driver="GTiff", width=width, height=height, crs=crs, transform=transform,
                             tiled=True, blockxsize=BLOCK, blockysize=BLOCK, BIGTIFF="IF_SAFER", count=spec.count,
                             dtype=spec.dtype, nodata=spec.nodata, **extra)
     except Exception as exc:  # noqa: BLE001 - rasterio raises several types
-        raise write_error(spec.path, exc) from exc
+        raise write_error(str(spec.path), exc) from exc
     for i, d in enumerate(spec.descriptions, start=1):
         dst.set_band_description(i, d)
     if spec.tags:
@@ -128,6 +123,7 @@ class AtomicGeoTiffWriter:
     def __init__(self, outputs: Sequence[OutputSpec], width: int, height: int, crs: Any, transform: Any,
                  log: Optional[Callable[[str], None]] = None) -> None:
         self.outputs = list(outputs)
+        self.files = [spec for spec in self.outputs if spec.path]     # what is written (writers, temps: these)
         self.width, self.height, self.crs, self.transform = width, height, crs, transform
         self.log = log
         self.temps: List[str] = []
@@ -137,11 +133,11 @@ class AtomicGeoTiffWriter:
         """Check each output folder up front (naming it and the cause), remove stale partial files of
         killed runs there, and open a temporary file per output."""
         started = time.time()
-        for folder in sorted({str(Path(spec.path).parent) for spec in self.outputs}):
+        for folder in sorted({str(Path(str(spec.path)).parent) for spec in self.files}):
             safe.check_output_folder(folder)
             safe.sweep_stale_partials(folder, started, self.log)
-        for spec in self.outputs:
-            tmp = safe.temp_path(spec.path)
+        for spec in self.files:
+            tmp = safe.temp_path(str(spec.path))
             self.temps.append(tmp)
             self.writers.append(open_output(spec, tmp, self.width, self.height, self.crs, self.transform))
         return self
@@ -157,25 +153,29 @@ class AtomicGeoTiffWriter:
         for c0 in range(0, self.width, step):
             window = Window(c0, top, min(step, self.width - c0), data.shape[1])
             d, v = data[:, :, c0:c0 + step], valid[:, c0:c0 + step]
-            for spec, dst in zip(self.outputs, self.writers):
+            writers = iter(self.writers)
+            for spec in self.outputs:
                 converted = np.asarray(spec.convert(d, v)).astype(spec.dtype, copy=False)
+                if not spec.path:
+                    continue
+                dst = next(writers)
                 try:
                     dst.write(converted, window=window)
                 except Exception as exc:  # noqa: BLE001 - RasterioIOError, OSError
-                    raise write_error(spec.path, exc) from exc
+                    raise write_error(str(spec.path), exc) from exc
 
     def finish(self) -> None:
         """Close every file and check each is complete and on disk (see :func:`finish_output`)."""
-        for spec, dst, tmp in zip(self.outputs, self.writers, self.temps):
-            finish_output(spec.path, dst, tmp, self.width, self.height, spec.count, spec.dtype)
+        for spec, dst, tmp in zip(self.files, self.writers, self.temps):
+            finish_output(str(spec.path), dst, tmp, self.width, self.height, spec.count, spec.dtype)
         self.writers.clear()
 
     def commit(self) -> None:
         """Rename every finished file over its destination."""
         if self.writers:
             raise RuntimeError("AtomicGeoTiffWriter.commit() before finish()")
-        for spec, tmp in zip(self.outputs, self.temps):
-            commit_output(tmp, spec.path)
+        for spec, tmp in zip(self.files, self.temps):
+            commit_output(tmp, str(spec.path))
         self.temps.clear()
 
     def close(self) -> None:

@@ -6,31 +6,42 @@ on the 30 m ones (measured on a full 10,980² tile: 2.3 x the bare network and 3
 a coarser resolution than the layer:
 
 1. :func:`network_grid` writes the layer's bands averaged onto the network's grid (GDAL's decimating read,
-   area average, nodata ignored) to a temporary GeoTIFF before the network starts: nine times smaller than
-   the input, and nothing else competes with the network for the cores while it runs.
-2. The tiled engine runs there and writes the blended class probabilities at the network's resolution.
-3. :class:`StreamingBackSampler` (fed the finished rows while the network runs; :func:`to_input_grid` does the
-   same from a finished file) samples those probabilities bilinearly at every input pixel centre (nodata
-   neighbours left out of the weights), strip by strip, and writes the class raster (argmax, or the
-   threshold for a one-channel model) and optionally the probabilities on the input's own grid. A pixel is
+   area average, nodata ignored, on two threads) to a temporary GeoTIFF before the network starts: nine
+   times smaller than the input, and nothing else competes with the network for the cores while it runs.
+2. The tiled engine runs there and hands the blended class probabilities, row by row, to
+3. :class:`StreamingBackSampler` (:func:`to_input_grid` does the same from a finished file), which brings
+   them back to every input pixel centre, strip by strip, while the network runs on: bilinearly (nodata
+   neighbours left out of the weights) for the probability raster; for the class raster (argmax, or the
+   threshold for a one-channel model) only where a pixel's coarse neighbours disagree, the rest taking
+   their common class (:meth:`BackSampler._classes`: the same raster, a fraction of the work). A pixel is
    nodata where the input's first model band is nodata (or 0, Sentinel-2's nodata) at the input resolution.
+   Nothing is written at the network's resolution.
 
 Memory is bounded by one tile row at the network's resolution, the coarse probabilities (160 MB for a whole
 Sentinel-2 tile) and one strip at the input's. No QGIS here.
 """
 from __future__ import annotations
 
+import collections
+import contextlib
+import itertools
 import math
 import os
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .engine import OutputSpec
 from .errors import CancelledError
 
+GRID_WORKERS = 2       # threads averaging the input onto the network's grid (network_grid)
 STRIP_ROWS = 256       # input rows per strip of the final pass (4 x 256 x 10,980 floats: ~45 MB a buffer)
+# decide(probabilities (C, h, w) float32) -> class index (h, w): the class raster's decision (argmax, a threshold)
+Decide = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -45,8 +56,8 @@ def network_grid(src_path: str, bands: Sequence[int], scale: float, workdir: str
 
     Input pixels equal to the band's nodata (or 0 when the band has none: Sentinel-2 stores nodata as 0 in
     every band) are left out of the averages; a network pixel with no valid input pixel is 0 (nodata).
-    GDAL's decimating read (area average, fractional source windows) does the work strip by strip, so
-    memory stays at one strip; it is some 20 times faster than a warp here.
+    GDAL's decimating read (area average, fractional source windows) does the work strip by strip on
+    ``GRID_WORKERS`` threads, so memory stays at a few strips; it is some 20 times faster than a warp here.
     """
     from osgeo import gdal
     import rasterio
@@ -71,14 +82,36 @@ def network_grid(src_path: str, bands: Sequence[int], scale: float, workdir: str
         profile = {"driver": "GTiff", "width": grid.width, "height": grid.height, "count": len(bands),
                    "dtype": src.dtypes[0], "crs": crs, "nodata": no_data, "tiled": True, "blockxsize": 256,
                    "blockysize": 256, "transform": from_bounds(*bounds, grid.width, grid.height)}
-        with rasterio.open(out_path, "w", **profile) as dst:
-            for r0 in range(0, grid.height, rows):
+    free: "queue.SimpleQueue[Any]" = queue.SimpleQueue()   # GDAL handles are not shared: one per job at a time
+
+    def averaged(r0: int) -> Tuple[int, np.ndarray]:
+        src = free.get()
+        try:
+            r1 = min(grid.height, r0 + rows)
+            return r0, src.read(window=Window(0, r0 * fy, width, (r1 - r0) * fy),
+                                out_shape=(len(bands), r1 - r0, grid.width), resampling=Resampling.average)
+        finally:
+            free.put(src)
+
+    # Decompressing and averaging the input is all that runs before the network can start: on GRID_WORKERS threads
+    # (GDAL releases the GIL), written in order, at most 2 strips a worker ahead (memory stays a few strips).
+    with contextlib.ExitStack() as opened, rasterio.open(out_path, "w", **profile) as dst, \
+            ThreadPoolExecutor(GRID_WORKERS, thread_name_prefix="sar2eo-grid") as pool:
+        for _ in range(GRID_WORKERS):
+            free.put(opened.enter_context(rasterio.open(selected)))
+        starts = iter(range(0, grid.height, rows))
+        pending = collections.deque(pool.submit(averaged, r0) for r0 in itertools.islice(starts, 2 * GRID_WORKERS))
+        try:
+            while pending:
                 if is_cancelled and is_cancelled():
                     raise CancelledError("Cancelled by the user; no output was written.")
-                r1 = min(grid.height, r0 + rows)
-                block = src.read(window=Window(0, r0 * fy, width, (r1 - r0) * fy),
-                                 out_shape=(len(bands), r1 - r0, grid.width), resampling=Resampling.average)
-                dst.write(block, window=Window(0, r0, grid.width, r1 - r0))
+                r0, block = pending.popleft().result()
+                pending.extend(pool.submit(averaged, r) for r in itertools.islice(starts, 1))
+                dst.write(block, window=Window(0, r0, grid.width, block.shape[1]))
+        finally:
+            for job in pending:
+                job.cancel()
+            wait(pending)       # no worker still reads when its handle is closed
     return out_path, grid
 
 
@@ -109,6 +142,35 @@ def sample_bilinear(p: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.nda
     return left + (right - left) * wc[None, None, :]
 
 
+_NODATA_CODE, _MIXED_CODE = 254, 255   # _classes: all taps nodata; taps of different classes
+
+
+def _agreed(codes: np.ndarray, axis: int) -> np.ndarray:
+    """Element k along ``axis``: the code of k where k and k + 1 have the same one, else _MIXED_CODE (the last
+    element: its own code)."""
+    a, b = (codes[:-1], codes[1:]) if axis == 0 else (codes[:, :-1], codes[:, 1:])
+    pair = np.where(a == b, a, np.uint8(_MIXED_CODE))
+    last = codes[-1:] if axis == 0 else codes[:, -1:]
+    return np.concatenate([pair, last], axis=axis)
+
+
+def _column_plan(W: int, Wc: int) -> Tuple[Tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """For every input column: its bilinear taps (lower, upper, upper weight) among ``Wc`` coarse columns, and
+    where :meth:`BackSampler._classes` finds its taps' common code (the coarse column k when the upper tap has
+    no weight, else k's pair with k + 1, at ``Wc + k``)."""
+    taps = _bilinear_taps(_sample_coords(W, Wc), Wc)
+    return taps, np.where(taps[2] > 0, Wc + taps[0], taps[0])
+
+
+def _bilinear_at(p: np.ndarray, r0: np.ndarray, r1: np.ndarray, wr: np.ndarray, c0: np.ndarray, c1: np.ndarray,
+                 wc: np.ndarray) -> np.ndarray:
+    """``p`` (C, h, w) sampled bilinearly at k points given by their taps and weights: (C, k) float32, with the
+    operations of :func:`sample_bilinear` in its order (rows first), so a point gets the same bits from both."""
+    left = p[:, r0, c0] + (p[:, r1, c0] - p[:, r0, c0]) * wr
+    right = p[:, r0, c1] + (p[:, r1, c1] - p[:, r0, c1]) * wr
+    return left + (right - left) * wc
+
+
 class BackSampler:
     """Writes ``outputs`` on the grid of ``src_path`` from coarse probabilities (C, Hc, Wc), strip by strip.
 
@@ -116,17 +178,21 @@ class BackSampler:
     over as the engine produces them (:meth:`feed`, :class:`StreamingBackSampler`). Each strip samples the
     probabilities bilinearly at every input pixel centre (nodata neighbours left out of the weights), converts
     them with each output's ``convert`` as the engine does and writes them to a checked temporary file; all are
-    renamed only when all are complete (:meth:`commit`), and removed on error (:meth:`close`)."""
+    renamed only when all are complete (:meth:`commit`), and removed on error (:meth:`close`).
+
+    With ``decide`` (the class raster's decision, :data:`Decide`) the outputs' ``convert`` get the decided class
+    index (1, n, W) uint8 instead of the probabilities, and a pixel is interpolated only where its taps'
+    decisions differ (:meth:`_classes`): the pass a class raster alone needs, several times cheaper."""
 
     def __init__(self, coarse_shape: Tuple[int, int, int], prob_nodata: float, src_path: str, valid_band: int,
-                 outputs: Sequence[OutputSpec], rows: int = STRIP_ROWS) -> None:
+                 outputs: Sequence[OutputSpec], rows: int = STRIP_ROWS, decide: Optional[Decide] = None) -> None:
         import rasterio
 
         from .geotiff import AtomicGeoTiffWriter
 
         self.channels, self.Hc, self.Wc = coarse_shape
         self.prob_nodata, self.valid_band, self.outputs = prob_nodata, valid_band, list(outputs)
-        self.rows = rows
+        self.rows, self.decide = rows, decide
         self.src = rasterio.open(src_path)
         self.writer = AtomicGeoTiffWriter(self.outputs, self.src.width, self.src.height, self.src.crs,
                                           self.src.transform)
@@ -139,6 +205,7 @@ class BackSampler:
             raise
         self.u = _sample_coords(self.W, self.Wc)
         self.v_all = _sample_coords(self.H, self.Hc)
+        self.col_taps, self.col_source = _column_plan(self.W, self.Wc)
 
     def strips(self) -> List[Tuple[int, int, int, int]]:
         """(first input row, rows, first coarse row, end coarse row) of every strip: the coarse rows bilinear
@@ -154,30 +221,64 @@ class BackSampler:
         """Sample, convert and write input rows [y0, y0 + n) from ``p``, the coarse rows from ``c0`` on."""
         from rasterio.windows import Window
 
-        p = np.array(p, dtype=np.float32, copy=True)
-        known = p[0] != self.prob_nodata
-        everywhere = bool(known.all())
-        if not everywhere:
-            p[:, ~known] = 0.0
-            p = np.concatenate([p, known[None].astype(np.float32)])
         # rows relative to the rows given; clamping at their edge is clamping at the raster's, since they
         # hold every row the taps reach
-        fine = sample_bilinear(p, self.v_all[y0:y0 + n] - c0, self.u)
-        if everywhere:
-            prob = fine
-            valid = np.ones((n, self.W), dtype=bool)
-        else:   # nodata neighbours are left out of the bilinear weights
-            weight = fine[-1]
-            prob = fine[:-1] / np.maximum(weight, np.float32(1e-6))
-            valid = weight > 1e-6
-        window = Window(0, y0, self.W, n)
-        raw = self.src.read(self.valid_band, window=window)
+        rows = self.v_all[y0:y0 + n] - c0
+        if self.decide is None:
+            data, valid = self._probabilities(np.array(p, dtype=np.float32, copy=True), rows)
+        else:
+            data, valid = self._classes(np.asarray(p, dtype=np.float32), rows, self.decide)
+        raw = self.src.read(self.valid_band, window=Window(0, y0, self.W, n))
         valid &= raw != 0
         if self.band_nodata is not None:
             valid &= raw != self.band_nodata
         if np.issubdtype(raw.dtype, np.floating):
             valid &= np.isfinite(raw)
-        self.writer.write_rows(y0, prob, valid)
+        self.writer.write_rows(y0, data, valid)
+
+    def _probabilities(self, p: np.ndarray, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(probabilities (C, n, W), valid (n, W)) at the input pixels of ``rows`` (``p`` may be changed)."""
+        known = p[0] != self.prob_nodata
+        everywhere = bool(known.all())
+        if not everywhere:
+            p[:, ~known] = 0.0
+            p = np.concatenate([p, known[None].astype(np.float32)])
+        fine = sample_bilinear(p, rows, self.u)
+        if everywhere:
+            return fine, np.ones(fine.shape[1:], dtype=bool)
+        weight = fine[-1]          # nodata neighbours are left out of the bilinear weights
+        return fine[:-1] / np.maximum(weight, np.float32(1e-6)), weight > 1e-6
+
+    def _classes(self, p: np.ndarray, rows: np.ndarray, decide: Decide) -> Tuple[np.ndarray, np.ndarray]:
+        """(class index (1, n, W) uint8, valid (n, W)): ``decide`` of the probabilities ``_probabilities`` gives,
+        computed only where the taps disagree.
+
+        A pixel's bilinear probabilities are a convex combination of those of the (up to) 2 x 2 coarse pixels
+        it lies between; where ``decide`` gives the same class at all of them, it gives that class for any
+        convex combination (argmax, a threshold), so the pixel takes it without being interpolated. Only
+        pixels next to a class edge or nodata are interpolated, exactly as ``_probabilities`` does (same
+        operations in the same order; a decision can differ only where two classes tie to the last bit).
+        Most of a scene is inside a class: this is what keeps the 10 m pass small beside the network."""
+        known = p[0] != self.prob_nodata
+        codes = np.where(known, decide(p), _NODATA_CODE).astype(np.uint8)   # nodata: a "class" of its own
+        r0, r1, wr = _bilinear_taps(rows, p.shape[1])
+        # the taps' common code for every input row (between coarse rows k and k + 1: _agreed row k), then
+        # for every input pixel (between coarse columns k and k + 1: _agreed column k); one gather each
+        along = np.concatenate([codes, _agreed(codes, axis=0)])[np.where(wr > 0, len(codes) + r0, r0)]
+        decided = np.take(np.concatenate([along, _agreed(along, axis=1)], axis=1), self.col_source, axis=1)
+        valid = decided < _NODATA_CODE
+        index = np.where(valid, decided, 0).astype(np.uint8)
+        mixed = np.flatnonzero(decided == _MIXED_CODE)
+        if mixed.size:
+            ii, jj = np.divmod(mixed, self.W)
+            c0, c1, wc = self.col_taps
+            q = np.concatenate([np.where(known, p, np.float32(0)), known[None].astype(np.float32)])
+            fine = _bilinear_at(q, r0[ii], r1[ii], wr[ii], c0[jj], c1[jj], wc[jj])
+            weight = fine[-1]
+            prob = fine[:-1] / np.maximum(weight, np.float32(1e-6))
+            index.flat[mixed] = decide(prob[:, None, :])[0]
+            valid.flat[mixed] = weight > 1e-6
+        return index[None], valid
 
     def commit(self) -> None:
         self.writer.finish()
@@ -191,19 +292,20 @@ class BackSampler:
 
 def to_input_grid(prob_path: str, prob_nodata: float, src_path: str, valid_band: int,
                   outputs: Sequence[OutputSpec], progress: Optional[Callable[[float], None]] = None,
-                  is_cancelled: Optional[Callable[[], bool]] = None, rows: int = STRIP_ROWS) -> None:
+                  is_cancelled: Optional[Callable[[], bool]] = None, rows: int = STRIP_ROWS,
+                  decide: Optional[Decide] = None) -> None:
     """Write ``outputs`` on the grid of ``src_path`` from the coarse probabilities in ``prob_path``
     (nodata ``prob_nodata``), converting the resampled probabilities with each output's ``convert``,
     exactly as the engine does, through the same :class:`~.geotiff.AtomicGeoTiffWriter`: each output goes to
     a checked temporary file, all are renamed only when all are complete, and a failed write is an
-    :class:`~.errors.OutputError` naming the file."""
+    :class:`~.errors.OutputError` naming the file. ``decide``: as for :class:`BackSampler`."""
     import rasterio
     from rasterio.windows import Window
 
     progress = progress or (lambda _f: None)
     with rasterio.open(prob_path) as coarse:
         sampler = BackSampler((coarse.count, coarse.height, coarse.width), prob_nodata, src_path, valid_band,
-                              outputs, rows)
+                              outputs, rows, decide)
         try:
             for y0, n, c0, c1 in sampler.strips():
                 if is_cancelled and is_cancelled():
@@ -227,8 +329,6 @@ class StreamingBackSampler(BackSampler):
     Memory: the coarse probabilities (C x Hc x Wc float32, 160 MB for a whole Sentinel-2 tile at 30 m)."""
 
     def __init__(self, *args, **kwargs) -> None:
-        import threading
-
         super().__init__(*args, **kwargs)
         self.buffer = np.empty((self.channels, self.Hc, self.Wc), dtype=np.float32)
         self.ready_rows = 0          # coarse rows [0, ready_rows) are complete

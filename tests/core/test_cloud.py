@@ -484,6 +484,43 @@ def test_default_model_does_not_call_bright_fields_cloud(tmp_path, s2_sample):
     assert res.fraction("cloud") < 0.01
 
 
+def test_model_loads_beside_the_averaging_and_logs_on_the_callers_thread(tmp_path, s2_sample, monkeypatch):
+    """The network loads on a thread of its own while the input is averaged onto the 30 m grid; what loading it
+    logs reaches the caller's log on the caller's thread (QGIS feedback is not thread-safe), and its error is
+    the run's error, with nothing written."""
+    import threading
+
+    from sar2eo_cloud_plugin.core import runtime
+
+    threads, lines = set(), []
+
+    def log(line):
+        threads.add(threading.current_thread().name)
+        lines.append(line)
+
+    loaded_on = []
+    real = runtime.load_predictor
+
+    def spying(*args, **kwargs):
+        loaded_on.append(threading.current_thread().name)
+        kwargs["log"]("loading the network")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cloud, "load_predictor", spying)
+    cloud.cloud_mask(cloud.CloudMaskRequest(str(s2_sample), str(tmp_path / "m.tif")), log=log)
+    assert loaded_on[0].startswith("sar2eo-load")
+    assert threads == {threading.current_thread().name}
+    assert "loading the network" in lines
+
+    def failing(*_args, **_kwargs):
+        raise ModelFileError("the graph is damaged")
+
+    monkeypatch.setattr(cloud, "load_predictor", failing)
+    with pytest.raises(ModelFileError, match="damaged"):
+        cloud.cloud_mask(cloud.CloudMaskRequest(str(s2_sample), str(tmp_path / "n.tif")))
+    assert not (tmp_path / "n.tif").exists()
+
+
 @pytest.mark.parametrize("mode", ["file", "stream"])
 @pytest.mark.parametrize("fine_shape", [(60, 90), (50, 75)])      # factor 3 and 2.5
 def test_probabilities_back_on_the_input_grid_strip_by_strip(tmp_path, fine_shape, mode):
@@ -540,6 +577,83 @@ def test_probabilities_back_on_the_input_grid_strip_by_strip(tmp_path, fine_shap
         assert (ds.width, ds.height) == (w, h)
     np.testing.assert_allclose(got, expected, atol=2e-5)
     assert (got[:, -4:, :3] == cloud.PROB_NODATA).all()
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("fine_shape", [(90, 120), (75, 100)])      # factor 3 and 2.5
+def test_class_raster_decided_without_interpolating_equals_the_interpolated_one(tmp_path, fine_shape, activation):
+    """BackSampler with ``decide`` (pixels between coarse pixels of one class take that class uninterpolated) writes
+    the class raster that deciding the fully interpolated probabilities writes, nodata included. GENERATED
+    probabilities: 4 x 5 px patches of one dominant class (so most pixels take the fast way), noise, a nodata hole
+    and input nodata at the fine resolution."""
+    from rasterio.transform import from_bounds
+
+    from sar2eo_cloud_plugin.core import regrid
+    from sar2eo_cloud_plugin.core.engine import OutputSpec
+
+    rng = np.random.default_rng(7)
+    hc, wc, (h, w) = 30, 40, fine_shape
+    channels = 3 if activation == "softmax" else 1
+    winner = np.kron(rng.integers(0, 3, size=(8, 8)), np.ones((4, 5), int))[:hc, :wc]
+    coarse = rng.dirichlet(np.ones(3), size=(hc, wc)).transpose(2, 0, 1).astype(np.float32) * 0.3
+    np.put_along_axis(coarse, winner[None], 0.7 + 0.3 * rng.random((1, hc, wc), dtype=np.float32), axis=0)
+    coarse = coarse[:channels]
+    coarse[:, 12:15, 20:26] = cloud.PROB_NODATA
+    bounds = (0, 0, 1200, 900)
+    spath = tmp_path / "src.tif"
+    band = np.full((h, w), 500, np.uint16)
+    band[-5:, :4] = 0
+    with rasterio.open(spath, "w", driver="GTiff", width=w, height=h, count=1, dtype="uint16",
+                       crs="EPSG:32633", transform=from_bounds(*bounds, w, h)) as ds:
+        ds.write(band[None])
+    spec = cloud.read_spec(modelfile.BUNDLED_DIR / ("ukis_csmask_4b_l2a.json" if activation == "softmax"
+                                                    else "cloudmask.json"))
+    masks, counts = {}, {}
+    for way in ("interpolated", "decided"):
+        counter = cloud.ClassCounter()
+        decide = cloud.class_decider(spec, 0.5) if way == "decided" else None
+        out = tmp_path / f"{way}.tif"
+        outputs = [OutputSpec(path=str(out), count=1, dtype="uint8", nodata=cloud.MASK_NODATA,
+                              convert=cloud.class_converter(spec, "classes", 0.5, counter, from_index=bool(decide)))]
+        sampler = regrid.StreamingBackSampler((channels, hc, wc), cloud.PROB_NODATA, str(spath), 1, outputs, rows=11,
+                                              decide=decide)
+        try:
+            for r0 in range(0, hc, 6):
+                sampler.feed(coarse[:, r0:r0 + 6])
+            sampler.finish()
+        finally:
+            sampler.close()
+        with rasterio.open(out) as ds:
+            masks[way] = ds.read(1)
+        counts[way] = counter.counts.copy()
+    assert set(np.unique(masks["interpolated"])) == set(spec.class_values) | {cloud.MASK_NODATA}
+    np.testing.assert_array_equal(masks["decided"], masks["interpolated"])
+    np.testing.assert_array_equal(counts["decided"], counts["interpolated"])
+
+
+def test_class_decision_skips_interpolation_inside_a_class():
+    """Inside a patch of one class no pixel is interpolated; only those whose taps straddle its edge are."""
+    from sar2eo_cloud_plugin.core import regrid
+
+    hc, wc, h, w = 12, 12, 36, 36
+    p = np.zeros((2, hc, wc), np.float32)
+    p[0], p[1, 4:8, 4:8] = 1.0, 2.0                       # class 1 on coarse rows/columns 4..7
+    sampler = object.__new__(regrid.BackSampler)
+    sampler.W, sampler.Wc, sampler.prob_nodata = w, wc, -1.0
+    decide = lambda prob: np.argmax(prob, axis=0).astype(np.uint8)  # noqa: E731
+    sampler.col_taps, sampler.col_source = regrid._column_plan(w, wc)
+    interpolated = []
+    real = regrid._bilinear_at
+    try:
+        regrid._bilinear_at = lambda q, *taps: (interpolated.append(len(taps[0])), real(q, *taps))[1]
+        index, valid = sampler._classes(p, regrid._sample_coords(h, hc), decide)
+    finally:
+        regrid._bilinear_at = real
+    expected = decide(regrid.sample_bilinear(p, regrid._sample_coords(h, hc), regrid._sample_coords(w, wc)))
+    np.testing.assert_array_equal(index[0], expected)
+    assert valid.all()
+    # the patch's edge pixels: 2 input rows/columns on each side of each of its 4 edges, nothing else
+    assert 0 < interpolated[0] <= 4 * 2 * 2 * 14
 
 
 def test_streaming_back_sampler_refuses_rows_out_of_order_and_leaves_nothing(tmp_path):

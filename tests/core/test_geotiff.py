@@ -50,6 +50,23 @@ def test_rows_written_finished_and_committed(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["a.tif", "b.tif"]      # no temporary file left
 
 
+def test_an_output_without_a_path_only_sees_the_rows(tmp_path):
+    """An output with path None (the cloud mask's back-sampling on the network's grid) gets every row through its
+    convert, and nothing is written for it; the other outputs are written as usual."""
+    d = data()
+    seen = []
+    consumer = OutputSpec(path=None, count=2, dtype="float32", nodata=-1.0,
+                          convert=lambda x, v: seen.append(x.copy()) or x)
+    with writer(consumer, spec(tmp_path / "a.tif")) as w:
+        w.write_rows(0, d[:, :25], np.ones((25, W), bool))
+        w.write_rows(25, d[:, 25:], np.ones((H - 25, W), bool))
+        w.finish()
+        w.commit()
+    np.testing.assert_array_equal(np.concatenate(seen, axis=1), d)
+    np.testing.assert_array_equal(read_raster(tmp_path / "a.tif")[0], d)
+    assert os.listdir(tmp_path) == ["a.tif"]
+
+
 @pytest.mark.parametrize("chunk", [1, 13, None])
 def test_column_chunks_do_not_change_the_file_and_bound_the_converter(tmp_path, chunk):
     widths = []

@@ -155,3 +155,23 @@ def test_cancelled_translation_leaves_nothing_and_keeps_an_existing_output(tmp_p
                                       is_cancelled=cancel_on_second_batch)
     assert dst.read_bytes() == b"an earlier result"
     assert sorted(os.listdir(tmp_path)) == ["eo.tif"]
+
+
+@pytest.mark.parametrize("overviews", [False, True])
+def test_sample_of_a_large_raster_is_512_square_with_nodata_as_nan(tmp_path, overviews):
+    """A raster larger than the sample is sampled without reading all of it (windows at block corners, or its
+    overviews), 512 x 512 px of its own values, nodata as NaN. GENERATED raster: value = 1 + row // 100."""
+    from core_helpers import write_raster
+
+    rows = np.arange(1500, dtype=np.uint16)[:, None] // 100 + 1
+    data = np.repeat(rows, 1300, axis=1)[None].repeat(2, axis=0)
+    data[:, :, :50] = 0
+    path = write_raster(tmp_path / "big.tif", data, nodata=0)
+    if overviews:
+        with rasterio.open(path, "r+") as ds:
+            ds.build_overviews([4])
+    sample, _desc, dtype = inference.sample_bands(str(path), [2, 1])
+    assert sample.shape == (2, 512, 512) and dtype == "uint16"
+    assert np.isnan(sample[:, :, 0]).all()                      # the nodata columns on the left
+    values = set(np.unique(sample[np.isfinite(sample)]).astype(int))
+    assert values <= set(range(1, 16)) and len(values) >= 4     # spread over the rows, not just the top

@@ -664,9 +664,9 @@ def _run_on_network_grid(src_path: str, bands: Sequence[int], scale: float, spec
     from . import regrid
 
     progress = progress or (lambda _f: None)
-    with tempfile.TemporaryDirectory(prefix="sar2eo_network_grid_") as workdir:
-        grid_path, grid = regrid.network_grid(src_path, bands, scale, workdir, is_cancelled)
-        predictor = predictor_of()
+    with tempfile.TemporaryDirectory(prefix="sar2eo_network_grid_") as workdir, contextlib.ExitStack() as stack:
+        grid = stack.enter_context(regrid.AveragedGrid(src_path, bands, scale, workdir))
+        predictor = predictor_of()      # ONNX Runtime's session is built while the grid fills
         log(f"Network grid: {grid.width} x {grid.height} px")
         # The probabilities go back to the input's grid while the network still runs (regrid.StreamingBackSampler
         # is fed the finished rows); nothing is written on the network's grid.
@@ -680,7 +680,7 @@ def _run_on_network_grid(src_path: str, bands: Sequence[int], scale: float, spec
                 return out
 
             spec_out = OutputSpec(path=None, count=channels, dtype="float32", nodata=PROB_NODATA, convert=keep)
-            run = run_tiled(grid_path, list(range(1, len(bands) + 1)), make_prepare(spec, offset), predictor,
+            run = run_tiled(grid, list(range(1, len(bands) + 1)), make_prepare(spec, offset), predictor,
                             channels, [spec_out], options, lambda f: progress(0.95 * f), is_cancelled, log)
             sampler.finish()
             progress(100.0)

@@ -36,7 +36,7 @@ import math
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -45,8 +45,8 @@ from .errors import CancelledError, InputError
 from .geotiff import AtomicGeoTiffWriter, ConvertFn, OutputSpec
 from .tiling import Batch, TilePlan, edge_ramp, pad_to, tile_starts
 
-__all__ = ["CHUNK_COLS", "ConvertFn", "OutputSpec", "PredictFn", "PrepareFn", "RunResult", "TilingOptions",
-           "edge_ramp", "run_tiled", "tile_starts"]
+__all__ = ["CHUNK_COLS", "ConvertFn", "OutputSpec", "PredictFn", "PrepareFn", "RasterSource", "RunResult",
+           "TilingOptions", "edge_ramp", "run_tiled", "tile_starts"]
 
 # Both ``prepare`` and ``convert`` must work pixel by pixel: the engine calls ``prepare`` on the
 # window under one batch of tiles and ``convert`` on column chunks (CHUNK_COLS wide) of finished
@@ -110,9 +110,9 @@ class _Helper:
         self._pool.shutdown(wait=True)
 
 
-def _check_paths(src_path: str, outputs: Sequence[OutputSpec]) -> None:
+def _check_paths(src_path: Optional[str], outputs: Sequence[OutputSpec]) -> None:
     out_real = [os.path.realpath(spec.path) for spec in outputs if spec.path]
-    if os.path.realpath(src_path) in out_real:
+    if src_path is not None and os.path.realpath(src_path) in out_real:
         raise InputError(f"The output file '{src_path}' is the input raster itself; choose another output file.")
     if len(set(out_real)) < len(out_real):
         raise InputError(f"Two outputs of this run point to the same file ({', '.join(str(s.path) for s in outputs)}).")
@@ -170,8 +170,22 @@ def _predicted(predict: PredictFn, tiles: np.ndarray, out_channels: int, plan: T
     return pred
 
 
+class RasterSource(Protocol):
+    """What the engine reads besides a raster file: a source in memory whose ``read`` may be called from the
+    reader thread (e.g. :class:`.regrid.AveragedGrid`)."""
+
+    name: str
+    width: int
+    height: int
+    crs: Any
+    transform: Any
+    nodatavals: Tuple[Optional[float], ...]
+
+    def read(self, indexes: Sequence[int], window: Any, out_dtype: str = ...) -> np.ndarray: ...
+
+
 def run_tiled(
-    src_path: str,
+    src_path: "str | RasterSource",
     bands: Sequence[int],
     prepare: PrepareFn,
     predict: PredictFn,
@@ -184,6 +198,7 @@ def run_tiled(
 ) -> RunResult:
     """Run ``predict`` over the raster at ``src_path`` and write ``outputs``.
 
+    ``src_path``: a raster file, or a :class:`RasterSource` in memory.
     ``bands`` are 1-based band numbers read from the source, in the order
     ``prepare`` expects. Raises :class:`CancelledError` if ``is_cancelled``
     turns true, :class:`InputError` for unusable input; in both cases (and on any
@@ -203,13 +218,18 @@ def run_tiled(
     is_cancelled = is_cancelled or (lambda: False)
     log = log or (lambda _m: None)
     bands = list(bands)
-    _check_paths(src_path, outputs)
+    is_file = isinstance(src_path, (str, os.PathLike))
+    _check_paths(str(src_path) if is_file else None, outputs)
     with contextlib.ExitStack() as stack:   # closed in reverse: helpers stop before what they use is closed
-        src = stack.enter_context(_open_source(src_path, bands))
+        if is_file:     # the reader thread gets a handle of its own
+            src = stack.enter_context(_open_source(str(src_path), bands))
+            reader_src = stack.enter_context(rasterio.open(src_path))
+        else:
+            src = reader_src = src_path
         plan = TilePlan(src.height, src.width, options.tile_size, options.overlap, options.batch_size)
         log(plan.describe())
         writer = stack.enter_context(AtomicGeoTiffWriter(outputs, src.width, src.height, src.crs, src.transform, log))
-        read = _batch_reader(stack.enter_context(rasterio.open(src_path)), bands, prepare, plan)
+        read = _batch_reader(reader_src, bands, prepare, plan)
         reads, writes = stack.enter_context(_Helper("sar2eo-read")), stack.enter_context(_Helper("sar2eo-write"))
         blender = RowBlender(out_channels, plan.tile_height, plan.width)
         done_tiles = valid_total = 0
@@ -236,7 +256,7 @@ def run_tiled(
                 writes.submit(writer.write_rows, batch.y0, blended, valid, CHUNK_COLS)
         writes.result()
         if valid_total == 0:
-            raise InputError(f"Raster '{src_path}' holds only nodata in band(s) {bands}; nothing to process.")
+            raise InputError(f"Raster '{src.name}' holds only nodata in band(s) {bands}; nothing to process.")
         writer.finish()
         writer.commit()
         result = RunResult(valid_pixels=valid_total, total_pixels=plan.height * plan.width, tiles=plan.n_tiles)

@@ -5,9 +5,9 @@ preparing and blending at 10 m would spend more time and memory on the 10 m pixe
 on the 30 m ones (measured on a full 10,980² tile: 2.3 x the bare network and 3.1 GB). So, for a model with
 a coarser resolution than the layer:
 
-1. :func:`network_grid` writes the layer's bands averaged onto the network's grid (GDAL's decimating read,
-   area average, nodata ignored, on two threads) to a temporary GeoTIFF before the network starts: nine
-   times smaller than the input, and nothing else competes with the network for the cores while it runs.
+1. :class:`AveragedGrid` holds the layer's bands averaged onto the network's grid (GDAL's decimating read,
+   area average, nodata ignored, on two threads), nine times fewer pixels than the input, filled while the
+   network already runs on the rows that are done.
 2. The tiled engine runs there and hands the blended class probabilities, row by row, to
 3. :class:`StreamingBackSampler` (:func:`to_input_grid` does the same from a finished file), which brings
    them back to every input pixel centre, strip by strip, while the network runs on: bilinearly (nodata
@@ -17,8 +17,8 @@ a coarser resolution than the layer:
    nodata where the input's first model band is nodata (or 0, Sentinel-2's nodata) at the input resolution.
    Nothing is written at the network's resolution.
 
-Memory is bounded by one tile row at the network's resolution, the coarse probabilities (160 MB for a whole
-Sentinel-2 tile) and one strip at the input's. No QGIS here.
+Memory is bounded by the averaged bands and the coarse probabilities at the network's resolution (107 and 160 MB
+for a whole Sentinel-2 tile), one tile row there and one strip at the input's. No QGIS here.
 """
 from __future__ import annotations
 
@@ -29,8 +29,7 @@ import math
 import os
 import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -38,80 +37,134 @@ import numpy as np
 from .engine import OutputSpec
 from .errors import CancelledError
 
-GRID_WORKERS = 2       # threads averaging the input onto the network's grid (network_grid)
+GRID_WORKERS = 2       # threads averaging the input onto the network's grid (AveragedGrid)
 STRIP_ROWS = 256       # input rows per strip of the final pass (4 x 256 x 10,980 floats: ~45 MB a buffer)
 # decide(probabilities (C, h, w) float32) -> class index (h, w): the class raster's decision (argmax, a threshold)
 Decide = Callable[[np.ndarray], np.ndarray]
 
 
-@dataclass
-class Grid:
-    width: int
-    height: int
-
-
-def network_grid(src_path: str, bands: Sequence[int], scale: float, workdir: str,
-                 is_cancelled: Optional[Callable[[], bool]] = None, rows: int = 256) -> Tuple[str, Grid]:
-    """A GeoTIFF of ``bands`` of ``src_path`` averaged onto a grid ``scale`` times coarser (same extent).
+class AveragedGrid:
+    """The ``bands`` of ``src_path`` averaged onto a grid ``scale`` times coarser (same extent), as a source the
+    engine reads (:func:`engine.run_tiled` takes it in place of a path): filled top to bottom on
+    ``GRID_WORKERS`` threads from the moment it is made, while :meth:`read` waits only for the rows it asks for,
+    so the network starts on the first tile row instead of after the whole layer has been decompressed.
 
     Input pixels equal to the band's nodata (or 0 when the band has none: Sentinel-2 stores nodata as 0 in
     every band) are left out of the averages; a network pixel with no valid input pixel is 0 (nodata).
-    GDAL's decimating read (area average, fractional source windows) does the work strip by strip on
-    ``GRID_WORKERS`` threads, so memory stays at a few strips; it is some 20 times faster than a warp here.
+    GDAL's decimating read (area average, fractional source windows) does the work strip by strip; it is some
+    20 times faster than a warp here. Memory: the averaged bands (107 MB for a whole Sentinel-2 tile's four
+    bands at 30 m) and a few strips in flight. Use it as a context manager: leaving stops the threads.
     """
-    from osgeo import gdal
+
+    def __init__(self, src_path: str, bands: Sequence[int], scale: float, workdir: str, rows: int = 256) -> None:
+        from osgeo import gdal
+        import rasterio
+        from rasterio.transform import from_bounds
+
+        with rasterio.open(src_path) as src:
+            width, height = src.width, src.height
+            nodata = [src.nodatavals[b - 1] for b in bands]
+            bounds, self.crs, dtype = src.bounds, src.crs, src.dtypes[bands[0] - 1]
+        self.width, self.height = max(1, int(round(width / scale))), max(1, int(round(height / scale)))
+        self.count, self.name = len(bands), f"{src_path} (averaged onto the network's grid)"
+        self.transform = from_bounds(*bounds, self.width, self.height)
+        declared = [v for v in nodata if v is not None]
+        self.nodatavals = (declared[0] if declared else 0,) * len(bands)   # what the averages leave out
+        selected = os.path.join(workdir, "bands.vrt")
+        if gdal.Translate(selected, src_path, format="VRT", bandList=list(bands), noData=self.nodatavals[0]) is None:
+            raise RuntimeError(f"GDAL could not select bands {list(bands)} of {src_path}: {gdal.GetLastErrorMsg()}")
+        self.data = np.empty((len(bands), self.height, self.width), dtype=dtype)
+        self._strips = [(r0, min(self.height, r0 + rows)) for r0 in range(0, self.height, rows)]
+        self._fy, self._full_width = height / self.height, width
+        self._ready = 0                    # rows [0, _ready) are filled
+        self._failure: Optional[BaseException] = None
+        self._stopped = False
+        self._cond = threading.Condition()
+        self._handles: "queue.SimpleQueue[Any]" = queue.SimpleQueue()   # GDAL handles are not shared: one a job
+        self._opened = contextlib.ExitStack()
+        try:
+            for _ in range(GRID_WORKERS):
+                self._handles.put(self._opened.enter_context(rasterio.open(selected)))
+        except BaseException:
+            self._opened.close()
+            raise
+        self._thread = threading.Thread(target=self._fill, name="sar2eo-grid", daemon=True)
+        self._thread.start()
+
+    def _average(self, r0: int, r1: int) -> None:
+        from rasterio.enums import Resampling
+        from rasterio.windows import Window
+
+        src = self._handles.get()
+        try:
+            self.data[:, r0:r1] = src.read(window=Window(0, r0 * self._fy, self._full_width, (r1 - r0) * self._fy),
+                                           out_shape=(self.count, r1 - r0, self.width),
+                                           resampling=Resampling.average)
+        finally:
+            self._handles.put(src)
+
+    def _fill(self) -> None:
+        """Average the strips in order, at most 2 a worker ahead, and let readers know as rows complete."""
+        try:
+            with ThreadPoolExecutor(GRID_WORKERS, thread_name_prefix="sar2eo-grid") as pool:
+                strips = iter(self._strips)
+                pending = collections.deque((pool.submit(self._average, *s), s[1])
+                                            for s in itertools.islice(strips, 2 * GRID_WORKERS))
+                while pending and not self._stopped:
+                    job, end = pending.popleft()
+                    job.result()
+                    pending.extend((pool.submit(self._average, *s), s[1]) for s in itertools.islice(strips, 1))
+                    with self._cond:
+                        self._ready = end
+                        self._cond.notify_all()
+                for job, _end in pending:
+                    job.cancel()
+        except BaseException as exc:  # noqa: BLE001 - raised to the reader by read()
+            with self._cond:
+                self._failure = exc
+                self._cond.notify_all()
+
+    def read(self, indexes: Sequence[int], window: Any, out_dtype: str = "float32") -> np.ndarray:
+        """Bands ``indexes`` (1-based) under ``window`` (whole pixels, inside the grid), once averaged."""
+        r0, c0 = int(window.row_off), int(window.col_off)
+        r1, c1 = r0 + int(window.height), c0 + int(window.width)
+        with self._cond:
+            while self._ready < r1 and self._failure is None and not self._stopped:
+                self._cond.wait()
+        if self._failure is not None:
+            raise self._failure
+        if self._ready < r1:
+            raise CancelledError("Cancelled by the user; no output was written.")
+        return self.data[[i - 1 for i in indexes], r0:r1, c0:c1].astype(out_dtype)
+
+    def close(self) -> None:
+        """Stop filling (after the strips in flight) and close the handles."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        self._thread.join()
+        self._opened.close()
+
+    def __enter__(self) -> "AveragedGrid":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def network_grid(src_path: str, bands: Sequence[int], scale: float, workdir: str) -> Tuple[str, AveragedGrid]:
+    """The :class:`AveragedGrid` of ``bands`` written to a GeoTIFF in ``workdir`` (path, grid): the very grid the
+    network sees at run time, for the training data (``training.cloud_data``)."""
     import rasterio
-    from rasterio.enums import Resampling
     from rasterio.windows import Window
 
-    with rasterio.open(src_path) as src:
-        width, height = src.width, src.height
-        nodata = [src.nodatavals[b - 1] for b in bands]
-        bounds, crs = src.bounds, src.crs
-    grid = Grid(max(1, int(round(width / scale))), max(1, int(round(height / scale))))
-    selected = os.path.join(workdir, "bands.vrt")
-    declared = [v for v in nodata if v is not None]
-    no_data = declared[0] if declared else 0     # what the averages must leave out
-    if gdal.Translate(selected, src_path, format="VRT", bandList=list(bands), noData=no_data) is None:
-        raise RuntimeError(f"GDAL could not select bands {list(bands)} of {src_path}: {gdal.GetLastErrorMsg()}")
     out_path = os.path.join(workdir, "network_grid.tif")
-    fy = height / grid.height
-    from rasterio.transform import from_bounds
-
-    with rasterio.open(selected) as src:
-        profile = {"driver": "GTiff", "width": grid.width, "height": grid.height, "count": len(bands),
-                   "dtype": src.dtypes[0], "crs": crs, "nodata": no_data, "tiled": True, "blockxsize": 256,
-                   "blockysize": 256, "transform": from_bounds(*bounds, grid.width, grid.height)}
-    free: "queue.SimpleQueue[Any]" = queue.SimpleQueue()   # GDAL handles are not shared: one per job at a time
-
-    def averaged(r0: int) -> Tuple[int, np.ndarray]:
-        src = free.get()
-        try:
-            r1 = min(grid.height, r0 + rows)
-            return r0, src.read(window=Window(0, r0 * fy, width, (r1 - r0) * fy),
-                                out_shape=(len(bands), r1 - r0, grid.width), resampling=Resampling.average)
-        finally:
-            free.put(src)
-
-    # Decompressing and averaging the input is all that runs before the network can start: on GRID_WORKERS threads
-    # (GDAL releases the GIL), written in order, at most 2 strips a worker ahead (memory stays a few strips).
-    with contextlib.ExitStack() as opened, rasterio.open(out_path, "w", **profile) as dst, \
-            ThreadPoolExecutor(GRID_WORKERS, thread_name_prefix="sar2eo-grid") as pool:
-        for _ in range(GRID_WORKERS):
-            free.put(opened.enter_context(rasterio.open(selected)))
-        starts = iter(range(0, grid.height, rows))
-        pending = collections.deque(pool.submit(averaged, r0) for r0 in itertools.islice(starts, 2 * GRID_WORKERS))
-        try:
-            while pending:
-                if is_cancelled and is_cancelled():
-                    raise CancelledError("Cancelled by the user; no output was written.")
-                r0, block = pending.popleft().result()
-                pending.extend(pool.submit(averaged, r) for r in itertools.islice(starts, 1))
-                dst.write(block, window=Window(0, r0, grid.width, block.shape[1]))
-        finally:
-            for job in pending:
-                job.cancel()
-            wait(pending)       # no worker still reads when its handle is closed
+    with AveragedGrid(src_path, bands, scale, workdir) as grid:
+        data = grid.read(range(1, grid.count + 1), Window(0, 0, grid.width, grid.height), out_dtype=grid.data.dtype)
+    with rasterio.open(out_path, "w", driver="GTiff", width=grid.width, height=grid.height, count=grid.count,
+                       dtype=data.dtype, crs=grid.crs, transform=grid.transform, nodata=grid.nodatavals[0],
+                       tiled=True, blockxsize=256, blockysize=256) as dst:
+        dst.write(data)
     return out_path, grid
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -204,6 +205,62 @@ def test_network_grid_averages_and_ignores_nodata(s2_sample, tmp_path):
     assert np.abs(coarse[:, 5:, 5:] - means[:, 5:, 5:]).max() <= 0.5          # rounding to uint16
     assert coarse[0, 0, 0] == pytest.approx(np.mean(data[0, :2, :2].ravel()[1:]), abs=0.5)
     assert (coarse[:, 1, 1] == 0).all()
+
+
+def test_averaged_grid_is_read_while_it_fills(s2_sample, tmp_path, monkeypatch):
+    """The engine's reader may ask for rows before they are averaged: it waits for them and gets what the finished
+    grid holds; the engine run on the grid in memory writes what it writes from the grid written to a file."""
+    from rasterio.windows import Window
+
+    from sar2eo_cloud_plugin.core import regrid
+    from sar2eo_cloud_plugin.core.engine import OutputSpec, TilingOptions, run_tiled
+
+    path, _grid = regrid.network_grid(str(s2_sample), [2, 8], 2.0, str(tmp_path))
+    with rasterio.open(path) as ds:
+        whole = ds.read()
+    real = regrid.AveragedGrid._average
+    monkeypatch.setattr(regrid.AveragedGrid, "_average",
+                        lambda self, r0, r1: (time.sleep(0.05), real(self, r0, r1))[1])   # slow strips
+    with regrid.AveragedGrid(str(s2_sample), [2, 8], 2.0, str(tmp_path), rows=8) as grid:
+        bottom = grid.read([2], Window(10, 50, 20, 10), out_dtype="uint16")         # waits for the last strips
+        np.testing.assert_array_equal(bottom[0], whole[1, 50:60, 10:30])
+    outs = {}
+    for name, source in (("file", path), ("memory", None)):
+        out = tmp_path / f"{name}.tif"
+        spec = OutputSpec(path=str(out), count=2, dtype="float32", nodata=-1.0, convert=lambda d, v: d)
+        with regrid.AveragedGrid(str(s2_sample), [2, 8], 2.0, str(tmp_path), rows=16) as grid:
+            run_tiled(source or grid, [1, 2], lambda raw: (raw, np.ones(raw.shape[1:], bool)), lambda x: x, 2,
+                      [spec], TilingOptions(tile_size=32, overlap=8, batch_size=2))
+        with rasterio.open(out) as ds:
+            outs[name] = ds.read()
+    np.testing.assert_array_equal(outs["memory"], outs["file"])
+
+
+def test_averaged_grid_hands_a_failure_to_its_reader_and_stops_when_closed(s2_sample, tmp_path, monkeypatch):
+    """A strip that cannot be averaged is the reader's error (not a hang); a grid closed while it fills stops
+    and a read after it is a cancel."""
+    import threading
+
+    from rasterio.windows import Window
+
+    from sar2eo_cloud_plugin.core import regrid
+    from sar2eo_cloud_plugin.core.errors import CancelledError
+
+    def broken(self, r0, r1):
+        raise OSError("read error in the layer")
+
+    monkeypatch.setattr(regrid.AveragedGrid, "_average", broken)
+    with regrid.AveragedGrid(str(s2_sample), [2, 8], 2.0, str(tmp_path), rows=8) as grid:
+        with pytest.raises(OSError, match="read error"):
+            grid.read([1], Window(0, 0, 5, 5))
+    release = threading.Event()
+    monkeypatch.setattr(regrid.AveragedGrid, "_average", lambda self, r0, r1: release.wait(5))
+    grid = regrid.AveragedGrid(str(s2_sample), [2, 8], 2.0, str(tmp_path), rows=8)
+    threading.Timer(0.2, release.set).start()     # the strips in flight end after close() has stopped the filling
+    grid.close()
+    with pytest.raises(CancelledError):
+        grid.read([1], Window(0, 50, 5, 5))
+    assert not grid._thread.is_alive()
 
 
 # ------------------------------------------------------------------------------------------ buffer

@@ -172,9 +172,11 @@ def model_choices(models_dir: Optional[Path] = None) -> List[str]:
 def weights_present(name_or_card: "str | Path") -> bool:
     """Whether a cloud model can run here (a bundled name or a card path; no hashing): its ONNX graph is
     installed and onnxruntime is, or its weights are and torch is (:func:`runtime.model_runnable`)."""
-    card_path = Path(name_or_card)
-    if card_path.suffix != ".json":
-        card_path = modelstore.find_card(str(name_or_card)) or Path(modelfile.BUNDLED_DIR) / f"{name_or_card}.json"
+    card_path: Optional[Path] = Path(name_or_card)
+    if Path(name_or_card).suffix != ".json":
+        card_path = modelstore.find_card(str(name_or_card))    # the store, then the bundled folder
+    if card_path is None:
+        return False
     with contextlib.suppress(ModelFileError, OSError):
         return model_runnable(card_path, read_card(card_path))
     return False
@@ -194,9 +196,8 @@ def select_model(available: Sequence[str], level: Optional[str], models_dir: Opt
     for pattern in AUTO_PREFERENCE:
         for lv in levels if "{level}" in pattern else [None]:
             name = pattern.format(level=(lv or "").lower())
-            card_path = (folder / f"{name}.json" if models_dir is not None
-                         else modelstore.find_card(name) or folder / f"{name}.json")
-            if not card_path.is_file():
+            card_path = folder / f"{name}.json" if models_dir is not None else modelstore.find_card(name)
+            if card_path is None or not card_path.is_file():
                 continue
             spec = read_spec(card_path)
             missing = [b for b in spec.bands if b not in available]
@@ -508,10 +509,10 @@ def _cloud_mask_raster(req: CloudMaskRequest, src_path: str, progress, is_cancel
         card_path, why = Path(req.model_path), "the model file given"
     elif req.model and req.model != "auto":
         found = modelstore.find_card(req.model)
-        card_path, why = found or Path(modelfile.BUNDLED_DIR) / f"{req.model}.json", "chosen by the user"
         if found is None:
             raise InputError(f"No bundled cloud model named '{req.model}' (bundled: "
                              f"{', '.join(bundled_cloud_models()) or 'none'}).")
+        card_path, why = found, "chosen by the user"
     else:
         if not available:
             raise InputError(f"Layer '{name}': cannot tell which Sentinel-2 bands it holds ({how_found}; bands seen: "

@@ -140,10 +140,7 @@ def onnx_present(card_file: PathLike, card: ModelCard) -> bool:
 
 def _verify_file(path: Path, entry: Dict[str, Any], card_file: PathLike, what: str, fix: str) -> Path:
     """``path`` exists and matches ``entry``'s bytes and sha256, or a :class:`ModelFileError` naming it."""
-    if not path.is_file():
-        from . import modelstore
-
-        modelstore.raise_if_not_installed(card_file)   # a model the plugin downloads: say how to get it
+    if not path.is_file():   # (a model the plugin downloads: runtime.select_model_file said how to get it first)
         raise ModelFileError(f"{what} missing: {path} (named by {card_file}).")
     expected_size = entry.get("bytes")
     size = path.stat().st_size

@@ -10,7 +10,7 @@ import zipfile
 import pytest
 from generated import ONNX, WEIGHTS, sha as _sha
 
-from sar2eo_cloud_plugin.core import modelfile, modelstore
+from sar2eo_cloud_plugin.core import modelfile, modelstore, runtime
 from sar2eo_cloud_plugin.core.errors import DownloadError, ModelFileError, NoBundledWeightsError
 
 
@@ -19,8 +19,8 @@ def test_missing_model_says_how_to_get_it(world):
     assert modelstore.status("sar2eo_rgb") == modelstore.AVAILABLE
     card_file = modelfile.bundled_model_path("sar2eo_rgb")
     assert card_file == bundled / "sar2eo_rgb.json"
-    with pytest.raises(NoBundledWeightsError) as err:
-        modelfile.verify_weights(card_file, modelfile.read_card(card_file))
+    with pytest.raises(NoBundledWeightsError) as err:   # where every run picks its model file
+        runtime.select_model_file(card_file, modelfile.read_card(card_file))
     assert str(err.value) == modelstore.how_to_get("sar2eo_rgb")
     assert "download_models" in str(err.value) and "Model" in str(err.value)
 

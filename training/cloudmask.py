@@ -81,6 +81,7 @@ OPTIONS: common.OptionTree = {
         "log_every": _O(10, "steps between progress-bar updates"),
         "monitor_hand_labelled": _O(True, "log the cloud IoU on the hand-labelled sentinel2_north scene each epoch "
                                           "(a reading only; never used to select)"),
+        **common.HISTORY_OPTIONS,
         **common.PRECISION_OPTIONS,
     },
     "eval": {
@@ -338,6 +339,7 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
         history, best_iou, bad_epochs = meta["history"], float(meta["best_iou"]), int(meta["bad_epochs"])
         epoch_log, wall_before = meta.get("epoch_log", []), float(meta.get("wall_seconds", 0))
         log(f"resumed from {last} at epoch {start_epoch}, step {step}, best val IoU {best_iou:.4f}")
+    history = common.bounded_history(history, int(t_cfg["history_steps"]))
     log(f"{len(val_items)} val samples; {len(ds)} samples per epoch; device {dev}; "
         f"world size {dist.world}")
     log(f"precision: train.amp = {t_cfg['amp']}" + (" (fp16 with a GradScaler)" if scaler.is_enabled() else "")
@@ -353,7 +355,7 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
     epochs_completed = start_epoch
 
     def meta_dict(ep_done: int, scores: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        return {"task": "cloudmask", "epochs_completed": ep_done, "global_step": step, "history": history,
+        return {"task": "cloudmask", "epochs_completed": ep_done, "global_step": step, "history": list(history),
                 "epoch_log": epoch_log, "best_iou": best_iou, "bad_epochs": bad_epochs,
                 "scheduler": sched.state_dict(), "config": cfg,
                 "grad_scaler": scaler.state_dict() if scaler.is_enabled() else None,
@@ -428,7 +430,7 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
         checksum = float(sum(float(p.detach().double().sum()) for p in net.parameters()))
         log(f"parameters identical on all {dist.world} ranks: {dist.same_on_all_ranks(checksum)}")
     dist.close()
-    return {"run_dir": str(run_dir), "steps": step, "history": history, "best_iou": best_iou}
+    return {"run_dir": str(run_dir), "steps": step, "history": list(history), "best_iou": best_iou}
 
 
 def _load_unet(cfg: Dict[str, Any], stem: Path):

@@ -14,6 +14,7 @@ import json
 import os
 import random
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
@@ -181,6 +182,17 @@ PRECISION_OPTIONS: Dict[str, Option] = {
     "channels_last": Option(False, "networks and input batches in channels_last (NHWC) memory format; faster "
                                    "convolutions on CUDA tensor cores"),
 }
+
+
+HISTORY_OPTIONS: Dict[str, Option] = {
+    "history_steps": Option(1000, "per-step loss records kept in the checkpoint (the last N)"),
+}
+
+
+def bounded_history(history: List[Dict[str, Any]], max_steps: int) -> "deque":
+    """The per-step loss records, keeping only the last ``max_steps`` (a long run must not grow its checkpoint
+    JSON without bound); per-epoch means are logged to train.log."""
+    return deque(history[-max_steps:] if max_steps > 0 else [], maxlen=max(max_steps, 0))
 
 
 def check_amp(amp: str, device: Any = None, key: str = "train.amp") -> str:

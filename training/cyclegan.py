@@ -19,7 +19,6 @@ import os
 import random
 import sys
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -75,7 +74,7 @@ OPTIONS: common.OptionTree = {
         "pool_size": _O(50, "image pool of past fakes per discriminator"),
         "max_minutes": _O(None, "stop (with a checkpoint) after this many minutes; None: no limit"),
         "log_every": _O(20, "steps between progress-bar updates"),
-        "history_steps": _O(1000, "per-step loss records kept in the checkpoint (the last N)"),
+        **common.HISTORY_OPTIONS,
         **common.PRECISION_OPTIONS,
     },
     "eval": {
@@ -163,12 +162,6 @@ def restore_schedulers(schedulers: Dict[str, Any], meta: Dict[str, Any], epochs_
     if any(sch.last_epoch != epochs_completed for sch in schedulers.values()):
         raise common.CheckpointError(f"scheduler state (epoch {[s.last_epoch for s in schedulers.values()]}) "
                                      f"does not match the checkpoint's {epochs_completed} completed epochs")
-
-
-def bounded_history(history: List[Dict[str, Any]], max_steps: int) -> "deque":
-    """The per-step loss records, keeping only the last ``max_steps`` (a long run must not grow its checkpoint
-    JSON without bound); per-epoch means are logged to train.log."""
-    return deque(history[-max_steps:] if max_steps > 0 else [], maxlen=max(max_steps, 0))
 
 
 def build_nets(cfg: Dict[str, Any]):
@@ -355,7 +348,7 @@ def train(cfg: Dict[str, Any], resume: bool = False) -> Dict[str, Any]:
     pool_A, pool_B = ImagePool(int(t_cfg["pool_size"])), ImagePool(int(t_cfg["pool_size"]))
     lam_l1 = float(t_cfg["lambda_L1"])
     log(f"paired L1 term: lambda_L1 = {lam_l1}" + (" (0: the seed's unpaired CycleGAN)" if lam_l1 == 0 else ""))
-    history = bounded_history(history, int(t_cfg["history_steps"]))
+    history = common.bounded_history(history, int(t_cfg["history_steps"]))
     t0 = time.time()
     max_s = float(t_cfg["max_minutes"]) * 60 if t_cfg.get("max_minutes") else None
     stopped_early = False

@@ -145,7 +145,7 @@ def test_scheduler_state_is_saved_and_restored(tmp_path):
 
 
 def test_history_is_bounded():
-    h = cyclegan.bounded_history([{"step": i} for i in range(50)], 10)
+    h = common.bounded_history([{"step": i} for i in range(50)], 10)
     for i in range(50, 80):
         h.append({"step": i})
     assert len(h) == 10 and h[0]["step"] == 70 and h[-1]["step"] == 79

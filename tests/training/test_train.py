@@ -88,6 +88,22 @@ def test_checkpoints_are_safetensors_and_json_only(tmp_path):
     assert torch.equal(opt.state_dict()["state"][0]["exp_avg"], opt2.state_dict()["state"][0]["exp_avg"])
 
 
+def test_unet_checkpoint_keeps_only_the_last_history_steps(cloudsen12_cache, tmp_path):
+    """train.history_steps bounds the per-step records of the cloud trainer as it does the CycleGAN's: a long run
+    must not grow its checkpoint JSON without end."""
+    cfg = {"seed": 0, "threads": 2, "run_dir": str(tmp_path / "crun"),
+           "data": {"kind": "cloudsen12", "cache_dir": str(cloudsen12_cache), "n_samples": 5, "auto_localise": False,
+                    "val_fraction": 0.2, "resize": 32, "val_resize": 32, "samples_per_epoch": 6, "jitter": False,
+                    "num_workers": 0},
+           "train": {"epochs": 1, "batch_size": 2, "log_every": 1, "history_steps": 2,
+                     "monitor_hand_labelled": False},
+           "eval": {"figures": 1, "batch_size": 2}}
+    out = cloudmask.train(cfg)
+    assert [h["step"] for h in out["history"]] == [2, 3]
+    meta = json.loads((Path(cfg["run_dir"]) / "ckpt_last.json").read_text())
+    assert [h["step"] for h in meta["history"]] == [2, 3] and meta["global_step"] == 3
+
+
 def test_unet_trains_evaluates_exports(cloudsen12_cache, tmp_path):
     cfg = {"seed": 0, "threads": 2, "run_dir": str(tmp_path / "crun"),
            "data": {"kind": "cloudsen12", "cache_dir": str(cloudsen12_cache), "n_samples": 5, "auto_localise": False,

@@ -6,7 +6,8 @@
 #   ./scripts/setup.sh        (`make demo` and `make test` run it first; re-running it is cheap)
 #
 # Every step is skipped when already done:
-#   1. apt: qgis python3-qgis qgis-providers xvfb xauth python3-venv pyqt5-dev-tools — only the missing ones
+#   1. apt: qgis python3-qgis qgis-providers xvfb xauth python3-venv python3-pip pyqt5-dev-tools — only the missing
+#      ones (python3-pip: the dock's installer runs QGIS's own Python's pip; Debian 13's minimal root lacks it)
 #      (needs root, or sudo). SKIP_APT=1 skips this step (e.g. a machine where someone else manages packages).
 #   2. .venv from /usr/bin/python3 with --system-site-packages (so `import qgis` works inside it).
 #   3. pip install -r requirements.txt -c requirements/debian<N>.txt, the constraint file of this release
@@ -30,7 +31,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 
 # xauth: only a Recommends of xvfb, but xvfb-run (the real-QGIS-window test) refuses to start without it.
-APT_PACKAGES=(qgis python3-qgis qgis-providers xvfb xauth python3-venv pyqt5-dev-tools)
+APT_PACKAGES=(qgis python3-qgis qgis-providers xvfb xauth python3-venv python3-pip pyqt5-dev-tools)
 VENV="$REPO/.venv"
 PY="$VENV/bin/python"
 STAMP="$VENV/.requirements.stamp"

@@ -276,7 +276,7 @@ class BackSampler:
 
         # rows relative to the rows given; clamping at their edge is clamping at the raster's, since they
         # hold every row the taps reach
-        rows = self.v_all[y0:y0 + n] - c0
+        rows: np.ndarray = self.v_all[y0:y0 + n] - c0
         if self.decide is None:
             data, valid = self._probabilities(np.array(p, dtype=np.float32, copy=True), rows)
         else:

@@ -9,7 +9,7 @@ cloud / shadow, softmax, 30 m) are cards like any other.
 A run: decide the product level and the DN offset (``s2product``), pick a model (``select_model``),
 find its bands in the layer (``bands.find_s2_bands``), check a sample of the values, then run the
 tiled engine. A model at the layer's resolution runs on the layer's grid; a coarser one runs on its own
-grid (``regrid``: the bands averaged onto it first, the blended class probabilities sampled back at
+grid (``regrid``: the bands averaged onto it as the network goes, the blended class probabilities sampled back at
 every input pixel), so the outputs are always on the input's grid, nodata kept. The class raster is the
 argmax (softmax) or the thresholded probability (sigmoid). An optional buffer dilates cloud and shadow
 afterwards. No QGIS here.

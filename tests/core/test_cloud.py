@@ -688,6 +688,21 @@ def test_class_raster_decided_without_interpolating_equals_the_interpolated_one(
     np.testing.assert_array_equal(counts["decided"], counts["interpolated"])
 
 
+def test_class_raster_is_the_same_with_or_without_the_probabilities_on_a_real_patch(s2_samples, tmp_path):
+    """On the REAL snow patch 57_38, half of which the RGB model calls cloud (class edges through the whole
+    patch), the class raster written alone (decided without interpolating inside a class) is the one written
+    beside the probability raster (every pixel interpolated)."""
+    src = next(p for p in s2_samples if "57_38" in p.name)
+    masks = {}
+    for way, prob in (("alone", None), ("with_probabilities", str(tmp_path / "p.tif"))):
+        res = cloud.cloud_mask(cloud.CloudMaskRequest(str(src), str(tmp_path / f"{way}.tif"), model="cloudmask",
+                                                      probability_path=prob))
+        with rasterio.open(tmp_path / f"{way}.tif") as ds:
+            masks[way] = ds.read(1)
+    assert res.scale == 3.0 and 0.2 < res.fraction("cloud") < 0.8
+    np.testing.assert_array_equal(masks["alone"], masks["with_probabilities"])
+
+
 def test_class_decision_skips_interpolation_inside_a_class():
     """Inside a patch of one class no pixel is interpolated; only those whose taps straddle its edge are."""
     from sar2eo_cloud_plugin.core import regrid

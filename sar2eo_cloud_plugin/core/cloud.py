@@ -626,28 +626,30 @@ class _PredictorLoading:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="sar2eo-load")
         self._job = self._pool.submit(load_predictor, card_path, "cloudmask", runtime, device, activation, precision,
                                       log=self._lines.append)
-        self._replayed = False
+        self._loaded: Optional[Tuple[Callable[[np.ndarray], np.ndarray], RuntimeInfo]] = None
 
-    def _loaded(self) -> Tuple[Callable[[np.ndarray], np.ndarray], RuntimeInfo]:
-        try:
-            predictor, _card, info = self._job.result()
-        finally:
-            if not self._replayed:
-                self._replayed = True
-                for line in self._lines:
+    def _result(self) -> Tuple[Callable[[np.ndarray], np.ndarray], RuntimeInfo]:
+        """(predictor, info), waiting for them; the first call says what loading logged."""
+        if self._loaded is None:
+            try:
+                predictor, _card, info = self._job.result()
+            finally:
+                lines, self._lines = self._lines, []
+                for line in lines:
                     self._log(line)
-        if self._precision != "float32":
-            self._log(f"Network precision: {self._precision} (autocast); the card's metrics were measured in float32")
-            self._precision = "float32"      # said once
-        return predictor, info
+            if self._precision != "float32":
+                self._log(f"Network precision: {self._precision} (autocast); the card's metrics were measured "
+                          "in float32")
+            self._loaded = (predictor, info)
+        return self._loaded
 
     def predictor(self) -> Callable[[np.ndarray], np.ndarray]:
         """The network (waits for it to load)."""
-        return self._loaded()[0]
+        return self._result()[0]
 
     def info(self) -> RuntimeInfo:
         """Which runtime and device run it."""
-        return self._loaded()[1]
+        return self._result()[1]
 
     def close(self) -> None:
         """Wait for the loading thread (a run that failed before it needed the network)."""
@@ -660,13 +662,13 @@ def _run_on_network_grid(src_path: str, bands: Sequence[int], scale: float, spec
                          decide: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> RunResult:
     """The engine on the input averaged onto the network's grid, then the probabilities back on the input
     grid (:mod:`.regrid`); the outputs are the same as the engine would write at the input's resolution.
-    ``predictor_of()`` gives the network once the averaged input is written (it is loaded meanwhile);
+    ``predictor_of()`` gives the network (it loads while the averaged grid starts filling);
     ``decide``: the outputs take the class index, not the probabilities (``regrid.BackSampler``)."""
     from . import regrid
 
     progress = progress or (lambda _f: None)
-    with tempfile.TemporaryDirectory(prefix="sar2eo_network_grid_") as workdir, contextlib.ExitStack() as stack:
-        grid = stack.enter_context(regrid.AveragedGrid(src_path, bands, scale, workdir))
+    with tempfile.TemporaryDirectory(prefix="sar2eo_network_grid_") as workdir, \
+            regrid.AveragedGrid(src_path, bands, scale, workdir) as grid:
         predictor = predictor_of()      # ONNX Runtime's session is built while the grid fills
         log(f"Network grid: {grid.width} x {grid.height} px")
         # The probabilities go back to the input's grid while the network still runs (regrid.StreamingBackSampler
@@ -675,10 +677,8 @@ def _run_on_network_grid(src_path: str, bands: Sequence[int], scale: float, spec
                                               outputs, decide=decide)
         try:
             def keep(prob: np.ndarray, valid: np.ndarray) -> np.ndarray:
-                out: np.ndarray = prob.astype(np.float32, copy=True)
-                out[:, ~valid] = PROB_NODATA
-                sampler.feed(out)
-                return out
+                sampler.feed(prob, valid)
+                return prob
 
             spec_out = OutputSpec(path=None, count=channels, dtype="float32", nodata=PROB_NODATA, convert=keep)
             run = run_tiled(grid, list(range(1, len(bands) + 1)), make_prepare(spec, offset), predictor,

@@ -115,7 +115,8 @@ def _check_paths(src_path: Optional[str], outputs: Sequence[OutputSpec]) -> None
     if src_path is not None and os.path.realpath(src_path) in out_real:
         raise InputError(f"The output file '{src_path}' is the input raster itself; choose another output file.")
     if len(set(out_real)) < len(out_real):
-        raise InputError(f"Two outputs of this run point to the same file ({', '.join(str(s.path) for s in outputs)}).")
+        raise InputError(f"Two outputs of this run point to the same file "
+                         f"({', '.join(str(s.path) for s in outputs if s.path)}).")
 
 
 def _open_source(src_path: str, bands: Sequence[int]) -> Any:

@@ -207,11 +207,11 @@ def _agreed(codes: np.ndarray, axis: int) -> np.ndarray:
     return np.concatenate([pair, last], axis=axis)
 
 
-def _column_plan(W: int, Wc: int) -> Tuple[Tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
-    """For every input column: its bilinear taps (lower, upper, upper weight) among ``Wc`` coarse columns, and
-    where :meth:`BackSampler._classes` finds its taps' common code (the coarse column k when the upper tap has
-    no weight, else k's pair with k + 1, at ``Wc + k``)."""
-    taps = _bilinear_taps(_sample_coords(W, Wc), Wc)
+def _column_plan(cols: np.ndarray, Wc: int) -> Tuple[Tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """For every input column (``cols``: its coordinate among ``Wc`` coarse columns, :func:`_sample_coords`): its
+    bilinear taps (lower, upper, upper weight), and where :meth:`BackSampler._classes` finds its taps' common
+    code (the coarse column k when the upper tap has no weight, else k's pair with k + 1, at ``Wc + k``)."""
+    taps = _bilinear_taps(cols, Wc)
     return taps, np.where(taps[2] > 0, Wc + taps[0], taps[0])
 
 
@@ -258,7 +258,7 @@ class BackSampler:
             raise
         self.u = _sample_coords(self.W, self.Wc)
         self.v_all = _sample_coords(self.H, self.Hc)
-        self.col_taps, self.col_source = _column_plan(self.W, self.Wc)
+        self.col_taps, self.col_source = _column_plan(self.u, self.Wc)
 
     def strips(self) -> List[Tuple[int, int, int, int]]:
         """(first input row, rows, first coarse row, end coarse row) of every strip: the coarse rows bilinear
@@ -345,20 +345,19 @@ class BackSampler:
 
 def to_input_grid(prob_path: str, prob_nodata: float, src_path: str, valid_band: int,
                   outputs: Sequence[OutputSpec], progress: Optional[Callable[[float], None]] = None,
-                  is_cancelled: Optional[Callable[[], bool]] = None, rows: int = STRIP_ROWS,
-                  decide: Optional[Decide] = None) -> None:
+                  is_cancelled: Optional[Callable[[], bool]] = None, rows: int = STRIP_ROWS) -> None:
     """Write ``outputs`` on the grid of ``src_path`` from the coarse probabilities in ``prob_path``
     (nodata ``prob_nodata``), converting the resampled probabilities with each output's ``convert``,
     exactly as the engine does, through the same :class:`~.geotiff.AtomicGeoTiffWriter`: each output goes to
     a checked temporary file, all are renamed only when all are complete, and a failed write is an
-    :class:`~.errors.OutputError` naming the file. ``decide``: as for :class:`BackSampler`."""
+    :class:`~.errors.OutputError` naming the file."""
     import rasterio
     from rasterio.windows import Window
 
     progress = progress or (lambda _f: None)
     with rasterio.open(prob_path) as coarse:
         sampler = BackSampler((coarse.count, coarse.height, coarse.width), prob_nodata, src_path, valid_band,
-                              outputs, rows, decide)
+                              outputs, rows)
         try:
             for y0, n, c0, c1 in sampler.strips():
                 if is_cancelled and is_cancelled():
@@ -392,8 +391,9 @@ class StreamingBackSampler(BackSampler):
         self.thread = threading.Thread(target=self._work, name="sar2eo-backsample", daemon=True)
         self.thread.start()
 
-    def feed(self, chunk: np.ndarray) -> None:
-        """Keep one chunk (C, n, w) of coarse rows [ready_rows, ready_rows + n); raises the worker's error."""
+    def feed(self, chunk: np.ndarray, valid: Optional[np.ndarray] = None) -> None:
+        """Keep one chunk (C, n, w) of coarse rows [ready_rows, ready_rows + n), nodata where ``valid`` (n, w) is
+        False; raises the worker's error. (The engine's blended rows go straight into the buffer: no copy.)"""
         if self.failure is not None:
             raise self.failure
         c, n, w = chunk.shape
@@ -401,7 +401,10 @@ class StreamingBackSampler(BackSampler):
         if c != self.channels or r0 + n > self.Hc or self.col + w > self.Wc:
             raise RuntimeError(f"back-sampling got a chunk of shape {chunk.shape} at row {r0}, column {self.col} "
                                f"of a {self.channels} x {self.Hc} x {self.Wc} grid: the engine's order changed")
-        self.buffer[:, r0:r0 + n, self.col:self.col + w] = chunk
+        kept = self.buffer[:, r0:r0 + n, self.col:self.col + w]
+        kept[...] = chunk
+        if valid is not None:
+            kept[:, ~valid] = self.prob_nodata
         self.col += w
         if self.col == self.Wc:
             self.col = 0

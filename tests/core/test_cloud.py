@@ -713,7 +713,7 @@ def test_class_decision_skips_interpolation_inside_a_class():
     sampler = object.__new__(regrid.BackSampler)
     sampler.W, sampler.Wc, sampler.prob_nodata = w, wc, -1.0
     decide = lambda prob: np.argmax(prob, axis=0).astype(np.uint8)  # noqa: E731
-    sampler.col_taps, sampler.col_source = regrid._column_plan(w, wc)
+    sampler.col_taps, sampler.col_source = regrid._column_plan(regrid._sample_coords(w, wc), wc)
     interpolated = []
     real = regrid._bilinear_at
     try:

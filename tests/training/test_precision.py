@@ -117,10 +117,11 @@ def test_an_enabled_grad_scaler_skips_non_finite_steps():
     assert _changed(before, nets) and scaler.get_scale() == 512.0
 
 
-def test_options_are_listed_by_help_config(capsys):
+@pytest.mark.parametrize("task", ["sar2eo", "cloudmask"])
+def test_options_are_listed_by_help_config(task, capsys):
     from training.__main__ import main
 
-    assert main(["sar2eo", "--help-config"]) == 0
+    assert main([task, "--help-config"]) == 0
     out = capsys.readouterr().out
     assert "train.amp (default 'none'): mixed precision" in out
     assert "train.channels_last (default False): " in out
@@ -186,15 +187,6 @@ def test_cloud_config_refuses_bad_precision_values_and_train_refuses_fp16_on_cpu
            "data": {"kind": "cloudsen12", "cache_dir": str(tmp_path / "missing"), "auto_localise": False}}
     with pytest.raises(common.ConfigError, match=r"train\.amp=fp16 needs a CUDA device, but this run is on cpu"):
         cloudmask.train(cfg)
-
-
-def test_cloud_options_are_listed_by_help_config(capsys):
-    from training.__main__ import main
-
-    assert main(["cloudmask", "--help-config"]) == 0
-    out = capsys.readouterr().out
-    assert "train.amp (default 'none'): mixed precision" in out
-    assert "train.channels_last (default False): " in out
 
 
 def test_a_bf16_channels_last_cloud_run_records_its_precision(cloudsen12_cache, tmp_path):
